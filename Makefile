@@ -1,0 +1,40 @@
+# flowwarden — two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+DATA   ?= ../shared/data
+
+.PHONY: setup test test-fast lint demo bench fit-paper clean
+
+setup: $(STAMP)
+
+# Re-installs only when the project metadata or the pinned versions change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e '.[train,broker,dev]'
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup lint
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not kafka"
+
+demo: setup
+	$(PY) -m detector.demo --data $(DATA)
+
+bench: setup
+	$(PY) -m pytest -q tests/bench -s -p no:cacheprovider --override-ini testpaths=tests/bench
+
+fit-paper: setup
+	$(VENV)/bin/trainer fit --data $(DATA)/cicids2017_improved_sample --profile paper --out runs/paper
+
+clean:
+	rm -rf runs .demo .pytest_cache .ruff_cache

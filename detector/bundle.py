@@ -1,0 +1,254 @@
+"""The model bundle: the one artifact that joins training and serving.
+
+A bundle is a directory (a ``.tar.gz`` of it is accepted too)::
+
+    manifest.json        format version, model name/version, classes, features, sha256 of every file
+    model.safetensors    weights (safetensors: no pickle is ever loaded)
+    model.json           network hyper-parameters (detector.model.ModelConfig)
+    preprocessing.json   fitted preprocessing (detector.preprocess.Preprocessor)
+
+:func:`load_bundle` verifies the format version and every checksum *before* it reads a weight, and
+refuses a bad bundle with a :class:`BundleError` that names the file and what is wrong with it. The
+bundle's identity (``Bundle.sha256``) is the sha256 of ``manifest.json``, which pins every file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from detector.model import ModelConfig, ResCAEBiGRU
+from detector.preprocess import PreprocessingError, Preprocessor
+
+FORMAT = "flowwarden.bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+MODEL_CONFIG = "model.json"
+PREPROCESSING = "preprocessing.json"
+REQUIRED_FILES = (WEIGHTS, MODEL_CONFIG, PREPROCESSING)
+MODEL_NAME = "rescae-bigru"
+
+
+class BundleError(ValueError):
+    """A bundle that must not be served; the message says which file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified, loaded bundle. ``model`` is in eval mode on the CPU."""
+
+    path: Path
+    manifest: dict[str, Any]
+    sha256: str
+    model: ResCAEBiGRU
+    preprocessor: Preprocessor
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["model"]["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["model"]["version"])
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.manifest["classes"])
+
+    @property
+    def benign_class(self) -> str:
+        return str(self.manifest["benign_class"])
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.preprocessor.input_features
+
+
+def write_bundle(
+    directory: str | Path,
+    *,
+    model: ResCAEBiGRU,
+    preprocessor: Preprocessor,
+    classes: Sequence[str],
+    benign_class: str,
+    version: str | None = None,
+    training_data: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a complete bundle into ``directory`` (created; must not exist or be empty)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.iterdir()):
+        raise BundleError(f"bundle directory {out} is not empty")
+    if model.config.n_classes != len(classes):
+        raise BundleError(f"model has {model.config.n_classes} outputs but {len(classes)} classes were given")
+    if benign_class not in classes:
+        raise BundleError(f"benign class {benign_class!r} is not one of the classes")
+
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS))
+    _write_json(out / MODEL_CONFIG, model.config.to_json())
+    _write_json(out / PREPROCESSING, preprocessor.to_json())
+
+    created = datetime.now(UTC)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {"name": MODEL_NAME, "version": version or created.strftime("%Y%m%dT%H%M%SZ")},
+        "created_at": created.isoformat(timespec="seconds"),
+        "features": list(preprocessor.input_features),
+        "model_inputs": len(preprocessor.output_names),
+        "classes": list(classes),
+        "benign_class": benign_class,
+        "training_data": dict(training_data or {}),
+        "metrics": dict(metrics or {}),
+        "files": {
+            name: {"sha256": file_sha256(out / name), "bytes": (out / name).stat().st_size} for name in REQUIRED_FILES
+        },
+    }
+    _write_json(out / MANIFEST, manifest)
+    return out
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Verify and load a bundle directory or ``.tar.gz``; raises :class:`BundleError` when it is bad."""
+    source = Path(path)
+    if not source.exists():
+        raise BundleError(f"bundle {source} does not exist")
+    if source.is_file():
+        if not tarfile.is_tarfile(source):
+            raise BundleError(f"bundle {source} is a file but not a .tar.gz archive")
+        with tempfile.TemporaryDirectory(prefix="flowwarden-bundle-") as scratch:
+            root = _extract(source, Path(scratch))
+            return _load_directory(root, reported_as=source)
+    return _load_directory(source, reported_as=source)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_directory(root: Path, reported_as: Path) -> Bundle:
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"bundle {reported_as}: {MANIFEST} is missing")
+    manifest_bytes = manifest_path.read_bytes()
+    manifest = _parse_manifest(manifest_bytes, reported_as)
+    _verify_files(root, manifest, reported_as)
+
+    try:
+        config = ModelConfig.from_json(_read_json(root / MODEL_CONFIG))
+        preprocessor = Preprocessor.from_json(_read_json(root / PREPROCESSING))
+    except (TypeError, ValueError, PreprocessingError) as exc:
+        raise BundleError(f"bundle {reported_as}: {exc}") from exc
+    _check_consistency(manifest, config, preprocessor, reported_as)
+
+    model = ResCAEBiGRU(config)
+    try:
+        state = load_file(str(root / WEIGHTS), device="cpu")
+        model.load_state_dict(state, strict=True)
+    except (SafetensorsError, RuntimeError, OSError) as exc:
+        raise BundleError(f"bundle {reported_as}: {WEIGHTS} does not fit the model: {exc}") from exc
+    model.eval()
+    sha = hashlib.sha256(manifest_bytes).hexdigest()
+    return Bundle(reported_as, manifest, sha, model, preprocessor)
+
+
+def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"bundle {where}: {MANIFEST} is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"bundle {where}: {MANIFEST} is not a flowwarden bundle manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {where}: unknown bundle format version {version!r} "
+            f"(this detector reads format version {FORMAT_VERSION})"
+        )
+    for key in ("model", "classes", "benign_class", "files", "features"):
+        if key not in manifest:
+            raise BundleError(f"bundle {where}: {MANIFEST} lacks {key!r}")
+    return manifest
+
+
+def _verify_files(root: Path, manifest: dict[str, Any], where: Path) -> None:
+    files = manifest["files"]
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise BundleError(f"bundle {where}: {MANIFEST} does not list required file {name}")
+    for name, entry in files.items():
+        target = root / name
+        if Path(name).name != name:
+            raise BundleError(f"bundle {where}: {MANIFEST} lists a path outside the bundle: {name!r}")
+        if not target.is_file():
+            raise BundleError(f"bundle {where}: file {name} is missing")
+        actual = file_sha256(target)
+        if actual != entry.get("sha256"):
+            raise BundleError(
+                f"bundle {where}: checksum mismatch for {name} (manifest {str(entry.get('sha256'))[:12]}…, "
+                f"file {actual[:12]}…): the file changed after the bundle was written"
+            )
+
+
+def _check_consistency(manifest: dict[str, Any], config: ModelConfig, pre: Preprocessor, where: Path) -> None:
+    if list(manifest["features"]) != list(pre.input_features):
+        raise BundleError(f"bundle {where}: manifest features differ from {PREPROCESSING}")
+    if config.n_features != pre.width:
+        raise BundleError(f"bundle {where}: model expects {config.n_features} inputs, preprocessing gives {pre.width}")
+    if config.n_classes != len(manifest["classes"]):
+        raise BundleError(
+            f"bundle {where}: model has {config.n_classes} outputs for {len(manifest['classes'])} classes"
+        )
+    if manifest["benign_class"] not in manifest["classes"]:
+        raise BundleError(f"bundle {where}: benign class is not one of the classes")
+
+
+def _extract(archive: Path, scratch: Path) -> Path:
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            tar.extractall(scratch, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise BundleError(f"bundle {archive}: cannot unpack archive: {exc}") from exc
+    if (scratch / MANIFEST).is_file():
+        return scratch
+    children = [p for p in scratch.iterdir() if p.is_dir()]
+    if len(children) == 1 and (children[0] / MANIFEST).is_file():
+        return children[0]
+    raise BundleError(f"bundle {archive}: archive holds no {MANIFEST} at its top level")
+
+
+def archive_bundle(directory: str | Path, archive: str | Path) -> Path:
+    """Pack a bundle directory as ``.tar.gz`` (files at the archive's top level)."""
+    target = Path(archive)
+    with tarfile.open(target, "w:gz") as tar:
+        for item in sorted(Path(directory).iterdir()):
+            tar.add(item, arcname=item.name)
+    return target
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path.name} is not readable JSON: {exc}") from exc
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -1,0 +1,144 @@
+"""The ResCAE-BiGRU network: a residual convolutional encoder, its pre-training decoder, and the
+bidirectional-GRU classifier that reads the encoder's output as a sequence.
+
+Shapes follow DESIGN.md. A flow is a vector of F scaled features, seen as an image of one row:
+``[N, 1, 1, F]``. Every convolution slides along the feature axis only, so kernels are ``(1, k)``.
+
+The paper's table gives the shortcut path kernel 1, stride 2, padding 1 and the main path kernel 3,
+stride 2, padding 1. With those numbers the two paths produce different widths (for F=80: 41 vs 40)
+and the residual sum does not type-check. We keep the kernels and strides and drop the shortcut's
+padding, so both paths give ``floor((F - 1) / 2) + 1`` positions and can be added.
+
+This module is imported by the detector at serving time; it must not import anything from trainer/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters that fix the network's shape; stored in the bundle as JSON."""
+
+    n_features: int
+    n_classes: int
+    filters: tuple[int, int] = (16, 32)
+    gru_hidden: int = 64
+    gru_layers: int = 2
+    dropout: float = 0.5
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelConfig:
+        fields = dict(data)
+        fields["filters"] = tuple(fields.get("filters", (16, 32)))
+        return cls(**fields)
+
+
+def encoded_length(n_features: int, n_blocks: int = 2) -> int:
+    """Width of the encoder's output for ``n_features`` inputs (each block halves it, rounding up)."""
+    width = n_features
+    for _ in range(n_blocks):
+        width = (width - 1) // 2 + 1
+    return width
+
+
+class ResidualBlock(nn.Module):
+    """conv(1x3, stride 2) → BN → ReLU → conv(1x3) → BN, plus a conv(1x1, stride 2) → BN shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, (1, 3), stride=(1, 2), padding=(0, 1), bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, (1, 3), stride=(1, 1), padding=(0, 1), bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, (1, 1), stride=(1, 2), padding=0, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.main(x) + self.shortcut(x))
+
+
+class Encoder(nn.Module):
+    """Two residual blocks: ``[N, 1, 1, F]`` → ``[N, filters[1], 1, L]``."""
+
+    def __init__(self, filters: tuple[int, int] = (16, 32)) -> None:
+        super().__init__()
+        self.rb1 = ResidualBlock(1, filters[0])
+        self.rb2 = ResidualBlock(filters[0], filters[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rb2(self.rb1(x))
+
+
+class ResCAE(nn.Module):
+    """The convolutional autoencoder used for unsupervised pre-training (MSE on the F inputs)."""
+
+    def __init__(self, n_features: int, filters: tuple[int, int] = (16, 32)) -> None:
+        super().__init__()
+        self.n_features = n_features
+        self.encoder = Encoder(filters)
+        self.up1 = nn.ConvTranspose2d(filters[1], filters[0], (1, 3), stride=(1, 2), padding=(0, 1))
+        self.up2 = nn.ConvTranspose2d(filters[0], 1, (1, 3), stride=(1, 2), padding=(0, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruct ``x`` of shape ``[N, F]`` (or ``[N, 1, 1, F]``); returns ``[N, F]``."""
+        image = as_image(x)
+        n = image.shape[0]
+        hidden = self.encoder(image)
+        middle = encoded_length(self.n_features, 1)
+        hidden = torch.relu(self.up1(hidden, output_size=(1, middle)))
+        out = torch.sigmoid(self.up2(hidden, output_size=(1, self.n_features)))
+        return out.reshape(n, self.n_features)
+
+
+class ResCAEBiGRU(nn.Module):
+    """Encoder → sequence ``[N, L, 32]`` → 2-layer BiGRU → Dropout → Linear (logits).
+
+    The classifier reads the final hidden state of both directions of the top GRU layer. ``forward``
+    returns logits; use :meth:`predict_proba` for softmax probabilities.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.filters)
+        self.gru = nn.GRU(
+            input_size=config.filters[1],
+            hidden_size=config.gru_hidden,
+            num_layers=config.gru_layers,
+            batch_first=True,
+            bidirectional=True,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(2 * config.gru_hidden, config.n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        encoded = self.encoder(as_image(x))  # [N, C, 1, L]
+        sequence = encoded.squeeze(2).permute(0, 2, 1)  # [N, L, C]
+        _, hidden = self.gru(sequence)  # [layers * 2, N, H]
+        last = torch.cat([hidden[-2], hidden[-1]], dim=1)  # forward and backward of the top layer
+        return self.head(self.dropout(last))
+
+    @torch.inference_mode()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for a batch ``[N, F]``; the caller must have called ``eval()``."""
+        return torch.softmax(self(x), dim=1)
+
+
+def as_image(x: torch.Tensor) -> torch.Tensor:
+    """``[N, F]`` → ``[N, 1, 1, F]``; an input already 4-D is returned unchanged."""
+    if x.dim() == 4:
+        return x
+    return x.reshape(x.shape[0], 1, 1, x.shape[-1])
