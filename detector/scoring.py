@@ -1,0 +1,92 @@
+"""Scoring flows with a bundle: decoded flows → preprocessing → model → verdicts.
+
+This is the one model path. The trainer evaluates with :func:`predict_proba`, ``detector score`` and the
+Kafka worker use :class:`Scorer`; so offline scores, evaluation and the stream cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from detector.bundle import Bundle
+from detector.decode import DecodedFlow, FlowDecoder
+
+DEFAULT_BATCH = 4096
+
+
+class DeviceError(ValueError):
+    """``--device cuda`` was asked for on a machine without a usable GPU."""
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` takes the GPU when there is one; ``cuda`` without one is an error, not a silent CPU run."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was requested but no CUDA GPU is available (use auto or cpu)")
+    if requested not in {"cpu", "cuda"}:
+        raise DeviceError(f"unknown device {requested!r}: choose auto, cpu or cuda")
+    return torch.device(requested)
+
+
+@torch.inference_mode()
+def predict_proba(
+    model: nn.Module, matrix: np.ndarray, device: torch.device, batch_size: int = DEFAULT_BATCH
+) -> np.ndarray:
+    """Softmax probabilities ``[N, classes]`` for a preprocessed matrix; the model must be in eval mode."""
+    outputs = []
+    for start in range(0, len(matrix), batch_size):
+        chunk = torch.from_numpy(np.ascontiguousarray(matrix[start : start + batch_size])).to(device)
+        outputs.append(torch.softmax(model(chunk), dim=1).float().cpu().numpy())
+    if not outputs:
+        return np.zeros((0, model.config.n_classes), dtype=np.float32)
+    return np.concatenate(outputs)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The model's answer for one flow."""
+
+    label: str
+    is_attack: bool
+    confidence: float
+    top: tuple[tuple[str, float], ...]
+
+
+class Scorer:
+    """A loaded bundle ready to score batches of decoded flows on one device."""
+
+    def __init__(self, bundle: Bundle, device: str = "auto", top_k: int = 3) -> None:
+        self.bundle = bundle
+        self.device = pick_device(device)
+        self.model = bundle.model.to(self.device).eval()
+        self.top_k = max(1, min(top_k, len(bundle.classes)))
+        pre = bundle.preprocessor
+        self.decoder = FlowDecoder(pre.numeric, tuple(pre.categories))
+        self._classes = np.asarray(bundle.classes, dtype=object)
+        self._benign = bundle.classes.index(bundle.benign_class)
+
+    def probabilities(self, flows: Sequence[DecodedFlow]) -> np.ndarray:
+        """Class probabilities for decoded flows, in the bundle's class order."""
+        pre = self.bundle.preprocessor
+        numeric = np.stack([f.numeric for f in flows]) if flows else np.zeros((0, len(pre.numeric)))
+        categorical = {name: [f.categorical[i] for f in flows] for i, name in enumerate(pre.categories)}
+        return predict_proba(self.model, pre.transform(numeric, categorical), self.device)
+
+    def score(self, flows: Sequence[DecodedFlow]) -> list[Verdict]:
+        """One verdict per flow, in order."""
+        return self.verdicts(self.probabilities(flows))
+
+    def verdicts(self, probabilities: np.ndarray) -> list[Verdict]:
+        order = np.argsort(-probabilities, axis=1)[:, : self.top_k]
+        verdicts = []
+        for row, ranked in zip(probabilities, order, strict=True):
+            best = int(ranked[0])
+            top = tuple((str(self._classes[i]), round(float(row[i]), 6)) for i in ranked)
+            verdicts.append(Verdict(str(self._classes[best]), best != self._benign, float(row[best]), top))
+        return verdicts

@@ -1,0 +1,44 @@
+"""Progress bars with ETA for each training stage, and one line per finished epoch.
+
+Long CPU runs (a ``paper`` fit takes the better part of an hour on two cores) must show where they are
+and how long is left. Tests and library callers pass ``enabled=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class Reporter:
+    """Stage progress and notes on stderr (stdout stays free for machine-readable output)."""
+
+    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
+        self.enabled = enabled
+        self.console = console or Console(stderr=True)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        """A progress bar for ``total`` steps; yields ``advance(n)``."""
+        if not self.enabled:
+            yield lambda n=1: None
+            return
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("elapsed"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self.console, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(task, n)
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(text)

@@ -1,0 +1,210 @@
+"""The two training stages of ResCAE-BiGRU.
+
+Stage 1 pre-trains the convolutional autoencoder (MSE reconstruction, no labels) so the encoder starts
+from features that describe flows. Stage 2 copies that encoder into the classifier and fine-tunes the
+whole network with Focal Loss, SAM over SGD with momentum, and cosine annealing of the learning rate
+over the run. Each epoch is measured on a validation split carved from the training split (never the
+test split); with ``select_best`` the weights of the best validation macro-F1 epoch are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+from torch.nn import functional as F
+
+from detector.model import ModelConfig, ResCAE, ResCAEBiGRU
+from detector.scoring import predict_proba
+from trainer.config import FinetuneConfig, ModelSection, PretrainConfig
+from trainer.losses import FocalLoss
+from trainer.progress import Reporter
+from trainer.sam import SAM
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    val_f1_macro: float | None
+    lr: float
+    seconds: float
+
+
+@dataclass
+class History:
+    pretrain_loss: list[float] = field(default_factory=list)
+    epochs: list[EpochStats] = field(default_factory=list)
+    best_epoch: int | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "pretrain_loss": self.pretrain_loss,
+            "epochs": [asdict(e) for e in self.epochs],
+            "best_epoch": self.best_epoch,
+        }
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same data, same device → same model."""
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def build_model(n_features: int, n_classes: int, section: ModelSection) -> ResCAEBiGRU:
+    config = ModelConfig(
+        n_features=n_features,
+        n_classes=n_classes,
+        filters=tuple(section.filters),
+        gru_hidden=section.gru_hidden,
+        gru_layers=section.gru_layers,
+        dropout=section.dropout,
+    )
+    return ResCAEBiGRU(config)
+
+
+def pretrain_encoder(
+    x: np.ndarray,
+    section: ModelSection,
+    cfg: PretrainConfig,
+    device: torch.device,
+    seed: int,
+    reporter: Reporter,
+) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """Train the autoencoder on unlabeled rows; returns the encoder's weights and the loss per epoch."""
+    autoencoder = ResCAE(x.shape[1], tuple(section.filters)).to(device)
+    optimizer = torch.optim.Adam(autoencoder.parameters(), lr=cfg.lr)
+    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    steps = cfg.epochs * _n_batches(len(data), cfg.batch_size)
+    with reporter.task("pre-train autoencoder", steps) as advance:
+        for epoch in range(cfg.epochs):
+            autoencoder.train()
+            total = 0.0
+            for index in torch.randperm(len(data), generator=generator).split(cfg.batch_size):
+                batch = data[index].to(device)
+                loss = F.mse_loss(autoencoder(batch), batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss) * len(index)
+                advance(1)
+            losses.append(total / len(data))
+            reporter.note(f"  pre-train epoch {epoch + 1}/{cfg.epochs}  reconstruction MSE {losses[-1]:.6f}")
+    return copy.deepcopy(autoencoder.encoder.state_dict()), losses
+
+
+def finetune(
+    model: ResCAEBiGRU,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    cfg: FinetuneConfig,
+    device: torch.device,
+    seed: int,
+    reporter: Reporter,
+    history: History | None = None,
+) -> History:
+    """Fine-tune the classifier; labels are class indices. Returns the per-epoch history."""
+    history = history or History()
+    model.to(device)
+    criterion = _criterion(cfg, model.config.n_classes).to(device)
+    base = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sam = SAM(model.parameters(), base, rho=cfg.sam.rho) if cfg.sam.enabled else None
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(base, T_max=cfg.epochs)
+    x = torch.from_numpy(np.ascontiguousarray(train[0], dtype=np.float32))
+    y = torch.from_numpy(np.asarray(train[1], dtype=np.int64))
+    generator = torch.Generator().manual_seed(seed)
+    best_score, best_state = -1.0, None
+
+    with reporter.task("fine-tune ResCAE-BiGRU", cfg.epochs * _n_batches(len(x), cfg.batch_size)) as advance:
+        for epoch in range(cfg.epochs):
+            started = time.perf_counter()
+            lr = base.param_groups[0]["lr"]
+            fitted = _train_epoch(model, x, y, criterion, base, sam, cfg, device, generator, advance)
+            schedule.step()
+            val = _validate(model, validation, criterion, device) if validation is not None else (None, None, None)
+            stats = EpochStats(epoch + 1, *fitted, *val, lr, time.perf_counter() - started)
+            history.epochs.append(stats)
+            reporter.note(_epoch_line(stats, cfg.epochs))
+            score = stats.val_f1_macro if stats.val_f1_macro is not None else -stats.train_loss
+            if cfg.select_best and score > best_score:
+                best_score, best_state, history.best_epoch = score, copy.deepcopy(model.state_dict()), epoch + 1
+
+    if cfg.select_best and best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+def _train_epoch(model, x, y, criterion, base, sam, cfg, device, generator, advance) -> tuple[float, float]:
+    model.train()
+    total_loss, correct = 0.0, 0
+    for index in torch.randperm(len(x), generator=generator).split(cfg.batch_size):
+        batch_x, batch_y = x[index].to(device), y[index].to(device)
+        logits_seen: list[torch.Tensor] = []
+
+        def closure(batch_x=batch_x, batch_y=batch_y, logits_seen=logits_seen) -> torch.Tensor:
+            logits = model(batch_x)
+            if not logits_seen:
+                logits_seen.append(logits.detach())
+            loss = criterion(logits, batch_y)
+            loss.backward()
+            return loss
+
+        if sam is not None:
+            loss = sam.step(model, closure)
+        else:
+            base.zero_grad(set_to_none=True)
+            loss = closure()
+            base.step()
+        total_loss += float(loss) * len(index)
+        correct += int((logits_seen[0].argmax(1) == batch_y).sum())
+        advance(1)
+    return total_loss / len(x), correct / len(x)
+
+
+def _validate(model, validation, criterion, device) -> tuple[float, float, float]:
+    model.eval()
+    x, y = validation
+    probabilities = predict_proba(model, x.astype(np.float32, copy=False), device)
+    with torch.no_grad():
+        logits = torch.log(torch.from_numpy(probabilities).clamp_min(1e-12))
+        loss = float(criterion(logits, torch.from_numpy(np.asarray(y, dtype=np.int64))))
+    predicted = probabilities.argmax(1)
+    accuracy = float((predicted == y).mean())
+    f1 = float(f1_score(y, predicted, average="macro", zero_division=0))
+    return loss, accuracy, f1
+
+
+def _criterion(cfg: FinetuneConfig, n_classes: int) -> nn.Module:
+    if cfg.loss == "cross_entropy":
+        return nn.CrossEntropyLoss()
+    alpha = cfg.focal.alpha
+    if isinstance(alpha, list) and len(alpha) != n_classes:
+        raise ValueError(f"focal alpha has {len(alpha)} weights for {n_classes} classes")
+    return FocalLoss(gamma=cfg.focal.gamma, alpha=alpha)
+
+
+def _n_batches(rows: int, batch_size: int) -> int:
+    return max(1, -(-rows // batch_size))
+
+
+def _epoch_line(stats: EpochStats, epochs: int) -> str:
+    line = (
+        f"  epoch {stats.epoch:>3}/{epochs}  loss {stats.train_loss:.4f}  acc {stats.train_accuracy:.4f}"
+        f"  lr {stats.lr:.5f}  {stats.seconds:.0f}s"
+    )
+    if stats.val_loss is not None:
+        line += f"  | val loss {stats.val_loss:.4f}  acc {stats.val_accuracy:.4f}  macro-F1 {stats.val_f1_macro:.4f}"
+    return line
