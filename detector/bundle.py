@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from detector.model import ModelConfig, ResCAEBiGRU
@@ -105,7 +105,7 @@ def write_bundle(
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": {"name": MODEL_NAME, "version": version or created.strftime("%Y%m%dT%H%M%SZ")},
+        "model": {"name": MODEL_NAME, "version": version or _default_version(created, out / WEIGHTS)},
         "created_at": created.isoformat(timespec="seconds"),
         "features": list(preprocessor.input_features),
         "model_inputs": len(preprocessor.output_names),
@@ -119,6 +119,11 @@ def write_bundle(
     }
     _write_json(out / MANIFEST, manifest)
     return out
+
+
+def _default_version(created: datetime, weights: Path) -> str:
+    """Sortable and unique: creation time plus the start of the weights' checksum."""
+    return f"{created.strftime('%Y%m%dT%H%M%SZ')}-{file_sha256(weights)[:8]}"
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -162,7 +167,7 @@ def _load_directory(root: Path, reported_as: Path) -> Bundle:
     try:
         state = load_file(str(root / WEIGHTS), device="cpu")
         model.load_state_dict(state, strict=True)
-    except (SafetensorsError, RuntimeError, OSError) as exc:
+    except (SafetensorError, RuntimeError, OSError) as exc:
         raise BundleError(f"bundle {reported_as}: {WEIGHTS} does not fit the model: {exc}") from exc
     model.eval()
     sha = hashlib.sha256(manifest_bytes).hexdigest()

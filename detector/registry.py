@@ -1,0 +1,109 @@
+"""A bundle registry: a directory of versions and a ``LATEST`` pointer that is replaced atomically.
+
+Layout::
+
+    REGISTRY/
+      LATEST                 one line: the version directory name to serve
+      versions/<version>/    a complete bundle (manifest.json, model.safetensors, ...)
+
+:func:`publish` verifies a bundle, copies it under a temporary name, renames it into ``versions/`` and
+only then rewrites ``LATEST`` through ``os.replace``. A detector reading the registry at any moment
+sees either the old or the new version, never half of one. :class:`RegistryWatcher` is how a running
+detector notices a new version between batches.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from detector.bundle import Bundle, BundleError, load_bundle
+
+LATEST = "LATEST"
+VERSIONS = "versions"
+
+
+def is_registry(path: str | Path) -> bool:
+    return (Path(path) / LATEST).is_file()
+
+
+def resolve_bundle_path(path: str | Path) -> Path:
+    """The bundle a path means: itself, or the version ``LATEST`` names when it is a registry."""
+    source = Path(path)
+    if not is_registry(source):
+        return source
+    version = (source / LATEST).read_text(encoding="utf-8").strip()
+    if not version or Path(version).name != version:
+        raise BundleError(f"registry {source}: {LATEST} does not name a version ({version!r})")
+    return source / VERSIONS / version
+
+
+def publish(bundle_dir: str | Path, registry: str | Path) -> str:
+    """Add a verified bundle to ``registry`` (created if needed) and point ``LATEST`` at it.
+
+    Returns the version name. A version that already exists is an error: versions are immutable.
+    """
+    bundle = load_bundle(bundle_dir)
+    root = Path(registry)
+    versions = root / VERSIONS
+    versions.mkdir(parents=True, exist_ok=True)
+    version = bundle.version
+    target = versions / version
+    if target.exists():
+        raise BundleError(f"registry {root}: version {version} already exists (versions are immutable)")
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=versions))
+    try:
+        source = Path(bundle_dir)
+        for name in ["manifest.json", *bundle.manifest["files"]]:
+            shutil.copy2(source / name, staging / name)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    load_bundle(target)  # what is served must verify exactly as what was given
+    _write_atomically(root / LATEST, version + "\n")
+    return version
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class RegistryWatcher:
+    """Notices when ``LATEST`` names a new version and loads it, keeping the current one on failure.
+
+    ``poll()`` is cheap (one small file read); call it between batches. It returns a newly verified
+    :class:`Bundle` when the version changed, ``None`` otherwise, and raises :class:`BundleError` for a
+    bad new version *once* (the caller logs it and keeps serving the old bundle).
+    """
+
+    def __init__(self, registry: str | Path, current_version: str | None) -> None:
+        self.registry = Path(registry)
+        self.current = current_version
+        self._rejected: str | None = None
+
+    def poll(self) -> Bundle | None:
+        try:
+            version = (self.registry / LATEST).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        if not version or version in {self.current, self._rejected}:
+            return None
+        try:
+            bundle = load_bundle(resolve_bundle_path(self.registry))
+        except BundleError:
+            self._rejected = version
+            raise
+        self.current = version
+        return bundle

@@ -1,0 +1,105 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from detector.bundle import BundleError, archive_bundle, load_bundle
+from detector.scoring import Scorer
+from tests.support.bundles import decoded_generated_flows, make_bundle
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    return make_bundle(tmp_path / "bundle")
+
+
+def test_a_written_bundle_loads_and_scores_like_the_model_that_wrote_it(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    flows = decoded_generated_flows()
+    scorer = Scorer(bundle, device="cpu")
+    again = Scorer(load_bundle(bundle_dir), device="cpu")
+    np.testing.assert_array_equal(scorer.probabilities(flows), again.probabilities(flows))
+    assert bundle.classes == ("BENIGN", "DoS Hulk", "Portscan", "Web Attack - XSS")
+    assert bundle.benign_class == "BENIGN"
+    assert len(bundle.sha256) == 64
+
+
+def test_a_tar_gz_of_the_bundle_is_accepted(bundle_dir, tmp_path):
+    archive = archive_bundle(bundle_dir, tmp_path / "bundle.tar.gz")
+    assert load_bundle(archive).sha256 == load_bundle(bundle_dir).sha256
+
+
+def test_one_changed_byte_is_refused_naming_the_file(bundle_dir):
+    weights = bundle_dir / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"checksum mismatch for model\.safetensors"):
+        load_bundle(bundle_dir)
+
+
+def test_a_changed_preprocessing_file_is_refused(bundle_dir):
+    path = bundle_dir / "preprocessing.json"
+    path.write_text(path.read_text().replace('"log_scale": true', '"log_scale": false'))
+    with pytest.raises(BundleError, match=r"checksum mismatch for preprocessing\.json"):
+        load_bundle(bundle_dir)
+
+
+def test_a_missing_file_is_refused_naming_the_file(bundle_dir):
+    (bundle_dir / "model.json").unlink()
+    with pytest.raises(BundleError, match=r"file model\.json is missing"):
+        load_bundle(bundle_dir)
+
+
+def test_a_missing_manifest_is_refused(bundle_dir):
+    (bundle_dir / "manifest.json").unlink()
+    with pytest.raises(BundleError, match=r"manifest\.json is missing"):
+        load_bundle(bundle_dir)
+
+
+def test_an_unknown_format_version_is_refused(bundle_dir):
+    path = bundle_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["format_version"] = 99
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="unknown bundle format version 99"):
+        load_bundle(bundle_dir)
+
+
+def test_a_manifest_path_outside_the_bundle_is_refused(bundle_dir):
+    path = bundle_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["files"]["../evil"] = {"sha256": "0" * 64}
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="outside the bundle"):
+        load_bundle(bundle_dir)
+
+
+def test_a_nonexistent_path_and_a_non_archive_file_are_clear_errors(tmp_path):
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a tarball")
+    with pytest.raises(BundleError, match=r"not a \.tar\.gz"):
+        load_bundle(junk)
+
+
+def test_weights_are_safetensors_not_pickle(bundle_dir):
+    header = (bundle_dir / "model.safetensors").read_bytes()[:8]
+    header_length = int.from_bytes(header, "little")
+    assert (bundle_dir / "model.safetensors").read_bytes()[8 : 8 + header_length].startswith(b"{")
+    assert torch.__version__  # torch is only used to build the tensors, never to unpickle
+
+
+def test_loading_a_bundle_imports_no_training_dependency(bundle_dir):
+    code = (
+        "import sys; from detector.bundle import load_bundle; from detector.scoring import Scorer; "
+        f"Scorer(load_bundle({str(bundle_dir)!r}), device='cpu'); "
+        "bad = [m for m in ('sklearn', 'imblearn', 'pandas', 'matplotlib', 'trainer') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,88 @@
+import math
+
+import orjson
+import pytest
+
+from detector.decode import DecodedFlow, FlowDecoder, Rejected
+from tests.support.generated import FEATURES, generated_rows
+
+
+@pytest.fixture
+def decoder():
+    return FlowDecoder(FEATURES, max_record_bytes=4096)
+
+
+def record():
+    return dict(generated_rows()[0])
+
+
+def test_a_valid_record_decodes_to_numbers_in_bundle_order(decoder):
+    row = record()
+    flow = decoder.decode_bytes(orjson.dumps(row))
+    assert isinstance(flow, DecodedFlow)
+    assert flow.numeric.tolist() == [float(row[name]) for name in FEATURES]
+    assert flow.flow["src_ip"] == row["Src IP"]
+    assert flow.flow["dst_port"] == row["Dst Port"]
+    assert flow.label == row["Label"].replace("\u2013", "-")
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (None, "empty"),
+        (b"x" * 5000, "oversized"),
+        (b"{not json", "not_json"),
+        (b"[1, 2, 3]", "not_object"),
+        (b'"just a string"', "not_object"),
+    ],
+)
+def test_undecodable_messages_are_rejected_with_a_code(decoder, raw, code):
+    result = decoder.decode_bytes(raw)
+    assert isinstance(result, Rejected)
+    assert result.code == code
+    assert result.reason
+
+
+def test_a_wrong_schema_version_is_rejected(decoder):
+    result = decoder.decode_mapping({**record(), "schema_version": 2})
+    assert isinstance(result, Rejected) and result.code == "schema_version"
+    assert isinstance(decoder.decode_mapping({**record(), "schema_version": 1}), DecodedFlow)
+
+
+def test_missing_features_are_named(decoder):
+    row = record()
+    del row["Flow Duration"], row["Protocol"]
+    result = decoder.decode_mapping(row)
+    assert isinstance(result, Rejected) and result.code == "missing_features"
+    assert "Flow Duration" in result.reason and "Protocol" in result.reason
+
+
+def test_text_in_a_numeric_field_is_a_wrong_type(decoder):
+    result = decoder.decode_mapping({**record(), "Flow Duration": "fast"})
+    assert isinstance(result, Rejected) and result.code == "wrong_type"
+    assert "Flow Duration" in result.reason
+
+
+def test_meter_tokens_for_infinity_and_nan_are_accepted(decoder):
+    result = decoder.decode_mapping({**record(), "Flow Bytes/s": "Infinity", "Flow Packets/s": None})
+    assert isinstance(result, DecodedFlow)
+    values = dict(zip(FEATURES, result.numeric, strict=True))
+    assert values["Flow Bytes/s"] == math.inf
+    assert math.isnan(values["Flow Packets/s"])
+
+
+def test_python_cicflowmeter_records_are_converted_to_microseconds():
+    decoder = FlowDecoder(["Flow Duration", "Total Fwd Packet"])
+    result = decoder.decode_mapping({"flow_duration": 1.5, "tot_fwd_pkts": 3, "src_ip": "10.0.0.1"})
+    assert isinstance(result, DecodedFlow)
+    assert result.numeric.tolist() == [1_500_000.0, 3.0]
+    assert result.flow == {"src_ip": "10.0.0.1"}
+    assert result.label is None
+
+
+def test_unsw_categorical_features_are_kept_as_text():
+    decoder = FlowDecoder(["dur", "sbytes"], ["proto", "service"])
+    result = decoder.decode_mapping({"dur": 0.1, "sbytes": 10, "proto": "tcp", "service": "-", "attack_cat": ""})
+    assert isinstance(result, DecodedFlow)
+    assert result.categorical == ("tcp", "-")
+    assert result.label is None
