@@ -41,4 +41,4 @@ class Reporter:
 
     def note(self, text: str) -> None:
         if self.enabled:
-            self.console.print(text)
+            self.console.print(text, soft_wrap=True)

@@ -28,7 +28,7 @@ class Split:
     train_only_classes: tuple[str, ...] = field(default=())
 
 
-def stratified_split(labels: pd.Series, test_size: float, seed: int) -> Split:
+def stratified_split(labels: pd.Series | np.ndarray, test_size: float, seed: int) -> Split:
     """Seeded stratified split. A class with a single row cannot be stratified: it goes to train."""
     y = np.asarray(labels)
     positions = np.arange(len(y))

@@ -1,0 +1,59 @@
+import pytest
+
+from trainer.ablate import ablation_rows
+from trainer.config import ConfigError, load_config
+
+
+def test_paper_profile_holds_the_papers_hyper_parameters():
+    config = load_config("paper")
+    assert config.finetune.epochs == 50
+    assert config.finetune.batch_size == 256
+    assert config.finetune.lr == 0.01 and config.finetune.momentum == 0.9
+    assert config.finetune.sam.enabled and config.finetune.sam.rho == 0.05
+    assert config.finetune.loss == "focal"
+    assert config.split.test_size == 0.3
+    assert config.model.filters == (16, 32) and config.model.gru_hidden == 64 and config.model.gru_layers == 2
+
+
+def test_quick_profile_runs_the_same_steps_with_fewer_epochs():
+    quick, paper = load_config("quick"), load_config("paper")
+    assert quick.finetune.epochs < paper.finetune.epochs
+    assert quick.outliers.enabled and quick.resample.enabled and quick.finetune.sam.enabled
+
+
+def test_a_config_file_overrides_the_profile(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[finetune]\nepochs = 3\n[finetune.sam]\nenabled = false\n")
+    config = load_config("paper", path)
+    assert config.finetune.epochs == 3 and not config.finetune.sam.enabled
+    assert config.finetune.batch_size == 256
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("[finetune]\nepochz = 3\n", "epochz"), ("[finetune]\nepochs = -1\n", "epochs"), ("not toml [", "not valid TOML")],
+)
+def test_bad_config_files_are_precise_errors(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config("paper", path)
+
+
+def test_unknown_profile_and_missing_file_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown profile"):
+        load_config("fast")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("paper", tmp_path / "none.toml")
+
+
+def test_ablation_rows_add_one_component_at_a_time():
+    rows = dict(ablation_rows(load_config("quick")))
+    assert list(rows) == ["base", "+SAM", "+iForest", "+SMOTE", "full"]
+    base, full = rows["base"], rows["full"]
+    assert not base.finetune.sam.enabled and not base.outliers.enabled and not base.resample.enabled
+    assert base.finetune.loss == "cross_entropy"
+    assert rows["+SAM"].finetune.sam.enabled and not rows["+SAM"].outliers.enabled
+    assert rows["+iForest"].outliers.enabled and not rows["+iForest"].resample.enabled
+    assert rows["+SMOTE"].resample.enabled and rows["+SMOTE"].finetune.loss == "cross_entropy"
+    assert full.finetune.loss == "focal" and full.finetune.sam.enabled

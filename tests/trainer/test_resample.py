@@ -1,0 +1,50 @@
+import numpy as np
+
+from trainer.resample import smote_tomek
+
+
+def imbalanced(counts, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.vstack([rng.normal(loc=3 * i, scale=0.3, size=(n, 4)) for i, n in enumerate(counts)])
+    y = np.concatenate([np.full(n, i) for i, n in enumerate(counts)])
+    return x, y
+
+
+def test_minority_classes_are_raised_towards_the_majority():
+    x, y = imbalanced([200, 40, 15])
+    result = smote_tomek(x, y, seed=1)
+    assert result.counts_before == {"0": 200, "1": 40, "2": 15}
+    for label in ("1", "2"):
+        assert result.counts_after[label] > 150  # Tomek may remove a few border rows
+    assert len(result.labels) == len(result.features)
+
+
+def test_a_class_smaller_than_k_plus_one_shrinks_k_and_says_so():
+    x, y = imbalanced([100, 50, 4])
+    result = smote_tomek(x, y, k_neighbors=5, seed=1)
+    assert result.k_neighbors == 3
+    assert any("k_neighbors reduced from 5 to 3" in note for note in result.notes)
+    assert result.counts_after["2"] > 4
+
+
+def test_a_single_row_class_is_duplicated_not_interpolated():
+    x, y = imbalanced([60, 30, 1])
+    result = smote_tomek(x, y, seed=1, tomek=False)
+    rows = result.features[result.labels == 2]
+    assert len(rows) == 60
+    assert np.allclose(rows, x[y == 2][0])
+    assert any("duplicated" in note for note in result.notes)
+
+
+def test_the_cap_limits_oversampling_and_rows_come_out_shuffled():
+    x, y = imbalanced([300, 20])
+    result = smote_tomek(x, y, max_rows_per_class=100, seed=1, tomek=False)
+    assert result.counts_after == {"0": 300, "1": 100}
+    assert not (np.diff(result.labels) >= 0).all()
+
+
+def test_same_seed_same_rows():
+    x, y = imbalanced([100, 20, 8])
+    a, b = smote_tomek(x, y, seed=3), smote_tomek(x, y, seed=3)
+    np.testing.assert_array_equal(a.features, b.features)
+    np.testing.assert_array_equal(a.labels, b.labels)

@@ -1,0 +1,112 @@
+"""``trainer``: the offline pipeline's command line (fit, evaluate, baselines, ablate, publish).
+
+Errors a user can fix (bad data, bad config, a bad bundle) end with one clear line and exit status 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from detector.bundle import BundleError
+from detector.scoring import DeviceError
+from trainer import commands
+from trainer.config import PROFILES, ConfigError
+from trainer.load import DataError
+from trainer.progress import Reporter
+from trainer.split import SplitError
+
+USER_ERRORS = (DataError, ConfigError, BundleError, SplitError, DeviceError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit", help="train ResCAE-BiGRU, evaluate on a held-out split, write a bundle")
+    _data_arguments(fit)
+    _config_arguments(fit)
+    fit.add_argument("--registry", help="also publish the bundle to this registry directory")
+
+    evaluate = sub.add_parser("evaluate", help="score a bundle (or registry) on labeled data")
+    evaluate.add_argument("--bundle", required=True, help="bundle directory, .tar.gz, or registry")
+    _data_arguments(evaluate)
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    baselines = sub.add_parser("baselines", help="Decision Tree and Random Forest on the same split")
+    _data_arguments(baselines)
+    _config_arguments(baselines)
+
+    ablate = sub.add_parser("ablate", help="the paper's Table 6: base, +SAM, +iForest, +SMOTE, full")
+    _data_arguments(ablate)
+    _config_arguments(ablate)
+
+    publish = sub.add_parser("publish", help="add a bundle to a registry and move LATEST to it")
+    publish.add_argument("--bundle", required=True)
+    publish.add_argument("--registry", required=True)
+    return parser
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", nargs="+", required=True, metavar="PATH", help="CSV files or folders (.csv/.gz)")
+    parser.add_argument("--out", required=True, type=Path, help="run directory to write")
+    parser.add_argument("--label-map", help="TOML file renaming labels, e.g. [labels] Bot = 'Botnet'")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="paper", choices=PROFILES)
+    parser.add_argument("--config", help="TOML file overriding the profile")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--epochs", type=int, help="fine-tuning epochs (overrides the profile)")
+    parser.add_argument("--split", choices=("stratified", "temporal"), help="how to split train/test")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.device:
+        changes["device"] = args.device
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.epochs is not None:
+        changes["finetune"] = {"epochs": args.epochs}
+    if args.split:
+        changes["split"] = {"method": args.split}
+    return changes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    reporter = Reporter(enabled=not getattr(args, "quiet", False))
+    try:
+        return _dispatch(args, reporter)
+    except USER_ERRORS as exc:
+        print(f"trainer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"trainer {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, reporter: Reporter) -> int:
+    if args.command == "publish":
+        commands.publish_bundle(args.bundle, args.registry, reporter)
+        return 0
+    if args.command == "evaluate":
+        commands.evaluate(
+            args.bundle, args.data, args.out, label_map=args.label_map, device=args.device, reporter=reporter
+        )
+        return 0
+    config = commands.load_training_config(args.profile, args.config, _overrides(args))
+    run = {"fit": commands.fit, "baselines": commands.baselines, "ablate": commands.ablate}[args.command]
+    extra = {"registry": args.registry} if args.command == "fit" else {}
+    run(args.data, args.out, config, label_map=args.label_map, reporter=reporter, **extra)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

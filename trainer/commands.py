@@ -1,0 +1,244 @@
+"""What each ``trainer`` command does, from arguments to a finished run directory."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector.bundle import load_bundle
+from detector.registry import publish, resolve_bundle_path
+from detector.scoring import pick_device, predict_proba
+from trainer.ablate import PAPER_TABLE6, ablation_rows
+from trainer.baselines import run_baselines
+from trainer.config import TrainConfig, load_config
+from trainer.evaluate import classification_metrics
+from trainer.load import DataError, FlowTable, load_flows, read_label_map
+from trainer.pipeline import FitResult, PreparedData, prepare, save_bundle, train_model
+from trainer.plots import plot_curves
+from trainer.progress import Reporter
+from trainer.report import data_summary, environment, print_summary, rows_dropped, write_report
+
+HEADLINE = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro")
+
+
+def fit(
+    data: Sequence[str],
+    out: Path,
+    config: TrainConfig,
+    *,
+    label_map: str | None = None,
+    registry: str | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate on the held-out split, write the run directory and the bundle; returns the report."""
+    reporter = reporter or Reporter()
+    started = time.perf_counter()
+    table = _load(data, label_map, reporter)
+    prepared = prepare(table, config, reporter)
+    result = train_model(prepared, config, reporter)
+    report = _model_report(table, prepared, result.test_predictions, started)
+    report.update(
+        profile=config.profile,
+        device=result.device,
+        training_seconds=round(result.seconds, 1),
+        history=result.history.to_json(),
+        steps=prepared.steps,
+        config=config.model_dump(mode="json"),
+        environment=environment(),
+    )
+    bundle_dir = save_bundle(
+        result,
+        out / "bundle",
+        training_data=data_summary(table),
+        metrics={key: report[key] for key in (*HEADLINE, "n_train", "n_test")},
+    )
+    bundle = load_bundle(bundle_dir)
+    report["bundle"] = {"path": str(bundle_dir), "version": bundle.version, "sha256": bundle.sha256}
+    if registry:
+        report["bundle"]["registry"] = str(registry)
+        report["bundle"]["published_version"] = publish(bundle_dir, registry)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    write_report(out, report, f"ResCAE-BiGRU ({config.profile})")
+    plot_curves(result.history, out / "curves.png")
+    print_summary(report, out, f"ResCAE-BiGRU · {config.profile} profile · test split")
+    if registry:
+        reporter.note(f"published version {report['bundle']['published_version']} to registry {registry}")
+    return report
+
+
+def evaluate(
+    bundle_path: str,
+    data: Sequence[str],
+    out: Path,
+    *,
+    label_map: str | None = None,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Score a bundle on any labeled data (another dialect, a later day) and write a report."""
+    reporter = reporter or Reporter()
+    started = time.perf_counter()
+    bundle = load_bundle(resolve_bundle_path(bundle_path))
+    table = _load(data, label_map, reporter)
+    pre = bundle.preprocessor
+    available = set(table.numeric.columns) | set(table.categorical.columns)
+    missing = [name for name in pre.input_features if name not in available]
+    if missing:
+        raise DataError(
+            f"the data lacks {len(missing)} feature(s) the bundle needs: {', '.join(missing[:8])}"
+            + (" ..." if len(missing) > 8 else "")
+        )
+    matrix = pre.transform(
+        table.numeric[list(pre.numeric)].to_numpy(dtype=np.float64),
+        {name: table.categorical[name].astype(str).tolist() for name in pre.categories},
+    )
+    target = pick_device(device)
+    probabilities = predict_proba(bundle.model.to(target), matrix, target)
+    predicted = np.asarray(bundle.classes, dtype=object)[probabilities.argmax(1)]
+    metrics = classification_metrics(table.labels.tolist(), predicted.tolist(), bundle.classes, bundle.benign_class)
+    report = {
+        **metrics,
+        "n_train": bundle.manifest.get("metrics", {}).get("n_train"),
+        "n_test": len(table.labels),
+        "rows_dropped": rows_dropped(table),
+        "seconds": round(time.perf_counter() - started, 1),
+        "labels_unknown_to_model": sorted(set(table.labels) - set(bundle.classes)),
+        "bundle": {"path": str(bundle.path), "version": bundle.version, "sha256": bundle.sha256},
+        "data": data_summary(table),
+        "environment": environment(),
+    }
+    write_report(out, report, f"Evaluation of bundle {bundle.version}")
+    print_summary(report, out, f"bundle {bundle.version} · evaluation")
+    return report
+
+
+def baselines(
+    data: Sequence[str],
+    out: Path,
+    config: TrainConfig,
+    *,
+    label_map: str | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Decision Tree and Random Forest on the same split and prepared training rows as ``fit``."""
+    reporter = reporter or Reporter()
+    started = time.perf_counter()
+    table = _load(data, label_map, reporter)
+    prepared = prepare(table, config, reporter)
+    summary: dict[str, Any] = {}
+    for result in run_baselines(prepared.train_x, prepared.train_y, prepared.test_x, config.seed):
+        report = _model_report(table, prepared, result.predictions, started)
+        report["fit_seconds"] = round(result.seconds, 2)
+        write_report(out / result.name, report, f"{result.name.replace('_', ' ')} baseline")
+        print_summary(report, out / result.name, f"{result.name} · test split")
+        summary[result.name] = {key: report[key] for key in (*HEADLINE, "per_class")}
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(_comparison_markdown(summary, "Baselines on the fit split"), encoding="utf-8")
+    return summary
+
+
+def ablate(
+    data: Sequence[str],
+    out: Path,
+    config: TrainConfig,
+    *,
+    label_map: str | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """The paper's Table 6 rows, each a full run on the same split."""
+    reporter = reporter or Reporter()
+    table = _load(data, label_map, reporter)
+    rows: dict[str, Any] = {}
+    for name, row_config in ablation_rows(config):
+        reporter.note(f"[bold]ablation row {name}[/bold]")
+        started = time.perf_counter()
+        prepared = prepare(table, row_config, reporter)
+        result: FitResult = train_model(prepared, row_config, reporter)
+        report = _model_report(table, prepared, result.test_predictions, started)
+        report["steps"] = prepared.steps
+        write_report(out / _slug(name), report, f"ablation {name}")
+        plot_curves(result.history, out / _slug(name) / "curves.png")
+        rows[name] = {key: report[key] for key in (*HEADLINE, "per_class", "seconds")}
+        rows[name]["paper_accuracy_f1_percent"] = PAPER_TABLE6[name]
+    (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(_ablation_markdown(rows), encoding="utf-8")
+    reporter.note(_ablation_markdown(rows))
+    return rows
+
+
+def publish_bundle(bundle: str, registry: str, reporter: Reporter | None = None) -> str:
+    version = publish(bundle, registry)
+    (reporter or Reporter()).note(f"published {bundle} as version {version}; {registry}/LATEST now points to it")
+    return version
+
+
+def _load(data: Sequence[str], label_map: str | None, reporter: Reporter) -> FlowTable:
+    mapping = read_label_map(label_map) if label_map else None
+    with reporter.task("load flows", 1) as advance:
+        table = load_flows(data, label_map=mapping)
+        advance(1)
+    dropped = sum(table.dropped.values())
+    reporter.note(
+        f"loaded {len(table.labels)} rows from {len(table.files)} file(s): {table.labels.nunique()} classes, "
+        f"{len(table.numeric.columns)} numeric + {len(table.categorical.columns)} categorical features; "
+        f"{dropped} rows dropped"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in table.dropped.items())})" if dropped else "")
+    )
+    return table
+
+
+def _model_report(table: FlowTable, prepared: PreparedData, predictions: np.ndarray, started: float) -> dict:
+    classes = np.asarray(prepared.classes, dtype=object)
+    truth, predicted = classes[prepared.test_y].tolist(), classes[np.asarray(predictions)].tolist()
+    metrics = classification_metrics(truth, predicted, prepared.classes, prepared.benign_class)
+    split = prepared.steps.get("split", {})
+    return {
+        **metrics,
+        "n_train": split.get("train_rows"),
+        "n_validation": split.get("validation_rows"),
+        "n_fit": len(prepared.train_y),
+        "n_test": len(prepared.test_y),
+        "rows_dropped": rows_dropped(table),
+        "seconds": round(time.perf_counter() - started, 1),
+        "data": data_summary(table),
+    }
+
+
+def _comparison_markdown(summary: dict[str, Any], title: str) -> str:
+    lines = [f"# {title}", "", "| model | accuracy | weighted F1 | macro F1 |", "|---|---:|---:|---:|"]
+    for name, row in summary.items():
+        if isinstance(row, dict):
+            lines.append(f"| {name} | {row['accuracy']:.4f} | {row['f1_weighted']:.4f} | {row['f1_macro']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ablation_markdown(rows: dict[str, Any]) -> str:
+    lines = [
+        "# Ablation (paper Table 6)",
+        "",
+        "| row | accuracy | weighted F1 | macro F1 | paper accuracy | paper F1 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in rows.items():
+        paper_accuracy, paper_f1 = row["paper_accuracy_f1_percent"]
+        lines.append(
+            f"| {name} | {row['accuracy']:.4f} | {row['f1_weighted']:.4f} | {row['f1_macro']:.4f} "
+            f"| {paper_accuracy / 100:.4f} | {paper_f1 / 100:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _slug(name: str) -> str:
+    return name.replace("+", "plus-").lower()
+
+
+def load_training_config(profile: str, path: str | None, overrides: dict[str, Any]) -> TrainConfig:
+    """The profile, the config file on top, then command-line overrides on top of both."""
+    config = load_config(profile, path)
+    return config.with_changes(overrides) if overrides else config

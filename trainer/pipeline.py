@@ -1,0 +1,222 @@
+"""``trainer fit``: DESIGN.md's steps 1-9 in order, each one a call into its own module.
+
+load → split (before anything is fitted) → Isolation-Forest cleaning of benign training rows →
+min-max scaling fitted on the training split → SMOTE-Tomek on the training split → autoencoder
+pre-training → ResCAE-BiGRU fine-tuning → evaluation on the untouched test split → bundle.
+
+:func:`prepare` stops before the model, so ``trainer baselines`` and ``trainer ablate`` reuse the very
+same split, cleaning, scaling and resampling as ``trainer fit``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from detector.bundle import write_bundle
+from detector.labels import BENIGN
+from detector.model import ResCAEBiGRU
+from detector.preprocess import Preprocessor
+from detector.scoring import pick_device, predict_proba
+from trainer.config import TrainConfig
+from trainer.load import DataError, FlowTable
+from trainer.outliers import remove_benign_outliers
+from trainer.progress import Reporter
+from trainer.resample import smote_tomek
+from trainer.split import Split, stratified_split, temporal_split
+from trainer.train import History, build_model, finetune, pretrain_encoder, seed_everything
+
+
+@dataclass
+class PreparedData:
+    """Model-ready arrays. Labels are indices into ``classes``; ``test_rows`` index the FlowTable."""
+
+    classes: tuple[str, ...]
+    benign_class: str
+    preprocessor: Preprocessor
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_rows: np.ndarray
+    steps: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    prepared: PreparedData
+    model: ResCAEBiGRU
+    history: History
+    test_predictions: np.ndarray  # class indices on the test split
+    test_probabilities: np.ndarray
+    device: str
+    seconds: float
+
+
+def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> PreparedData:
+    """Split, clean, scale and resample; the test split is only ever transformed, never fitted on."""
+    classes = tuple(sorted(table.labels.unique()))
+    if len(classes) < 2:
+        raise DataError(f"training needs at least two classes; the data has only {', '.join(classes) or 'none'}")
+    if BENIGN not in classes:
+        raise DataError(f"the data has no benign class ({BENIGN}, Benign or Normal); classes: {', '.join(classes)}")
+    steps: dict[str, Any] = {}
+    labels = table.labels.to_numpy(dtype=object)
+    index = {label: i for i, label in enumerate(classes)}
+
+    split = _split(table, config)
+    steps["split"] = {
+        "method": config.split.method,
+        "test_size": config.split.test_size,
+        "seed": config.seed,
+        "train_only_classes": list(split.train_only_classes),
+    }
+    train_rows, val_rows = _carve_validation(split.train, labels, config)
+    steps["split"].update(train_rows=len(split.train), validation_rows=len(val_rows), test_rows=len(split.test))
+
+    numeric = table.numeric.to_numpy(dtype=np.float64)
+    categorical = {name: table.categorical[name].astype(str).to_numpy() for name in table.categorical.columns}
+
+    def rows(positions: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return numeric[positions], {name: values[positions] for name, values in categorical.items()}
+
+    log_scale = config.preprocess.log_scale
+    train_rows = _clean(train_rows, labels, rows, numeric.shape[1], config, steps, reporter)
+    train_values, train_categories = rows(train_rows)
+    preprocessor = Preprocessor.fit(train_values, list(table.numeric.columns), train_categories, log_scale=log_scale)
+
+    def transform(positions: np.ndarray) -> np.ndarray:
+        values, cats = rows(positions)
+        return preprocessor.transform(values, cats)
+
+    train_x, train_y = transform(train_rows), np.array([index[v] for v in labels[train_rows]], dtype=np.int64)
+    if config.resample.enabled:
+        with reporter.task("SMOTE-Tomek", 1) as advance:
+            result = smote_tomek(
+                train_x,
+                train_y,
+                k_neighbors=config.resample.k_neighbors,
+                tomek=config.resample.tomek,
+                max_rows_per_class=config.resample.max_rows_per_class,
+                seed=config.seed,
+            )
+            advance(1)
+        train_x, train_y = result.features.astype(np.float32), result.labels.astype(np.int64)
+        steps["resample"] = {
+            "k_neighbors": result.k_neighbors,
+            "notes": list(result.notes),
+            "rows_before": {classes[int(k)]: v for k, v in result.counts_before.items()},
+            "rows_after": {classes[int(k)]: v for k, v in result.counts_after.items()},
+        }
+        reporter.note(f"SMOTE-Tomek: {sum(result.counts_before.values())} → {len(train_y)} training rows")
+        for note in result.notes:
+            reporter.note(f"  {note}")
+
+    def indices(positions: np.ndarray) -> np.ndarray:
+        return np.array([index[v] for v in labels[positions]], dtype=np.int64)
+
+    return PreparedData(
+        classes=classes,
+        benign_class=BENIGN,
+        preprocessor=preprocessor,
+        train_x=train_x,
+        train_y=train_y,
+        val_x=transform(val_rows),
+        val_y=indices(val_rows),
+        test_x=transform(split.test),
+        test_y=indices(split.test),
+        test_rows=split.test,
+        steps=steps,
+    )
+
+
+def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter) -> FitResult:
+    """Pre-train (optional) and fine-tune on prepared data; predict the test split."""
+    started = time.perf_counter()
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    model = build_model(prepared.train_x.shape[1], len(prepared.classes), config.model)
+    history = History()
+    if config.pretrain.enabled and config.pretrain.epochs > 0:
+        pretrain_rows = prepared.train_x
+        encoder_state, history.pretrain_loss = pretrain_encoder(
+            pretrain_rows, config.model, config.pretrain, device, config.seed, reporter
+        )
+        model.encoder.load_state_dict(encoder_state)
+    validation = (prepared.val_x, prepared.val_y) if len(prepared.val_y) else None
+    finetune(
+        model,
+        (prepared.train_x, prepared.train_y),
+        validation,
+        config.finetune,
+        device,
+        config.seed,
+        reporter,
+        history,
+    )
+    probabilities = predict_proba(model, prepared.test_x, device)
+    model.cpu().eval()
+    return FitResult(
+        prepared=prepared,
+        model=model,
+        history=history,
+        test_predictions=probabilities.argmax(1),
+        test_probabilities=probabilities,
+        device=str(device),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def save_bundle(result: FitResult, directory: Path, training_data: dict[str, Any], metrics: dict[str, Any]) -> Path:
+    prepared = result.prepared
+    return write_bundle(
+        directory,
+        model=result.model,
+        preprocessor=prepared.preprocessor,
+        classes=prepared.classes,
+        benign_class=prepared.benign_class,
+        training_data=training_data,
+        metrics=metrics,
+    )
+
+
+def _split(table: FlowTable, config: TrainConfig) -> Split:
+    if config.split.method == "temporal":
+        return temporal_split(table.labels, table.timestamps, config.split.test_size)
+    return stratified_split(table.labels, config.split.test_size, config.seed)
+
+
+def _carve_validation(train: np.ndarray, labels: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Hold back part of the training split for curves and epoch selection (stratified, seeded)."""
+    if config.split.validation_size <= 0:
+        return train, np.array([], dtype=np.int64)
+    inner = stratified_split(labels[train], config.split.validation_size, config.seed + 1)
+    return train[inner.train], train[inner.test]
+
+
+def _clean(train_rows, labels, rows, width, config, steps, reporter) -> np.ndarray:
+    """Drop Isolation-Forest outliers among benign training rows (on provisionally scaled values)."""
+    if not config.outliers.enabled:
+        return train_rows
+    values, cats = rows(train_rows)
+    provisional = Preprocessor.fit(values, [str(i) for i in range(width)], cats, log_scale=config.preprocess.log_scale)
+    result = remove_benign_outliers(
+        provisional.transform(values, cats),
+        labels[train_rows],
+        BENIGN,
+        contamination=config.outliers.contamination,
+        n_estimators=config.outliers.n_estimators,
+        seed=config.seed,
+    )
+    steps["outliers"] = {"benign_rows": result.benign_rows, "removed": result.removed}
+    reporter.note(f"Isolation Forest: removed {result.removed} of {result.benign_rows} benign training rows")
+    return train_rows[result.keep]

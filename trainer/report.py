@@ -1,0 +1,91 @@
+"""Writing a run directory: ``report.json``, ``report.md``, figures, and the one-screen summary.
+
+``report.json`` is a contract (DESIGN.md): at least ``accuracy``, ``precision_weighted``,
+``recall_weighted``, ``f1_weighted``, ``f1_macro``, ``per_class``, ``n_train``, ``n_test``,
+``rows_dropped`` (total and reasons) and ``seconds``. Everything else a reader needs to trust the numbers
+(split, what each step did, configuration, versions) is there too.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from trainer.evaluate import markdown_table
+from trainer.load import FlowTable
+from trainer.plots import plot_confusion_matrix
+
+
+def data_summary(table: FlowTable) -> dict[str, Any]:
+    """What was read: files, rows kept and dropped (with reasons), classes, features."""
+    return {
+        "files": [
+            {
+                "path": str(f.path),
+                "rows_read": f.rows_read,
+                "rows_kept": f.rows_kept,
+                "dropped": dict(f.dropped),
+            }
+            for f in table.files
+        ],
+        "rows": len(table.labels),
+        "classes": {str(k): int(v) for k, v in table.labels.value_counts().sort_index().items()},
+        "numeric_features": len(table.numeric.columns),
+        "categorical_features": list(table.categorical.columns),
+        "excluded_features": dict(table.excluded_features),
+        "rows_with_nonfinite_values": int(table.nonfinite_rows),
+    }
+
+
+def rows_dropped(table: FlowTable) -> dict[str, Any]:
+    return {"total": int(sum(table.dropped.values())), "reasons": {k: int(v) for k, v in table.dropped.items()}}
+
+
+def environment() -> dict[str, str]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine()}
+
+
+def write_report(out: Path, report: dict[str, Any], title: str, extra_markdown: str = "") -> None:
+    """report.json, report.md and confusion_matrix.png for one evaluated model."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    header = [
+        f"# {title}",
+        "",
+        f"- test rows: {report['n_test']} · training rows: {report['n_train']} · seconds: {report['seconds']:.1f}",
+        f"- rows dropped while loading: {report['rows_dropped']['total']}"
+        + "".join(f"\n  - {reason}: {n}" for reason, n in report["rows_dropped"]["reasons"].items()),
+        "",
+    ]
+    body = markdown_table(report, "Test split")
+    (out / "report.md").write_text("\n".join(header) + body + extra_markdown, encoding="utf-8")
+    plot_confusion_matrix(report["confusion_matrix"], report["labels"], out / "confusion_matrix.png", title)
+
+
+def print_summary(report: dict[str, Any], out: Path, title: str, console: Console | None = None) -> None:
+    """One screen: per-class table, the headline numbers, and where the files are."""
+    console = console or Console(stderr=True)
+    table = Table(title=title, show_lines=False)
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for label, row in report["per_class"].items():
+        f1 = row["f1"]
+        style = "red" if row["support"] and f1 < 0.8 else None
+        table.add_row(
+            label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{f1:.4f}", str(row["support"]), style=style
+        )
+    console.print(table)
+    binary = report["binary"]
+    console.print(
+        f"[bold]accuracy {report['accuracy']:.4f}  weighted F1 {report['f1_weighted']:.4f}  "
+        f"macro F1 {report['f1_macro']:.4f}[/bold]  detection rate {binary['detection_rate']:.4f}  "
+        f"false alarms {binary['false_alarm_rate']:.4f}"
+    )
+    console.print(f"{report['n_train']} training rows, {report['n_test']} test rows, {report['seconds']:.0f}s")
+    console.print(f"run directory: {out}")
