@@ -1,0 +1,717 @@
+"""Loading labeled flow CSVs for training, with every unusable row counted.
+
+:func:`load_flows` reads one or more CSV files (plain or gzip, or folders of them) in any dialect that
+:mod:`detector.features` knows and returns a :class:`FlowTable`: canonical numeric features, UNSW-NB15
+categories, normalised labels, flow identity and parsed timestamps, one row per usable flow.
+
+Three promises the rest of the trainer relies on:
+
+* **Same numbers as serving.** Every numeric cell is parsed exactly as :func:`detector.values.parse_number`
+  parses a stream record's field (bit for bit, including ``Infinity``, ``inf``, ``NaN``, empty cells and hex
+  ports), then multiplied by the column's unit factor (:attr:`detector.features.Column.scale`), as
+  :mod:`detector.decode` does. The fast path converts a whole column with Python's ``float`` semantics;
+  only the cells it rejects go through ``parse_number`` one by one.
+* **No silent loss.** A row that cannot be used is dropped and counted under one reason (the first that
+  applies, in this order): :data:`BLANK_LINE`, :data:`WRONG_FIELD_COUNT`, :data:`REPEATED_HEADER`,
+  :data:`MISSING_LABEL`, ``TEXT_IN_NUMERIC.format(feature=...)``. For every file,
+  ``rows_read == rows_kept + sum(dropped.values())``. NaN and ±inf are *not* a reason to drop: such rows are
+  kept and counted in :attr:`FlowTable.nonfinite_rows`; the stored preprocessing handles them.
+* **Clear errors.** A problem with a whole file (missing, empty, no label column, no known features, nothing
+  usable) raises :class:`DataError` naming the file and the problem, before any large file is parsed where
+  the header already tells.
+
+Files are decoded as UTF-8 and, when that fails, as cp1252: the original CICIDS2017 CSVs write the
+en dash of ``Web Attack – Brute Force`` as the cp1252 byte 0x96, which :func:`detector.labels.normalize_label`
+then folds into ``Web Attack - Brute Force``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import itertools
+import tomllib
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from detector.features import (
+    CATEGORICAL_FEATURES,
+    CIC_FEATURES,
+    LABEL_COLUMNS,
+    UNSW_FEATURES,
+    ColumnPlan,
+    family_of,
+    resolve_columns,
+)
+from detector.labels import apply_label_map, normalize_label, resolve_label
+from detector.values import parse_number
+
+#: Drop reasons, exactly as they appear in :attr:`FlowTable.dropped` and in reports.
+BLANK_LINE = "blank line"
+WRONG_FIELD_COUNT = "wrong number of fields"
+REPEATED_HEADER = "repeated header line"
+MISSING_LABEL = "missing label"
+TEXT_IN_NUMERIC = "text in numeric feature {feature}"
+
+#: Flow identity columns of :attr:`FlowTable.flow`, always present in this order (NaN where a file has none).
+FLOW_FIELDS: tuple[str, ...] = ("flow_id", "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "timestamp")
+
+FAMILY_NAMES: dict[str, str] = {"cic": "CICFlowMeter (CIC)", "unsw": "UNSW-NB15"}
+
+# Timestamp layouts tried in order; each only fills what the earlier ones left unparsed. CICFlowMeter
+# writes day-first dates ("5/7/2017 8:12" is 5 July), CSE-CIC-IDS2018 adds seconds, some tools add AM/PM.
+_TIME_FORMATS: tuple[str, ...] = (
+    "ISO8601",
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%d/%m/%Y %I:%M:%S %p",
+    "%d/%m/%Y %I:%M %p",
+)
+# Epoch numbers above this are milliseconds, not seconds (1e11 s is the year 5138).
+_EPOCH_MILLISECONDS_ABOVE = 1e11
+# What datetime64[ns] can hold, in seconds since the epoch.
+_NS_RANGE_SECONDS = 9.2e9
+_MAX_NAMES_SHOWN = 40
+
+
+class DataError(ValueError):
+    """A problem that stops loading. The message names the file and the problem; show it as is."""
+
+
+@dataclass
+class FileSummary:
+    """What loading one source file found: row counts, drop reasons, and how its columns were read.
+
+    ``features`` lists the canonical features the file provides (not only those used); ``converted`` maps a
+    canonical feature to the unit factor applied (the Python ``cicflowmeter``'s seconds to microseconds).
+    """
+
+    path: Path
+    family: str
+    encoding: str
+    label_column: str
+    flag_column: str | None
+    rows_read: int = 0
+    rows_kept: int = 0
+    nonfinite_rows: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    features: tuple[str, ...] = ()
+    unknown_columns: tuple[str, ...] = ()
+    duplicate_columns: tuple[str, ...] = ()
+    converted: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (the path as a string)."""
+        return {**asdict(self), "path": str(self.path)}
+
+
+@dataclass
+class FlowTable:
+    """Labeled flows ready for splitting and preprocessing; every attribute has one row per kept flow.
+
+    ``numeric`` columns are canonical feature names in the vocabulary's order (float64, may hold NaN/±inf);
+    ``categorical`` holds stripped category strings (UNSW-NB15 ``proto``/``service``/``state``; no columns
+    for CIC data). ``flow`` holds the flow identity cells as the file wrote them, for alerts and for
+    splitting by time; it must never be used as features. ``excluded_features`` maps a canonical feature
+    that some but not all files provide to the reason it was left out.
+    """
+
+    numeric: pd.DataFrame
+    categorical: pd.DataFrame
+    labels: pd.Series
+    flow: pd.DataFrame
+    timestamps: pd.Series
+    source: pd.Series
+    dropped: dict[str, int]
+    nonfinite_rows: int
+    files: list[FileSummary]
+    excluded_features: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def family(self) -> str:
+        """``"cic"`` or ``"unsw"``: the feature vocabulary all files share."""
+        return self.files[0].family
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Numeric then categorical canonical names: the order a :class:`Preprocessor` expects."""
+        return (*self.numeric.columns, *self.categorical.columns)
+
+    @property
+    def rows_read(self) -> int:
+        return sum(summary.rows_read for summary in self.files)
+
+    @property
+    def rows_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def class_counts(self) -> dict[str, int]:
+        """Rows per class, largest first."""
+        return {str(label): int(count) for label, count in self.labels.value_counts().items()}
+
+    def summary(self) -> dict[str, object]:
+        """A JSON-ready account of what was loaded and dropped (for ``report.json``'s ``rows_dropped``)."""
+        return {
+            "rows_read": self.rows_read,
+            "rows_kept": len(self),
+            "rows_dropped": self.rows_dropped,
+            "dropped": dict(self.dropped),
+            "nonfinite_rows": self.nonfinite_rows,
+            "numeric_features": list(self.numeric.columns),
+            "categorical_features": list(self.categorical.columns),
+            "excluded_features": dict(self.excluded_features),
+            "classes": self.class_counts(),
+            "files": [summary.as_dict() for summary in self.files],
+        }
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One file after its header was read: enough to check it and to plan the feature set."""
+
+    path: Path
+    names: tuple[str, ...]
+    plan: ColumnPlan
+    family: str
+
+    def position(self, column: str) -> int:
+        """Index of a source column; the first occurrence, which is the one the plan chose."""
+        return self.names.index(column)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def load_flows(
+    paths: Sequence[str | Path],
+    *,
+    label_map: Mapping[str, str] | None = None,
+    limit_per_file: int | None = None,
+) -> FlowTable:
+    """Load labeled flow CSVs into one :class:`FlowTable`.
+
+    Parameters
+    ----------
+    paths
+        Files (``.csv`` or ``.csv.gz``) and folders (every ``.csv``/``.csv.gz`` directly inside, sorted by
+        name). A file reached twice is read once.
+    label_map
+        Optional renaming of classes applied after spelling normalisation, e.g. ``{"Bot": "Botnet"}``;
+        keys and values are normalised with :func:`detector.labels.normalize_label`. Unmapped labels pass.
+    limit_per_file
+        Read at most this many data lines of each file (for quick runs); blank lines count.
+
+    Returns
+    -------
+    FlowTable
+        Only the canonical features present in *every* file are used; the others are listed in
+        ``excluded_features``.
+
+    Raises
+    ------
+    DataError
+        A path is missing or not a CSV, a folder has no CSVs, a file is empty or header-only, has no label
+        column or no known feature column, files mix the CIC and UNSW-NB15 families, no feature is common
+        to all files, or no row of a file is usable.
+    """
+    if limit_per_file is not None and limit_per_file < 1:
+        raise DataError(f"limit_per_file must be at least 1, got {limit_per_file}")
+    sources = [_inspect(path) for path in expand_paths(paths)]
+    _check_one_family(sources)
+    numeric, categorical, excluded = _common_features(sources)
+    labels_to = _normalize_map(label_map or {})
+    loaded = [_load_file(source, numeric, categorical, labels_to, limit_per_file) for source in sources]
+    return _combine(loaded, numeric, categorical, excluded)
+
+
+def read_label_map(path: str | Path) -> dict[str, str]:
+    """Read a label map from a TOML file's ``[labels]`` table, e.g. ``"Bot" = "Botnet"``.
+
+    Keys and values are normalised the way labels are, so a map written with any dash or spacing applies.
+    Raises :class:`DataError` if the file is missing, is not TOML, or the table is not string -> string.
+    """
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: label map file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a valid TOML label map: {exc}") from None
+    table = document.get("labels")
+    if not isinstance(table, dict):
+        raise DataError(f'{path}: a label map needs a [labels] table, e.g. [labels] "Bot" = "Botnet"')
+    bad = [key for key, value in table.items() if not isinstance(value, str)]
+    if bad:
+        raise DataError(f"{path}: label map values must be strings; not for: {', '.join(map(repr, bad))}")
+    return _normalize_map(table, origin=str(path))
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """The CSV files named by ``paths``: files as given, folders expanded (sorted), duplicates removed."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    if not paths:
+        raise DataError("no data path given")
+    files: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found = sorted(child for child in given.iterdir() if child.is_file() and _is_csv(child))
+            if not found:
+                raise DataError(f"{given}: folder has no .csv or .csv.gz files")
+            files.extend(found)
+        elif not given.exists():
+            raise DataError(f"{given}: file not found")
+        elif not _is_csv(given):
+            raise DataError(f"{given}: not a .csv or .csv.gz file")
+        else:
+            files.append(given)
+    return _unique(files)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Header pass: check every file and agree on one feature set before parsing any body.
+
+
+def _inspect(path: Path) -> _Source:
+    names = _read_header(path)
+    plan = resolve_columns(names)
+    seen = _shown(name.strip() for name in names)
+    if plan.label is None:
+        expected = ", ".join(LABEL_COLUMNS)
+        raise DataError(f"{path}: no label column (looked for {expected}); columns seen: {seen}")
+    if not plan.features:
+        raise DataError(f"{path}: no known feature columns; columns seen: {seen}")
+    family = family_of(plan.features)
+    if family == "mixed":
+        raise DataError(f"{path}: columns of both the CIC and the UNSW-NB15 families; columns seen: {seen}")
+    return _Source(path, tuple(names), plan, family)
+
+
+def _read_header(path: Path) -> list[str]:
+    """The header's column names (verbatim). Also rejects empty and header-only files cheaply."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
+    try:
+        with _open_binary(path) as handle:
+            header = _decode(handle.readline())[0]
+            has_data = any(line.strip() for line in handle)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    if not header.strip():
+        raise DataError(f"{path}: empty file (no header line)")
+    if not has_data:
+        raise DataError(f"{path}: header only, no data rows")
+    return next(csv.reader([header.rstrip("\r\n")]))
+
+
+def _check_one_family(sources: Sequence[_Source]) -> None:
+    families = {source.family for source in sources}
+    if len(families) > 1:
+        listing = "; ".join(f"{source.path.name} ({FAMILY_NAMES[source.family]})" for source in sources)
+        raise DataError(f"cannot train on CIC and UNSW-NB15 files together (different features): {listing}")
+
+
+def _common_features(sources: Sequence[_Source]) -> tuple[list[str], list[str], dict[str, str]]:
+    """Numeric and categorical canonical features present in every file, and why the others are not used."""
+    provided = [set(source.plan.features) for source in sources]
+    common = set.intersection(*provided)
+    if not common:
+        raise DataError("no feature column is present in every file: " + ", ".join(str(s.path) for s in sources))
+    order = CIC_FEATURES if sources[0].family == "cic" else UNSW_FEATURES
+    excluded: dict[str, str] = {}
+    for name in order:
+        lacking = [source.path.name for source, has in zip(sources, provided, strict=True) if name not in has]
+        if name not in common and len(lacking) < len(sources):
+            excluded[name] = "absent from " + _shown(lacking, limit=3, quote=False)
+    numeric = [name for name in order if name in common and name not in CATEGORICAL_FEATURES]
+    categorical = [name for name in order if name in common and name in CATEGORICAL_FEATURES]
+    return numeric, categorical, excluded
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Body pass: one file to cells, cells to rows kept or dropped with a reason.
+
+
+@dataclass
+class _Loaded:
+    summary: FileSummary
+    numeric: pd.DataFrame
+    categorical: pd.DataFrame
+    labels: pd.Series
+    flow: pd.DataFrame
+    timestamps: pd.Series
+
+
+def _load_file(
+    source: _Source,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    label_map: Mapping[str, str],
+    limit: int | None,
+) -> _Loaded:
+    text, encoding = _read_text(source.path, limit)
+    try:
+        cells, structural, rows_read = _split_records(text, len(source.names))
+    except (pd.errors.ParserError, csv.Error) as exc:  # e.g. a quote that is never closed
+        raise DataError(f"{source.path}: not a readable CSV: {str(exc).strip()}") from None
+    reasons = pd.Series(None, index=cells.index, dtype=object)
+    _mark(reasons, _repeated_headers(cells, source), REPEATED_HEADER)
+    labels = _labels(cells, source, label_map)
+    _mark(reasons, labels.isna(), MISSING_LABEL)
+    values = _parse_features(cells, source, numeric, reasons)
+
+    kept = reasons.isna()
+    dropped = Counter(structural) + Counter(reasons[~kept].value_counts().to_dict())
+    summary = FileSummary(
+        path=source.path,
+        family=source.family,
+        encoding=encoding,
+        label_column=source.plan.label or "",
+        flag_column=source.plan.secondary_labels[0] if source.plan.secondary_labels else None,
+        rows_read=rows_read,
+        rows_kept=int(kept.sum()),
+        dropped=dict(sorted(dropped.items(), key=lambda item: (-item[1], item[0]))),
+        features=tuple(source.plan.features),
+        unknown_columns=source.plan.unknown,
+        duplicate_columns=source.plan.duplicates,
+        converted={name: col.scale for name, col in source.plan.features.items() if col.scale != 1.0},
+    )
+    if summary.rows_kept == 0:
+        raise DataError(f"{source.path}: no usable rows ({rows_read} read, dropped: {_reasons_text(dropped)})")
+    values = values[kept.to_numpy()].reset_index(drop=True)
+    summary.nonfinite_rows = int((~np.isfinite(values.to_numpy())).any(axis=1).sum()) if len(values.columns) else 0
+    flow = _flow_frame(cells[kept], source)
+    return _Loaded(
+        summary=summary,
+        numeric=values,
+        categorical=_categories(cells[kept], source, categorical),
+        labels=labels[kept].reset_index(drop=True).astype(str),
+        flow=flow,
+        timestamps=parse_timestamps(flow["timestamp"]),
+    )
+
+
+def _mark(reasons: pd.Series, mask: pd.Series | np.ndarray, reason: str) -> None:
+    """Give ``reason`` to the rows in ``mask`` that have no reason yet (the first reason wins)."""
+    reasons[np.asarray(mask) & reasons.isna().to_numpy()] = reason
+
+
+# ---- reading text
+
+
+def _read_text(path: Path, limit: int | None) -> tuple[str, str]:
+    """The file's text (header plus at most ``limit`` lines) and the encoding that decoded it."""
+    try:
+        with _open_binary(path) as handle:
+            data = handle.read() if limit is None else b"".join(itertools.islice(handle, limit + 1))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    return _decode(data)
+
+
+def _open_binary(path: Path):  # -> BinaryIO; gzip and plain files alike
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    """UTF-8 (a BOM is dropped); if the bytes are not UTF-8, cp1252, the original CICIDS2017's encoding."""
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace"), "cp1252"
+
+
+# ---- splitting records
+
+
+def _split_records(text: str, n_fields: int) -> tuple[pd.DataFrame, Counter[str], int]:
+    """Data cells of the well-formed records (as str, columns 0..n-1), counts of malformed ones, rows read.
+
+    Without quote characters a record is a line, so fields are counted with ``str.count`` and malformed
+    lines are removed before pandas' fast C parser sees them. Quoted files (rare in flow data) go through
+    Python's csv reader, which understands quoted commas and newlines. Raises ``csv.Error`` for broken
+    quoting, which no row count could describe.
+    """
+    if '"' in text:
+        return _split_quoted(text, n_fields)
+    return _split_plain(text, n_fields)
+
+
+def _split_plain(text: str, n_fields: int) -> tuple[pd.DataFrame, Counter[str], int]:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    body = text.partition("\n")[2]
+    lines = body.split("\n")
+    if lines[-1] == "":  # the terminator of the last line, not a line
+        lines.pop()
+    expected = n_fields - 1
+    counts = [line.count(",") for line in lines]
+    malformed: Counter[str] = Counter()
+    if any(count != expected for count in counts):
+        good = []
+        for line, count in zip(lines, counts, strict=True):
+            if count == expected:
+                good.append(line)
+            else:
+                malformed[BLANK_LINE if not line.strip() else WRONG_FIELD_COUNT] += 1
+        body = "\n".join(good)
+    cells = _read_cells(body, n_fields) if len(lines) > sum(malformed.values()) else _no_cells(n_fields)
+    return cells, malformed, len(lines)
+
+
+def _split_quoted(text: str, n_fields: int) -> tuple[pd.DataFrame, Counter[str], int]:
+    """Like :func:`_split_plain` for text with quotes, through Python's csv reader in strict mode.
+
+    Strict, because a stray quote would otherwise swallow every line up to the next quote into one field.
+    """
+    records = csv.reader(io.StringIO(text), strict=True)
+    malformed: Counter[str] = Counter()
+    good: list[list[str]] = []
+    rows_read = 0
+    try:
+        next(records)  # the header, already read
+        for record in records:
+            rows_read += 1
+            if len(record) == n_fields:
+                good.append(record)
+            elif not record or (len(record) == 1 and not record[0].strip()):
+                malformed[BLANK_LINE] += 1
+            else:
+                malformed[WRONG_FIELD_COUNT] += 1
+    except csv.Error as exc:
+        raise csv.Error(f"line {records.line_num}: {exc}") from None
+    cells = pd.DataFrame(good, columns=list(range(n_fields)), dtype=str) if good else _no_cells(n_fields)
+    return cells, malformed, rows_read
+
+
+def _read_cells(body: str, n_fields: int) -> pd.DataFrame:
+    """Cells of lines already known to hold ``n_fields`` fields each and no quotes, as strings."""
+    return pd.read_csv(
+        io.StringIO(body),
+        header=None,
+        names=list(range(n_fields)),
+        index_col=False,
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        skip_blank_lines=False,
+        quoting=csv.QUOTE_NONE,
+        engine="c",
+    )
+
+
+def _no_cells(n_fields: int) -> pd.DataFrame:
+    return pd.DataFrame({i: pd.Series([], dtype=str) for i in range(n_fields)})
+
+
+# ---- rows that are not flows
+
+
+def _repeated_headers(cells: pd.DataFrame, source: _Source) -> np.ndarray:
+    """Rows that repeat the header line (files concatenated with ``cat``)."""
+    label_at = source.position(source.plan.label or "")
+    names = [name.strip() for name in source.names]
+    candidates = cells[label_at].str.strip() == names[label_at]
+    if not candidates.any():
+        return np.zeros(len(cells), dtype=bool)
+    same = cells[candidates].apply(lambda column: column.str.strip() == names[column.name])
+    mask = candidates.copy()
+    mask[candidates] = same.all(axis=1)
+    return mask.to_numpy()
+
+
+def _labels(cells: pd.DataFrame, source: _Source, label_map: Mapping[str, str]) -> pd.Series:
+    """Normalised class per row (None where a row has none), resolved like the stream decoder does."""
+    plan = source.plan
+    raw = cells[source.position(plan.label or "")]
+    flags = cells[source.position(plan.secondary_labels[0])] if plan.secondary_labels else None
+    pairs = zip(raw, flags if flags is not None else itertools.repeat(None), strict=False)
+    resolved: dict[tuple[str, str | None], str | None] = {}
+    out = []
+    for pair in pairs:
+        if pair not in resolved:
+            label = resolve_label(*pair)
+            resolved[pair] = label if label is None else apply_label_map(label, label_map)
+        out.append(resolved[pair])
+    return pd.Series(out, index=cells.index, dtype=object)
+
+
+# ---- numbers
+
+
+def _parse_features(cells: pd.DataFrame, source: _Source, numeric: Sequence[str], reasons: pd.Series) -> pd.DataFrame:
+    """Numeric features of every row as float64; marks rows with text in a feature (first in file order)."""
+    pending = reasons.isna().to_numpy()
+    by_position = sorted(numeric, key=lambda name: source.position(source.plan.features[name].source))
+    values: dict[str, np.ndarray] = {}
+    for name in by_position:
+        column = source.plan.features[name]
+        parsed, bad = parse_cells(cells[source.position(column.source)].to_numpy(dtype=object), pending)
+        values[name] = parsed * column.scale if column.scale != 1.0 else parsed
+        if bad.any():
+            _mark(reasons, bad, TEXT_IN_NUMERIC.format(feature=name))
+            pending = pending & ~bad
+    return pd.DataFrame({name: values[name] for name in numeric}, index=cells.index, columns=list(numeric))
+
+
+def parse_cells(cells: np.ndarray, wanted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Parse string cells exactly as :func:`detector.values.parse_number` parses each one.
+
+    Returns the float64 values (NaN where a cell is not a number) and a mask of the cells that are not
+    numbers. Only cells where ``wanted`` is true are parsed (others come back as NaN, never bad); this keeps
+    rows already dropped, such as repeated headers, from pushing a whole column onto the slow path.
+
+    The fast path is numpy's object-to-float cast, which calls Python's ``float`` on each string, exactly
+    what ``parse_number`` falls back to after its token table (whose entries ``float`` reads identically,
+    or rejects). The rest — empty cells, ``null``, hex, text — go through ``parse_number`` one by one.
+    """
+    cells = np.asarray(cells, dtype=object)
+    if wanted is None:
+        wanted = np.ones(len(cells), dtype=bool)
+    out = np.full(len(cells), np.nan)
+    try:
+        out[wanted] = cells[wanted].astype(np.float64)
+        return out, np.zeros(len(cells), dtype=bool)
+    except (ValueError, TypeError):
+        pass
+    bad = np.zeros(len(cells), dtype=bool)
+    for i in np.flatnonzero(wanted):
+        try:
+            out[i] = parse_number(cells[i])
+        except ValueError:
+            bad[i] = True
+    return out, bad
+
+
+# ---- categories, identity, time
+
+
+def _categories(cells: pd.DataFrame, source: _Source, categorical: Sequence[str]) -> pd.DataFrame:
+    """Category cells stripped, as the stream decoder strips them."""
+    columns = {
+        name: cells[source.position(source.plan.features[name].source)].str.strip().reset_index(drop=True)
+        for name in categorical
+    }
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(cells)), columns=list(categorical)).astype(str)
+
+
+def _flow_frame(cells: pd.DataFrame, source: _Source) -> pd.DataFrame:
+    """The flow identity cells as written, under :data:`FLOW_FIELDS` names (NaN where the file has none)."""
+    columns = {}
+    for name in FLOW_FIELDS:
+        column = source.plan.flow_fields.get(name)
+        if column is None:
+            columns[name] = pd.Series(np.nan, index=range(len(cells)), dtype=str)
+        else:
+            columns[name] = cells[source.position(column)].reset_index(drop=True)
+    return pd.DataFrame(columns)
+
+
+def parse_timestamps(values: pd.Series) -> pd.Series:
+    """Flow timestamps as naive ``datetime64[ns]``; NaT where a cell is empty or unreadable.
+
+    Accepts ISO 8601 (improved CICIDS2017 ``2017-07-05 18:12:15.650811``, the Python ``cicflowmeter``),
+    CICFlowMeter's day-first ``5/7/2017 8:12`` (with or without seconds, AM/PM), and Unix epoch seconds
+    (UNSW-NB15 ``Stime``; milliseconds when the numbers are too large for seconds). Times with a UTC offset
+    are converted to UTC; others are kept as written (local time of the capture).
+    """
+    text = values.astype(str).str.strip().fillna("").reset_index(drop=True)
+    result = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+    present = text.ne("") & text.ne("nan")
+    if not present.any():
+        return result
+    epoch = pd.to_numeric(text[present], errors="coerce")
+    if epoch.notna().all():
+        seconds = epoch.where(epoch.abs() <= _EPOCH_MILLISECONDS_ABOVE, epoch / 1000.0)
+        seconds = seconds.where(seconds.abs() < _NS_RANGE_SECONDS)
+        result[present] = pd.to_datetime(seconds, unit="s", errors="coerce").astype("datetime64[ns]")
+        return result
+    for layout in _TIME_FORMATS:
+        todo = present & result.isna()
+        if not todo.any():
+            break
+        parsed = pd.to_datetime(text[todo], format=layout, errors="coerce", utc=True)
+        parsed = parsed.dt.tz_localize(None)
+        in_range = parsed.between(pd.Timestamp.min, pd.Timestamp.max)
+        result[todo] = parsed.where(in_range).astype("datetime64[ns]")
+    return result
+
+
+# ---- putting files together
+
+
+def _combine(
+    loaded: Sequence[_Loaded], numeric: Sequence[str], categorical: Sequence[str], excluded: dict[str, str]
+) -> FlowTable:
+    dropped: Counter[str] = Counter()
+    for part in loaded:
+        dropped.update(part.summary.dropped)
+    source = pd.Series(
+        np.concatenate([np.repeat(part.summary.path.name, len(part.labels)) for part in loaded]), dtype=str
+    )
+    return FlowTable(
+        numeric=_concat([part.numeric for part in loaded]).astype(np.float64)[list(numeric)],
+        categorical=_concat([part.categorical for part in loaded])[list(categorical)],
+        labels=_concat([part.labels for part in loaded]).astype(str).rename("label"),
+        flow=_concat([part.flow for part in loaded]),
+        timestamps=_concat([part.timestamps for part in loaded]).rename("timestamp"),
+        source=source.rename("source"),
+        dropped=dict(sorted(dropped.items(), key=lambda item: (-item[1], item[0]))),
+        nonfinite_rows=sum(part.summary.nonfinite_rows for part in loaded),
+        files=[part.summary for part in loaded],
+        excluded_features=excluded,
+    )
+
+
+def _concat(parts):
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _normalize_map(label_map: Mapping[str, str], origin: str = "label map") -> dict[str, str]:
+    normalized = {normalize_label(key): normalize_label(value) for key, value in label_map.items()}
+    empty = [key for key, value in normalized.items() if not key or not value]
+    if empty:
+        raise DataError(f"{origin}: empty label in entry {empty[0]!r}")
+    return normalized
+
+
+def _is_csv(path: Path) -> bool:
+    return path.name.lower().endswith((".csv", ".csv.gz"))
+
+
+def _unique(files: list[Path]) -> list[Path]:
+    seen: set[Path] = set()
+    unique = []
+    for path in files:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+def _shown(names: Iterable[str], limit: int = _MAX_NAMES_SHOWN, *, quote: bool = True) -> str:
+    """A readable, bounded list of names for an error message."""
+    names = list(names)
+    text = ", ".join(repr(name) if quote else name for name in names[:limit])
+    return text + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _reasons_text(dropped: Mapping[str, int]) -> str:
+    return ", ".join(f"{reason}: {count}" for reason, count in dropped.items()) or "none"
