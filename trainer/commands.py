@@ -17,6 +17,7 @@ from trainer.ablate import PAPER_TABLE6, ablation_rows
 from trainer.baselines import run_baselines
 from trainer.config import TrainConfig, load_config
 from trainer.evaluate import classification_metrics
+from trainer.export import write_test_predictions, write_test_split
 from trainer.load import DataError, FlowTable, load_flows, read_label_map
 from trainer.pipeline import FitResult, PreparedData, prepare, save_bundle, train_model
 from trainer.plots import plot_curves
@@ -62,6 +63,7 @@ def fit(
     if registry:
         report["bundle"]["registry"] = str(registry)
         report["bundle"]["published_version"] = publish(bundle_dir, registry)
+    _export_test_split(table, result, out)
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_report(out, report, f"ResCAE-BiGRU ({config.profile})")
     plot_curves(result.history, out / "curves.png")
@@ -176,6 +178,18 @@ def publish_bundle(bundle: str, registry: str, reporter: Reporter | None = None)
     version = publish(bundle, registry)
     (reporter or Reporter()).note(f"published {bundle} as version {version}; {registry}/LATEST now points to it")
     return version
+
+
+def _export_test_split(table: FlowTable, result: FitResult, out: Path) -> None:
+    prepared = result.prepared
+    classes = np.asarray(prepared.classes, dtype=object)
+    write_test_split(table, prepared.test_rows, out)
+    write_test_predictions(
+        classes[prepared.test_y].tolist(),
+        classes[result.test_predictions].tolist(),
+        result.test_probabilities.max(axis=1),
+        out,
+    )
 
 
 def _load(data: Sequence[str], label_map: str | None, reporter: Reporter) -> FlowTable:

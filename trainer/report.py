@@ -24,23 +24,7 @@ from trainer.plots import plot_confusion_matrix
 
 def data_summary(table: FlowTable) -> dict[str, Any]:
     """What was read: files, rows kept and dropped (with reasons), classes, features."""
-    return {
-        "files": [
-            {
-                "path": str(f.path),
-                "rows_read": f.rows_read,
-                "rows_kept": f.rows_kept,
-                "dropped": dict(f.dropped),
-            }
-            for f in table.files
-        ],
-        "rows": len(table.labels),
-        "classes": {str(k): int(v) for k, v in table.labels.value_counts().sort_index().items()},
-        "numeric_features": len(table.numeric.columns),
-        "categorical_features": list(table.categorical.columns),
-        "excluded_features": dict(table.excluded_features),
-        "rows_with_nonfinite_values": int(table.nonfinite_rows),
-    }
+    return table.summary()
 
 
 def rows_dropped(table: FlowTable) -> dict[str, Any]:

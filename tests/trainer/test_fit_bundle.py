@@ -1,0 +1,85 @@
+"""``trainer fit`` end to end on a generated fixture, and the bundle served by a detector-only process."""
+
+import csv
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.generated import generated_rows, write_generated_csv
+from trainer import commands
+from trainer.config import load_config
+from trainer.progress import Reporter
+
+DETECTOR_ONLY_SCORER = """
+import csv, gzip, json, sys
+from detector.bundle import load_bundle
+from detector.csvsource import read_rows
+from detector.decode import DecodedFlow
+from detector.scoring import Scorer
+
+scorer = Scorer(load_bundle(sys.argv[1]), device="cpu")
+flows = [scorer.decoder.decode_mapping(row) for row in read_rows(sys.argv[2])]
+assert all(isinstance(f, DecodedFlow) for f in flows), [f for f in flows if not isinstance(f, DecodedFlow)][:3]
+verdicts = scorer.score(flows)
+heavy = sorted(m for m in ("sklearn", "imblearn", "pandas", "matplotlib", "trainer") if m in sys.modules)
+print(json.dumps({"labels": [v.label for v in verdicts], "confidence": [v.confidence for v in verdicts],
+                  "heavy_modules": heavy}))
+"""
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    data = write_generated_csv(root / "generated_flows.csv.gz", generated_rows(seed=3, scale=3))
+    config = load_config("quick").with_changes({"finetune": {"epochs": 12}, "pretrain": {"epochs": 2}})
+    report = commands.fit([str(data)], root / "run", config, reporter=Reporter(enabled=False))
+    return root / "run", report
+
+
+def test_fit_writes_the_run_directory_contract(fitted_run):
+    run, _ = fitted_run
+    for name in ("report.json", "report.md", "confusion_matrix.png", "curves.png", "bundle/manifest.json"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "report.json").read_text())
+    for key in (
+        "accuracy",
+        "precision_weighted",
+        "recall_weighted",
+        "f1_weighted",
+        "f1_macro",
+        "per_class",
+        "n_train",
+        "n_test",
+        "rows_dropped",
+        "seconds",
+    ):
+        assert key in saved, key
+    assert saved["n_test"] == sum(row["support"] for row in saved["per_class"].values())
+    assert set(saved["per_class"]) == {"BENIGN", "DoS Hulk", "Portscan", "Web Attack - XSS"}
+    assert saved["rows_dropped"] == {"total": 0, "reasons": {}}
+    assert len(saved["history"]["epochs"]) == 12
+
+
+def test_fit_learns_the_generated_classes(fitted_run):
+    _, report = fitted_run
+    assert report["f1_weighted"] > 0.9
+
+
+def test_a_detector_only_process_predicts_exactly_what_the_trainer_predicted(fitted_run):
+    run, _ = fitted_run
+    with gzip.open(run / "test_predictions.csv.gz", "rt") as handle:
+        expected = list(csv.DictReader(handle))
+    done = subprocess.run(
+        [sys.executable, "-c", DETECTOR_ONLY_SCORER, str(run / "bundle"), str(run / "test_split.csv.gz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    served = json.loads(done.stdout)
+    assert served["heavy_modules"] == []
+    assert served["labels"] == [row["predicted"] for row in expected]
+    assert served["confidence"] == pytest.approx([float(row["confidence"]) for row in expected], abs=1e-5)
