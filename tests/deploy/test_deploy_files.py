@@ -1,0 +1,485 @@
+"""deploy/: what can be checked without a Docker engine or a cluster.
+
+Every YAML and JSON file parses; the compose file builds Dockerfile targets and runs real CLI flags;
+the Kubernetes objects fit together (names, labels, probes); the Prometheus rules and the Grafana
+dashboard only use metrics the detector exports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+# The detector's metrics, exactly as it exports them (deploy/README.md).
+COUNTERS = {
+    "flowwarden_records_in_total",
+    "flowwarden_verdicts_total",
+    "flowwarden_alerts_out_total",
+    "flowwarden_dead_letters_total",
+    "flowwarden_model_swaps_total",
+}
+HISTOGRAMS = {
+    "flowwarden_batch_size",
+    "flowwarden_batch_seconds",
+    "flowwarden_model_seconds",
+    "flowwarden_end_to_end_seconds",
+}
+GAUGES = {"flowwarden_consumer_lag", "flowwarden_paused_partitions", "flowwarden_model_info", "flowwarden_ready"}
+SERIES = COUNTERS | GAUGES | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
+METRIC = re.compile(r"flowwarden_[a-z_]+")
+
+# CLI flags (DESIGN.md contracts; flags may grow, add them here when they do).
+RUN_FLAGS = {
+    "--bootstrap-servers",
+    "--input-topic",
+    "--output-topic",
+    "--dlq-topic",
+    "--group-id",
+    "--bundle",
+    "--guarantee",
+    "--max-batch",
+    "--max-delay-ms",
+    "--device",
+    "--emit",
+    "--metrics-port",
+}
+REPLAY_FLAGS = {"--bootstrap-servers", "--topic", "--rate", "--speedup", "--limit", "--with-labels"}
+FIT_FLAGS = {
+    "--data",
+    "--out",
+    "--config",
+    "--profile",
+    "--registry",
+    "--device",
+    "--seed",
+    "--epochs",
+    "--split",
+    "--label-map",
+    "--quiet",
+}
+CHOICES = {
+    "--guarantee": {"exactly-once", "at-least-once"},
+    "--emit": {"attacks", "all"},
+    "--device": {"auto", "cpu", "cuda"},
+}
+ENV_FROM_FLAGS = {"FLOWWARDEN_" + flag[2:].upper().replace("-", "_") for flag in RUN_FLAGS}
+
+
+def yaml_files() -> list[Path]:
+    return sorted(p for p in DEPLOY.rglob("*") if p.suffix in {".yaml", ".yml"})
+
+
+def load_yaml(path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
+
+
+def compose() -> dict[str, Any]:
+    return load_yaml(DEPLOY / "compose.yaml")[0]
+
+
+def k8s_objects() -> dict[str, dict[str, Any]]:
+    """kind -> object, for the resources kustomization.yaml applies plus the Secret template."""
+    kustomization = load_yaml(DEPLOY / "k8s" / "kustomization.yaml")[0]
+    objects: dict[str, dict[str, Any]] = {}
+    for name in [*kustomization["resources"], "secret-kafka-sasl.example.yaml"]:
+        for doc in load_yaml(DEPLOY / "k8s" / name):
+            objects[doc["kind"]] = doc
+    return objects
+
+
+def flags(argv: list[str]) -> list[str]:
+    return [arg.split("=", 1)[0] for arg in argv if arg.startswith("--")]
+
+
+def option_values(argv: list[str]) -> dict[str, str]:
+    return {arg: argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg.startswith("--")}
+
+
+# --- every file parses -----------------------------------------------------------------------------
+
+
+def test_deploy_has_the_expected_files() -> None:
+    for name in [
+        "Dockerfile",
+        "compose.yaml",
+        "README.md",
+        "k8s/kustomization.yaml",
+        "prometheus/prometheus.yml",
+        "prometheus/alerts.yml",
+        "grafana/dashboards/flowwarden.json",
+    ]:
+        assert (DEPLOY / name).is_file(), name
+    assert (ROOT / ".dockerignore").is_file()
+
+
+@pytest.mark.parametrize("path", yaml_files(), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_yaml_parses(path: Path) -> None:
+    assert load_yaml(path), f"{path} holds no YAML document"
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.json")), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_json_parses(path: Path) -> None:
+    assert json.loads(path.read_text(encoding="utf-8"))
+
+
+# --- Dockerfile ------------------------------------------------------------------------------------
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """Stage name -> its instructions (continuation lines joined, comments dropped), in file order."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text(encoding="utf-8"))
+    stages: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.IGNORECASE)
+        if match:
+            current = stages.setdefault(match.group(1), [])
+        if current is not None:
+            current.append(line)
+    return stages
+
+
+def test_dockerfile_stages() -> None:
+    stages = dockerfile_stages()
+    assert {"detector", "trainer"} <= set(stages)
+    assert list(stages)[-1] == "detector", "the detector must be the default (last) target"
+
+
+def test_detector_image() -> None:
+    stage = dockerfile_stages()["detector"]
+    assert 'ENTRYPOINT ["detector"]' in stage
+    assert 'CMD ["run"]' in stage
+    user = [line for line in stage if line.startswith("USER ")]
+    assert user and user[-1].split()[1].split(":")[0] not in {"root", "0"}
+    healthcheck = " ".join(line for line in stage if line.startswith("HEALTHCHECK"))
+    assert "/healthz" in healthcheck and "9108" in healthcheck
+    assert "EXPOSE 9108" in stage
+    stages = dockerfile_stages()
+    parent = stage[0].split()[1]
+    assert parent == "base" and stages["base"][0].startswith("FROM ${PYTHON_IMAGE} ")
+
+
+def test_detector_image_has_cpu_torch_and_no_training_extra() -> None:
+    text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
+    assert "ARG TORCH_VERSION=2.13.0" in text
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
+    stages = dockerfile_stages()
+    copies = [line for line in stages["detector"] if line.startswith("COPY --from=")]
+    sources = {re.match(r"COPY --from=(\S+)", line).group(1) for line in copies}
+    for name in sources | {"detector"}:
+        joined = "\n".join(stages[name])
+        assert "[train]" not in joined, f"stage {name} installs the train extra"
+    assert any('"torch==${TORCH_VERSION}"' in line and "--index-url" in line for line in stages["build"])
+    assert any(".[train]" in line for line in stages["trainer-build"])
+
+
+def test_dockerfile_copies_files_that_exist() -> None:
+    for stage in dockerfile_stages().values():
+        for line in stage:
+            if not line.startswith("COPY ") or line.startswith("COPY --from="):
+                continue
+            *sources, _ = shlex.split(line)[1:]
+            for source in sources:
+                if "*" in source:  # a pattern may match nothing (Docker copies what matches)
+                    continue
+                assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repository"
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    for entry in [".venv", "runs", "data", ".git", ".pytest_cache", "**/__pycache__"]:
+        assert entry in ignored
+    for needed in ["detector", "trainer", "pyproject.toml", "constraints.txt", "README.md"]:
+        assert needed not in ignored
+
+
+# --- compose ---------------------------------------------------------------------------------------
+
+
+def test_compose_builds_dockerfile_targets() -> None:
+    stages = dockerfile_stages()
+    services = compose()["services"]
+    built = {name: svc for name, svc in services.items() if "build" in svc}
+    assert set(built) == {"detector", "trainer"}
+    for name, svc in built.items():
+        context = (DEPLOY / svc["build"]["context"]).resolve()
+        assert context == ROOT
+        assert (context / svc["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+        assert svc["build"]["target"] == name and name in stages
+    assert services["replay"]["image"] == services["detector"]["image"], "replay runs the detector image"
+
+
+def test_compose_kafka_is_kraft_with_topics() -> None:
+    services = compose()["services"]
+    kafka = services["kafka"]
+    assert kafka["image"] == "apache/kafka:3.9.0"
+    env = kafka["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == 1, "exactly-once needs it on one broker"
+    advertised = env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "kafka:9092" in advertised and "localhost:9094" in advertised
+
+    init = " ".join(services["kafka-init"]["command"])
+    assert re.search(r"--topic flows --partitions 6\b", init)
+    detector = option_values(services["detector"]["command"])
+    for topic in (detector["--input-topic"], detector["--output-topic"], detector["--dlq-topic"]):
+        assert f"--topic {topic} " in init, f"topic {topic} is not created by kafka-init"
+    assert services["detector"]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_detector_service() -> None:
+    detector = compose()["services"]["detector"]
+    argv = detector["command"]
+    assert argv[0] == "run"
+    assert set(flags(argv)) <= RUN_FLAGS
+    for option, value in option_values(argv).items():
+        if option in CHOICES:
+            assert value in CHOICES[option], (option, value)
+    assert option_values(argv)["--bundle"] == "/registry"
+    assert "./registry:/registry:ro" in detector["volumes"]
+    assert detector["deploy"]["replicas"] == 2
+    assert option_values(argv)["--guarantee"] == "exactly-once"
+    assert set(detector["environment"]) - {"OMP_NUM_THREADS"} <= ENV_FROM_FLAGS
+    assert detector["environment"]["FLOWWARDEN_BOOTSTRAP_SERVERS"] == "kafka:9092"
+
+
+def test_compose_trainer_and_replay_commands() -> None:
+    services = compose()["services"]
+    fit = services["trainer"]["command"]
+    assert fit[0] == "fit" and set(flags(fit)) <= FIT_FLAGS
+    assert option_values(fit)["--registry"] == "/registry"
+    assert "train" in services["trainer"]["profiles"]
+    replay = services["replay"]["command"]
+    assert replay[0] == "replay" and set(flags(replay)) <= REPLAY_FLAGS
+
+
+def test_compose_trainer_flags_exist_in_the_trainer_cli() -> None:
+    """Cross-check against the real parser when the trainer's CLI imports here."""
+    try:
+        from trainer.cli import build_parser
+    except ImportError as exc:
+        pytest.skip(f"trainer.cli does not import here: {exc}")
+    parser = build_parser()
+    argv = [str(arg) for arg in compose()["services"]["trainer"]["command"]]
+    argv = [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", a) for a in argv]  # compose's ${VAR:-default}
+    parser.parse_args(argv)
+
+
+def _subcommand_options(parser: Any, command: str) -> set[str] | None:
+    for action in parser._actions:
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict) and command in choices:
+            return set(choices[command]._option_string_actions)
+    return None
+
+
+@pytest.mark.parametrize("service", ["detector", "replay"])
+def test_compose_detector_flags_exist_in_the_detector_cli(service: str) -> None:
+    """Cross-check against the real parser once ``detector run`` / ``detector replay`` exist."""
+    try:
+        from detector.cli import build_parser
+    except ImportError as exc:
+        pytest.skip(f"detector.cli does not import here: {exc}")
+    argv = compose()["services"][service]["command"]
+    options = _subcommand_options(build_parser(), argv[0])
+    if options is None:
+        pytest.skip(f"`detector {argv[0]}` is not implemented yet")
+    assert set(flags(argv)) <= options
+    if argv[0] == "run":  # the settings deploy/ passes as FLOWWARDEN_* must be options of `detector run`
+        env = set(compose()["services"]["detector"]["environment"]) | set(k8s_objects()["ConfigMap"]["data"])
+        needed = {"--" + name[len("FLOWWARDEN_") :].lower().replace("_", "-") for name in env & ENV_FROM_FLAGS}
+        assert not needed - options, f"deploy/ sets options that detector run lacks: {sorted(needed - options)}"
+
+
+def test_compose_bind_mounts_exist() -> None:
+    created_at_run_time = {"./registry", "./runs"}
+    for name, svc in compose()["services"].items():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("./") and source not in created_at_run_time:
+                assert (DEPLOY / source).exists(), f"{name} mounts {source}, which does not exist"
+
+
+def test_compose_prometheus_and_grafana_are_wired() -> None:
+    services = compose()["services"]
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in services["prometheus"]["volumes"]
+    prometheus = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")[0]
+    assert "/etc/prometheus/alerts.yml" in prometheus["rule_files"]
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "flowwarden-detector")
+    assert job["dns_sd_configs"][0]["names"] == ["detector"]
+    assert job["dns_sd_configs"][0]["port"] == 9108
+
+    datasource = load_yaml(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml")[0]
+    assert datasource["datasources"][0]["uid"] == "prometheus"
+    provider = load_yaml(DEPLOY / "grafana" / "provisioning" / "dashboards" / "flowwarden.yaml")[0]
+    path = provider["providers"][0]["options"]["path"]
+    assert f"./grafana/dashboards:{path}:ro" in services["grafana"]["volumes"]
+
+
+# --- Kubernetes ------------------------------------------------------------------------------------
+
+
+def test_kustomization_resources_exist() -> None:
+    kustomization = load_yaml(DEPLOY / "k8s" / "kustomization.yaml")[0]
+    assert kustomization["namespace"] == "flowwarden"
+    for name in kustomization["resources"]:
+        assert (DEPLOY / "k8s" / name).is_file(), name
+    kinds = set(k8s_objects())
+    expected = {"Namespace", "ConfigMap", "Secret", "Deployment", "PersistentVolumeClaim", "Service"}
+    assert expected | {"PodDisruptionBudget"} <= kinds
+
+
+def test_kustomize_builds() -> None:
+    """`kubectl kustomize` (client side, no cluster) renders every object into the namespace."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY / "k8s")], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    objects = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    assert {doc["kind"] for doc in objects} >= {"Namespace", "Deployment", "Service", "PodDisruptionBudget"}
+    for doc in objects:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "flowwarden", doc["kind"]
+
+
+def test_every_k8s_object_is_well_formed() -> None:
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in load_yaml(path):
+            if path.name == "kustomization.yaml":
+                continue
+            assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), path.name
+
+
+def test_deployment_probes_and_lifecycle() -> None:
+    objects = k8s_objects()
+    deployment = objects["Deployment"]
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert spec["replicas"] == 3
+    assert pod["terminationGracePeriodSeconds"] == 60
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert ports[container[probe]["httpGet"]["port"]] == 9108
+    assert container["args"] == ["run"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_deployment_is_locked_down() -> None:
+    pod = k8s_objects()["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["registry"]["mountPath"] == "/registry" and mounts["registry"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["registry"]["persistentVolumeClaim"]["claimName"] == "flowwarden-registry"
+
+
+def test_deployment_configuration_sources_match() -> None:
+    objects = k8s_objects()
+    container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    sources = {next(iter(s)): s[next(iter(s))] for s in container["envFrom"]}
+    assert sources["configMapRef"]["name"] == objects["ConfigMap"]["metadata"]["name"]
+    assert sources["secretRef"]["name"] == objects["Secret"]["metadata"]["name"]
+    assert sources["secretRef"]["optional"] is True
+    assert objects["PersistentVolumeClaim"]["metadata"]["name"] == "flowwarden-registry"
+
+    settings = objects["ConfigMap"]["data"]
+    assert set(settings) - {"OMP_NUM_THREADS"} <= ENV_FROM_FLAGS
+    for flag, allowed in CHOICES.items():
+        env = "FLOWWARDEN_" + flag[2:].upper().replace("-", "_")
+        if env in settings:
+            assert settings[env] in allowed, (env, settings[env])
+    assert settings["FLOWWARDEN_METRICS_PORT"] == "9108"
+    secret = objects["Secret"]["stringData"]
+    assert all(key.startswith("FLOWWARDEN_KAFKA__") for key in secret)
+    assert {"FLOWWARDEN_KAFKA__SASL_USERNAME", "FLOWWARDEN_KAFKA__SASL_PASSWORD"} <= set(secret)
+
+
+def test_service_and_pdb_select_the_detector_pods() -> None:
+    objects = k8s_objects()
+    labels = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert objects["Deployment"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert objects["Service"]["spec"]["selector"].items() <= labels.items()
+    assert objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert objects["Service"]["spec"]["ports"][0]["port"] == 9108
+
+
+# --- Prometheus rules and Grafana dashboard --------------------------------------------------------
+
+
+def rules() -> list[dict[str, Any]]:
+    document = load_yaml(DEPLOY / "prometheus" / "alerts.yml")[0]
+    return [rule for group in document["groups"] for rule in group["rules"]]
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "flowwarden.json").read_text(encoding="utf-8"))
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def test_series_list_matches_the_metric_list() -> None:
+    """Each metric's exposed series (counters end in _total; histograms have _bucket/_sum/_count)."""
+    assert all(name.endswith("_total") for name in COUNTERS)
+    assert len(SERIES) == len(COUNTERS) + len(GAUGES) + 3 * len(HISTOGRAMS)
+
+
+def test_alert_rules_are_well_formed() -> None:
+    names = [rule["alert"] for rule in rules()]
+    assert len(names) == len(set(names))
+    for rule in rules():
+        assert rule["expr"].strip()
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        assert rule["annotations"]["summary"]
+
+
+def test_alert_rules_cover_the_operational_risks() -> None:
+    used = {name for rule in rules() for name in METRIC.findall(rule["expr"])}
+    assert "flowwarden_consumer_lag" in used
+    assert "flowwarden_dead_letters_total" in used
+    assert {"flowwarden_ready", "flowwarden_model_info"} <= used
+    assert "flowwarden_end_to_end_seconds_bucket" in used
+    assert any('up{job="flowwarden-detector"}' in rule["expr"] for rule in rules())
+
+
+def test_rules_and_dashboard_use_only_exported_metrics() -> None:
+    expressions = [rule["expr"] for rule in rules()] + dashboard_expressions()
+    assert expressions
+    unknown = {name for expr in expressions for name in METRIC.findall(expr)} - SERIES
+    assert not unknown, f"not exported by the detector: {sorted(unknown)}"
+
+
+def test_dashboard_uses_the_provisioned_datasource() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "flowwarden.json").read_text(encoding="utf-8"))
+    assert dashboard["uid"] and dashboard["title"]
+    used = {name for expr in dashboard_expressions() for name in METRIC.findall(expr)}
+    every_metric = COUNTERS | GAUGES | {f"{h}_bucket" for h in HISTOGRAMS}
+    assert not every_metric - used, f"not on the dashboard: {sorted(every_metric - used)}"
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "prometheus"
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
