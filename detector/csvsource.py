@@ -65,7 +65,7 @@ def read_rows(path: str | Path) -> Iterator[dict[str, str]]:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")  # noqa: SIM115 - returned open
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors=_FALLBACK, newline="")
 
 

@@ -1,0 +1,154 @@
+"""Detector settings from flags, environment and a TOML file, in that order of precedence.
+
+Every ``detector run`` / ``detector replay`` flag can also come from the environment as
+``FLOWWARDEN_<FLAG>`` (``--bootstrap-servers`` → ``FLOWWARDEN_BOOTSTRAP_SERVERS``) or from a TOML file
+(``--config FILE`` or ``FLOWWARDEN_CONFIG``; keys are the flag names with underscores). Flags win over
+the environment, which wins over the file.
+
+librdkafka settings pass through untouched, for SASL/SSL and tuning:
+
+* TOML: a ``[kafka]`` table with librdkafka's own names (``"security.protocol" = "SASL_SSL"``);
+* environment: ``FLOWWARDEN_KAFKA__SASL_USERNAME=alice`` → ``sasl.username`` (lower case, ``_`` → ``.``);
+* flags: ``--kafka-option sasl.mechanism=SCRAM-SHA-512`` (repeatable).
+
+Secrets never reach a log line: use :func:`redact` on anything printed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "FLOWWARDEN_"
+_SECRET_MARKERS = ("password", "secret", "token", "jaas", "oauthbearer.config", "ssl.key.pem", "private")
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names the setting and where it came from."""
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by the settings class's ``config_file`` for this load."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self.data = dict(data)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.data.items() if key in self.settings_cls.model_fields}
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+    _toml_data: ClassVar[dict[str, Any]] = {}
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    kafka: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _librdkafka_names(cls, value: Any) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            raise ValueError("kafka settings must be a table of librdkafka properties")
+        return {str(key).lower().replace("_", "."): str(item) for key, item in value.items()}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlSource(settings_cls, cls._toml_data)
+
+    def librdkafka(self) -> dict[str, str]:
+        """The pass-through properties plus the bootstrap servers, ready for a confluent-kafka client."""
+        return {**self.kafka, "bootstrap.servers": self.bootstrap_servers}
+
+
+class RunSettings(_Settings):
+    """``detector run``."""
+
+    input_topic: str = "flows"
+    output_topic: str = "alerts"
+    dlq_topic: str = "flows.dlq"
+    group_id: str = "flowwarden-detector"
+    bundle: Path | None = None
+    guarantee: Literal["exactly-once", "at-least-once"] = "exactly-once"
+    max_batch: int = Field(512, ge=1, le=100_000)
+    max_delay_ms: int = Field(50, ge=0, le=60_000)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    emit: Literal["attacks", "all"] = "attacks"
+    metrics_port: int | None = Field(9108, ge=0, le=65535)
+    max_record_bytes: int = Field(64 * 1024, ge=256)
+    max_in_flight_batches: int = Field(4, ge=1, le=64)
+    registry_poll_seconds: float = Field(2.0, gt=0)
+    transactional_id: str | None = None
+
+    @field_validator("bundle")
+    @classmethod
+    def _bundle_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"{value} does not exist")
+        return value
+
+
+class ReplaySettings(_Settings):
+    """``detector replay``."""
+
+    topic: str = "flows"
+
+
+def load_settings(cls: type[_Settings], flags: Mapping[str, Any], config_file: str | Path | None = None) -> _Settings:
+    """Build settings: flags (None means "not given") over environment over the TOML file."""
+    path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    cls._toml_data = _read_toml(Path(path)) if path else {}
+    given = {key: value for key, value in flags.items() if value is not None}
+    try:
+        return cls(**given)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"invalid settings: {problems}") from None
+    finally:
+        cls._toml_data = {}
+
+
+def parse_kafka_options(options: list[str] | None) -> dict[str, str] | None:
+    """``["key=value", ...]`` from repeated ``--kafka-option`` flags."""
+    if not options:
+        return None
+    parsed = {}
+    for option in options:
+        key, separator, value = option.partition("=")
+        if not separator or not key.strip():
+            raise SettingsError(f"--kafka-option needs KEY=VALUE, got {option!r}")
+        parsed[key.strip()] = value
+    return parsed
+
+
+def redact(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy safe to log: values of secret-looking librdkafka properties are replaced by ``***``."""
+    return {key: "***" if any(m in key.lower() for m in _SECRET_MARKERS) else value for key, value in config.items()}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SettingsError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    return {key.replace("-", "_"): value for key, value in data.items()}
