@@ -1,0 +1,191 @@
+"""Kafka helpers for tests: unique names, producing a list of values, consuming exactly N messages.
+
+They work against the embedded Tansu broker and against a real cluster (``KAFKA_BOOTSTRAP_SERVERS``, with
+extra librdkafka settings as a JSON object in ``KAFKA_CLIENT_CONFIG``, e.g. for SASL/TLS). Every wait is
+bounded and every failure says what was expected and what arrived.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+
+from detector.broker import EmbeddedBroker
+from tests.support.tcpproxy import TcpProxy
+
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+CLIENT_CONFIG_ENV = "KAFKA_CLIENT_CONFIG"
+
+# Tansu answers a JoinGroup only after about half the member's session timeout (about 23 s with
+# librdkafka's default 45 s), so group tests use 6 s: the smallest Apache Kafka accepts by default
+# (group.min.session.timeout.ms), hence valid on a real cluster too.
+GROUP_DEFAULTS: dict[str, str | int | bool] = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 500,
+    "auto.offset.reset": "earliest",
+    "enable.auto.commit": False,
+}
+
+
+@dataclass(frozen=True)
+class ProxiedBroker:
+    """A broker whose every client connection goes through ``proxy`` (bootstrap and after metadata)."""
+
+    broker: EmbeddedBroker
+    proxy: TcpProxy
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.proxy.address
+
+
+def unique_name(prefix: str) -> str:
+    """A topic/group/transactional id never used before: real clusters are shared between runs."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def client_config_from_env() -> dict[str, str]:
+    """Extra librdkafka settings for a real cluster, from ``KAFKA_CLIENT_CONFIG`` (a JSON object)."""
+    raw = os.environ.get(CLIENT_CONFIG_ENV, "").strip()
+    if not raw:
+        return {}
+    config = json.loads(raw)
+    if not isinstance(config, dict):
+        raise ValueError(f"{CLIENT_CONFIG_ENV} must be a JSON object of librdkafka settings")
+    return {str(key): str(value) for key, value in config.items()}
+
+
+def client_config(bootstrap_servers: str) -> dict[str, str | int | bool]:
+    """``bootstrap.servers`` plus the environment's extra settings: the base of every test client."""
+    return {**client_config_from_env(), "bootstrap.servers": bootstrap_servers}
+
+
+def group_consumer(
+    bootstrap_servers: str,
+    group_id: str,
+    *,
+    read_committed: bool = False,
+    config: Mapping[str, str | int | bool] | None = None,
+) -> Consumer:
+    """A consumer in ``group_id`` with :data:`GROUP_DEFAULTS` (manual commits, from the earliest offset)."""
+    return Consumer(
+        {
+            **client_config(bootstrap_servers),
+            **GROUP_DEFAULTS,
+            "group.id": group_id,
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+            **(config or {}),
+        }
+    )
+
+
+def produce_values(
+    bootstrap_servers: str,
+    topic: str,
+    values: Iterable[bytes],
+    *,
+    partition: int | None = None,
+    config: Mapping[str, str | int | bool] | None = None,
+    timeout: float = 15.0,
+) -> list[tuple[int, int]]:
+    """Produce ``values`` (in order) and return the ``(partition, offset)`` of each; fails unless all land."""
+    producer = Producer({**client_config(bootstrap_servers), **(config or {})})
+    values = list(values)
+    results: list[tuple[int, int] | KafkaError | None] = [None] * len(values)
+
+    def record(index: int, error: KafkaError | None, message: Message) -> None:
+        results[index] = error if error is not None else (message.partition(), message.offset())
+
+    for index, value in enumerate(values):
+        kwargs = {} if partition is None else {"partition": partition}
+        producer.produce(topic, value=value, on_delivery=functools.partial(record, index), **kwargs)
+        producer.poll(0)
+    left = producer.flush(timeout)
+    failures = [(i, r) for i, r in enumerate(results) if not isinstance(r, tuple)]
+    assert left == 0 and not failures, (
+        f"{len(failures)} of {len(values)} messages to {topic!r} not delivered within {timeout:g} s "
+        f"({left} still queued); first failures: {failures[:3]}"
+    )
+    return [r for r in results if isinstance(r, tuple)]
+
+
+def drain(consumer: Consumer, count: int, *, timeout: float = 20.0, idle_after: float = 0.0) -> list[Message]:
+    """Poll ``consumer`` until ``count`` messages arrived, then for ``idle_after`` more seconds.
+
+    Fails with what did arrive if fewer than ``count`` came within ``timeout`` seconds, or if any more came
+    during ``idle_after`` (use it to assert that nothing else is visible).
+    """
+    received: list[Message] = []
+    errors: list[KafkaError] = []
+    deadline = time.monotonic() + timeout
+    while len(received) < count and time.monotonic() < deadline:
+        _poll_into(consumer, received, errors, min(0.2, max(0.0, deadline - time.monotonic())))
+    assert len(received) >= count, (
+        f"expected {count} messages within {timeout:g} s, got {len(received)}: {_describe(received)}; "
+        f"consumer errors: {errors[:3]}"
+    )
+    quiet_until = time.monotonic() + idle_after
+    while time.monotonic() < quiet_until:
+        _poll_into(consumer, received, errors, min(0.2, max(0.0, quiet_until - time.monotonic())))
+    assert len(received) == count, f"expected exactly {count} messages, got {len(received)}: {_describe(received)}"
+    return received
+
+
+def consume_exactly(
+    bootstrap_servers: str,
+    topic: str,
+    count: int,
+    *,
+    read_committed: bool = False,
+    timeout: float = 20.0,
+    idle_after: float = 0.0,
+    config: Mapping[str, str | int | bool] | None = None,
+) -> list[Message]:
+    """Read ``topic`` from the beginning of every partition, without a consumer group; see :func:`drain`.
+
+    Assigning partitions directly skips the group join (seconds on Tansu) and commits nothing.
+    """
+    consumer = Consumer(
+        {
+            **client_config(bootstrap_servers),
+            "group.id": unique_name("reader"),
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+            **(config or {}),
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = metadata.topics[topic].partitions
+        assert partitions, f"topic {topic!r} has no partitions in metadata: {metadata.topics[topic].error}"
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)])
+        return drain(consumer, count, timeout=timeout, idle_after=idle_after)
+    finally:
+        consumer.close()
+
+
+def values_of(messages: Iterable[Message]) -> list[bytes]:
+    """The values of ``messages`` in arrival order."""
+    return [m.value() for m in messages]
+
+
+def _poll_into(consumer: Consumer, received: list[Message], errors: list[KafkaError], timeout: float) -> None:
+    message = consumer.poll(timeout)
+    if message is None:
+        return
+    if message.error() is not None:
+        errors.append(message.error())
+    else:
+        received.append(message)
+
+
+def _describe(messages: list[Message], limit: int = 10) -> str:
+    shown = [(m.partition(), m.offset(), m.value()) for m in messages[:limit]]
+    return f"{shown}{' ...' if len(messages) > limit else ''}"

@@ -1,0 +1,146 @@
+"""A small threaded TCP proxy on 127.0.0.1 that tests use to cut the network path to a broker.
+
+The embedded broker keeps everything in memory, so an outage cannot be simulated by restarting it. Put a
+:class:`TcpProxy` in front of it instead (with the broker advertising the proxy's port, see the
+``proxied_broker`` fixture) and call :meth:`TcpProxy.cut`: every live connection is reset and new ones are
+accepted and reset at once, which clients see as a broker that is down. :meth:`TcpProxy.restore` lets
+traffic through again; clients reconnect on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import struct
+import threading
+from types import TracebackType
+from typing import Self
+
+_CHUNK = 64 * 1024
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST instead of FIN
+
+
+def _reset(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class TcpProxy:
+    """Forwards ``127.0.0.1:port`` to ``target_host:target_port``; ``cut()`` / ``restore()`` the path.
+
+    ``port=0`` binds a free port (read it from ``.port``). The listening socket is bound in the
+    constructor, so the port is known before the target exists; forwarding starts with ``start()``.
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self._listener = socket.create_server((host, port), reuse_port=False)
+        self.host = host
+        self.port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._cut = False
+        self._closed = False
+        self._accept_thread: threading.Thread | None = None
+        self.accepted = 0
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the proxy, for ``bootstrap.servers``."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def is_cut(self) -> bool:
+        return self._cut
+
+    def start(self) -> Self:
+        self._accept_thread = threading.Thread(target=self._accept_loop, name=f"tcpproxy-{self.port}", daemon=True)
+        self._accept_thread.start()
+        return self
+
+    def cut(self) -> None:
+        """Reset every live connection and refuse (accept, then reset) new ones until :meth:`restore`."""
+        with self._lock:
+            self._cut = True
+            live, self._connections = self._connections, set()
+        for sock in live:
+            _reset(sock)
+
+    def restore(self) -> None:
+        """Forward new connections again."""
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        """Stop accepting and reset every connection. Idempotent."""
+        self._closed = True
+        self.cut()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._cut or self._closed:
+                _reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _reset(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._cut:
+                    _reset(client)
+                    _reset(upstream)
+                    continue
+                self._connections.update((client, upstream))
+                self.accepted += 1
+            threading.Thread(target=self._pump, args=(client, upstream), name="tcpproxy-pump", daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Copy bytes both ways until either side closes or the proxy resets the pair."""
+        peers = {client: upstream, upstream: client}
+        with selectors.DefaultSelector() as selector:
+            for sock in peers:
+                selector.register(sock, selectors.EVENT_READ)
+            try:
+                while True:
+                    for key, _ in selector.select(timeout=1.0):
+                        source = key.fileobj
+                        assert isinstance(source, socket.socket)
+                        data = source.recv(_CHUNK)
+                        if not data:
+                            return
+                        peers[source].sendall(data)
+                    if client not in self._connections:
+                        return
+            except (OSError, ValueError):
+                return
+            finally:
+                with self._lock:
+                    self._connections.discard(client)
+                    self._connections.discard(upstream)
+                for sock in peers:
+                    if self._cut:
+                        _reset(sock)
+                    else:
+                        sock.close()
