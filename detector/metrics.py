@@ -1,0 +1,215 @@
+"""Prometheus metrics of a detector worker and the small HTTP server for ``/metrics``, ``/healthz``, ``/readyz``.
+
+The metric names are a contract: ``deploy/`` dashboards and alert rules use them. Each worker has its own
+:class:`~prometheus_client.CollectorRegistry` (not the process-global one), so two workers in one process
+(tests) never share series.
+
+* ``/healthz``: 200 while the worker's loop has iterated within :data:`STALE_AFTER_S` (liveness).
+* ``/readyz``: 200 when a verified model is loaded and the consumer has joined its group (readiness).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+STALE_AFTER_S = 60.0
+
+BATCH_SIZE_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class BulkHistogram(Collector):
+    """A label-less histogram fed a whole array at a time (one numpy call instead of one call per record)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self._counts = np.zeros(len(self._bounds) + 1, dtype=np.int64)  # the last slot is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        if not len(values):
+            return
+        slots = np.searchsorted(self._bounds, values, side="left")
+        counts = np.bincount(slots, minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(np.sum(values))
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts)
+            total = self._sum
+        buckets = [(_bound(b), float(c)) for b, c in zip(self._bounds, cumulative[:-1], strict=True)]
+        buckets.append(("+Inf", float(cumulative[-1])))
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], buckets, total)
+        yield family
+
+    def describe(self) -> Iterable[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))
+
+
+class WorkerMetrics:
+    """Every metric a worker exports, on its own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records_in = Counter("flowwarden_records_in", "Records consumed from the input topic.", registry=r)
+        self.verdicts = Counter(
+            "flowwarden_verdicts", "Records scored, by predicted class.", ["label", "is_attack"], registry=r
+        )
+        self.alerts_out = Counter(
+            "flowwarden_alerts_out", "Alerts produced, by predicted class.", ["label"], registry=r
+        )
+        self.dead_letters = Counter(
+            "flowwarden_dead_letters", "Records sent to the dead-letter topic, by reason.", ["reason_code"], registry=r
+        )
+        self.batch_size = Histogram(
+            "flowwarden_batch_size", "Records per batch.", buckets=BATCH_SIZE_BUCKETS, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "flowwarden_batch_seconds", "Decode + model + produce time per batch.", buckets=SECONDS_BUCKETS, registry=r
+        )
+        self.model_seconds = Histogram(
+            "flowwarden_model_seconds", "Model time per batch.", buckets=SECONDS_BUCKETS, registry=r
+        )
+        self.end_to_end_seconds = BulkHistogram(
+            "flowwarden_end_to_end_seconds",
+            "Kafka record timestamp to alert acknowledged by the broker.",
+            LATENCY_BUCKETS,
+            r,
+        )
+        self.consumer_lag = Gauge(
+            "flowwarden_consumer_lag",
+            "Records behind the end of each assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.paused_partitions = Gauge(
+            "flowwarden_paused_partitions", "Partitions paused for back-pressure.", registry=r
+        )
+        self.model_info = Gauge(
+            "flowwarden_model_info",
+            "The model being served (value 1).",
+            ["name", "version", "bundle_sha256"],
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "flowwarden_model_swaps", "Hot swaps of the model, by result.", ["result"], registry=r
+        )
+        self.ready = Gauge("flowwarden_ready", "1 when the worker can score.", registry=r)
+        for result in ("ok", "rejected"):
+            self.model_swaps.labels(result=result)
+        self._model_labels: tuple[str, str, str] | None = None
+
+    def serve_model(self, name: str, version: str, bundle_sha256: str) -> None:
+        """Point ``flowwarden_model_info`` at the model now served (the previous series is removed)."""
+        if self._model_labels is not None:
+            self.model_info.remove(*self._model_labels)
+        self._model_labels = (name, version, bundle_sha256)
+        self.model_info.labels(name=name, version=version, bundle_sha256=bundle_sha256).set(1)
+
+    def watch(self, health: Health) -> None:
+        """Make ``flowwarden_ready`` read ``health.ready`` at every scrape."""
+        self.ready.set_function(lambda: float(health.ready))
+
+    def forget_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Drop the lag series of partitions this worker no longer owns."""
+        for topic, partition in partitions:
+            with contextlib.suppress(KeyError):
+                self.consumer_lag.remove(topic, str(partition))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Health:
+    """What ``/healthz`` and ``/readyz`` report; the worker updates it, the HTTP threads read it."""
+
+    def __init__(self, stale_after_s: float = STALE_AFTER_S) -> None:
+        self.stale_after_s = stale_after_s
+        self._beat = time.monotonic()
+        self.model_loaded = False
+        self.joined = False
+        self.stopping = False
+
+    def beat(self) -> None:
+        """The loop is alive: call once per iteration (and from long waits)."""
+        self._beat = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return time.monotonic() - self._beat < self.stale_after_s
+
+    @property
+    def ready(self) -> bool:
+        return self.model_loaded and self.joined and not self.stopping
+
+
+class MetricsServer:
+    """A threaded HTTP server for one worker's metrics and probes; ``port=0`` binds a free port."""
+
+    def __init__(self, metrics: WorkerMetrics, health: Health, host: str = "0.0.0.0", port: int = 0) -> None:
+        handler = _handler(metrics, health)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(metrics: WorkerMetrics, health: Health) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, metrics.exposition(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._probe(health.alive, "alive", "the worker loop has not iterated recently")
+            elif path == "/readyz":
+                why = "no verified model loaded" if not health.model_loaded else "not a member of the group yet"
+                self._probe(health.ready, "ready", "stopping" if health.stopping else why)
+            else:
+                self._send(404, b"not found\n", "text/plain; charset=utf-8")
+
+        def _probe(self, ok: bool, good: str, bad: str) -> None:
+            self._send(200 if ok else 503, f"{good if ok else bad}\n".encode(), "text/plain; charset=utf-8")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Probes every few seconds are not worth a log line."""
+
+    return Handler
