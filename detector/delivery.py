@@ -1,0 +1,393 @@
+"""Getting a scored batch's outputs to Kafka and its input offsets committed, under one of two guarantees.
+
+Both strategies share one small, non-blocking interface that the worker drives from its loop
+(:meth:`submit` a batch, call :meth:`service` every iteration, :meth:`finish` before a rebalance or
+shutdown), so the consumer keeps polling while deliveries are outstanding: the group session stays alive
+and back-pressure is a matter of pausing partitions, not of blocking.
+
+* :class:`AtLeastOnce`: an idempotent producer (``acks=all``); up to ``max_in_flight`` batches are in the
+  producer at once. A batch's offsets (last offset + 1 per partition) are committed synchronously once
+  every message of that batch and of every earlier batch is acknowledged. A failed delivery commits
+  nothing: the batch and every later one are abandoned and the consumer is rewound to their first
+  offsets, so they are read, scored and produced again (duplicates carry the same ``alert_id``).
+* :class:`ExactlyOnce`: a transactional producer; one transaction per batch: ``begin_transaction`` →
+  produce alerts and dead letters → ``send_offsets_to_transaction`` (with the consumer's group metadata,
+  which fences a zombie of an older generation) → ``commit_transaction``. A retriable failure aborts the
+  transaction and rewinds to the batch's first offsets; a fatal one (e.g. fenced by a newer producer with
+  the same transactional id) raises :class:`DeliveryFatal`.
+
+Rewinding is reported to the caller (:attr:`Progress.rewind`), which owns the consumer's position and the
+records buffered after the batch: it must seek those partitions back and drop what it buffered for them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from detector.processor import ScoredBatch, TopicPartitionKey
+
+TXN_CALL_TIMEOUT_S = 10.0
+COMMIT_RETRY_S = 1.0
+# librdkafka reports some fencing errors as abortable, but a fenced producer can never go on (and aborting
+# may not even complete): treat them as fatal.
+_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
+
+
+def _fatal(error: KafkaError) -> bool:
+    return error.fatal() or error.code() in _FENCED
+
+
+class DeliveryFatal(RuntimeError):
+    """The producer cannot go on (fenced, or a fatal librdkafka error): the worker must exit non-zero."""
+
+
+@dataclass
+class Progress:
+    """What happened since the last call: batches now delivered (and committed), partitions to rewind."""
+
+    completed: list[ScoredBatch] = field(default_factory=list)
+    rewind: dict[TopicPartitionKey, int] = field(default_factory=dict)
+
+    def merge(self, other: Progress) -> None:
+        self.completed.extend(other.completed)
+        for tp, offset in other.rewind.items():
+            self.rewind[tp] = min(offset, self.rewind.get(tp, offset))
+
+
+class Delivery(Protocol):
+    """The interface the worker drives; see the module docstring."""
+
+    name: str
+
+    def start(self, timeout: float) -> None: ...
+    def can_accept(self) -> bool: ...
+    def busy(self) -> bool: ...
+    def submit(self, batch: ScoredBatch) -> None: ...
+    def service(self) -> Progress: ...
+    def finish(self, timeout: float) -> tuple[bool, Progress]: ...
+    def forget(self, partitions: set[TopicPartitionKey]) -> Progress: ...
+
+
+class _InFlight:
+    """One batch handed to the producer; its delivery reports arrive through :meth:`on_delivery`."""
+
+    __slots__ = ("acked", "batch", "error", "sent")
+
+    def __init__(self, batch: ScoredBatch) -> None:
+        self.batch = batch
+        self.sent = 0
+        self.acked = 0
+        self.error: KafkaError | None = None
+
+    def on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        self.acked += 1
+        if error is not None and self.error is None:
+            self.error = error
+
+    @property
+    def unsent(self) -> bool:
+        return self.sent < len(self.batch.outputs)
+
+    @property
+    def done(self) -> bool:
+        """Every message handed over and reported (delivered or failed)."""
+        return not self.unsent and self.acked == self.sent
+
+
+def _send(producer: Producer, flight: _InFlight) -> bool:
+    """Hand the batch's remaining messages to the producer; False when its queue is full (try again later)."""
+    outputs = flight.batch.outputs
+    report = flight.on_delivery
+    produce = producer.produce
+    index = flight.sent
+    try:
+        while index < len(outputs):
+            out = outputs[index]
+            if out.headers is None:
+                produce(out.topic, out.value, out.key, on_delivery=report)
+            else:
+                produce(out.topic, out.value, out.key, headers=out.headers, on_delivery=report)
+            index += 1
+    except BufferError:
+        producer.poll(0)
+        return False
+    finally:
+        flight.sent = index
+    return True
+
+
+def _partitions(offsets: dict[TopicPartitionKey, int]) -> list[TopicPartition]:
+    return [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
+
+
+def _commit(consumer: Consumer, offsets: dict[TopicPartitionKey, int]) -> None:
+    """Synchronous commit; raises KafkaException for the request or for any partition."""
+    for tp in consumer.commit(offsets=_partitions(offsets), asynchronous=False) or []:
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+
+
+class AtLeastOnce:
+    """Idempotent producer, pipelined batches, synchronous offset commits after acknowledgement."""
+
+    name = "at-least-once"
+
+    def __init__(self, producer: Producer, consumer: Consumer, *, max_in_flight: int, log: Any) -> None:
+        self._producer = producer
+        self._consumer = consumer
+        self._max_in_flight = max_in_flight
+        self._log = log
+        self._queue: deque[_InFlight] = deque()
+        self._uncommitted: dict[TopicPartitionKey, int] = {}
+        self._retry_commit_at = 0.0
+
+    def start(self, timeout: float) -> None:
+        """Nothing to set up: an idempotent producer needs no handshake before the first message."""
+
+    def can_accept(self) -> bool:
+        return len(self._queue) < self._max_in_flight and not (self._queue and self._queue[-1].unsent)
+
+    def busy(self) -> bool:
+        return bool(self._queue) or bool(self._uncommitted)
+
+    def submit(self, batch: ScoredBatch) -> None:
+        flight = _InFlight(batch)
+        self._queue.append(flight)
+        _send(self._producer, flight)
+
+    def service(self) -> Progress:
+        self._producer.poll(0)
+        for flight in self._queue:
+            if flight.unsent and not _send(self._producer, flight):
+                break
+        progress = Progress()
+        while self._queue and self._queue[0].done:
+            head = self._queue[0]
+            if head.error is not None:
+                progress.rewind = self._abandon_queue()
+                self._log.warning(
+                    "delivery failed: rewinding to the batch's first offsets",
+                    error=head.error.str(),
+                    rewind={f"{t}/{p}": o for (t, p), o in progress.rewind.items()},
+                )
+                break
+            self._queue.popleft()
+            self._uncommitted.update(head.batch.next_offsets)
+            progress.completed.append(head.batch)
+        if self._uncommitted and time.monotonic() >= self._retry_commit_at:
+            self._commit()
+        return progress
+
+    def finish(self, timeout: float) -> tuple[bool, Progress]:
+        """Wait until every batch handed over is acknowledged and committed, or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        total = Progress()
+        while True:
+            self._retry_commit_at = 0.0
+            total.merge(self.service())
+            if total.rewind:
+                return False, total
+            if not self.busy():
+                return True, total
+            if time.monotonic() >= deadline:
+                return False, total
+            self._producer.poll(0.05)
+
+    def forget(self, partitions: set[TopicPartitionKey]) -> Progress:
+        """Never commit offsets of ``partitions`` (revoked or lost); their batches may still be delivered."""
+        for tp in partitions:
+            self._uncommitted.pop(tp, None)
+        for flight in self._queue:
+            for tp in partitions:
+                flight.batch.next_offsets.pop(tp, None)
+                flight.batch.first_offsets.pop(tp, None)
+        return Progress()
+
+    def _abandon_queue(self) -> dict[TopicPartitionKey, int]:
+        positions: dict[TopicPartitionKey, int] = {}
+        for flight in self._queue:
+            for tp, offset in flight.batch.first_offsets.items():
+                positions.setdefault(tp, offset)
+        self._queue.clear()
+        return positions
+
+    def _commit(self) -> None:
+        try:
+            _commit(self._consumer, self._uncommitted)
+        except KafkaException as exc:
+            self._retry_commit_at = time.monotonic() + COMMIT_RETRY_S
+            self._log.warning("offset commit failed; will retry", error=exc.args[0].str())
+            return
+        self._uncommitted.clear()
+
+
+class ExactlyOnce:
+    """Transactional producer: one transaction per batch, offsets committed inside it."""
+
+    name = "exactly-once"
+    _IDLE, _OPEN, _COMMIT, _ABORT = "idle", "open", "commit", "abort"
+
+    def __init__(
+        self, producer: Producer, consumer: Consumer, *, log: Any, call_timeout: float = TXN_CALL_TIMEOUT_S
+    ) -> None:
+        self._producer = producer
+        self._consumer = consumer
+        self._log = log
+        self._call_timeout = call_timeout
+        self._state = self._IDLE
+        self._flight: _InFlight | None = None
+        self._offsets_sent = False
+        self._done: list[ScoredBatch] = []
+
+    def start(self, timeout: float) -> None:
+        """``init_transactions``: fences an older producer with the same transactional id. Raises KafkaException."""
+        self._producer.init_transactions(timeout)
+
+    def can_accept(self) -> bool:
+        return self._state == self._IDLE
+
+    def busy(self) -> bool:
+        return self._state != self._IDLE or bool(self._done)
+
+    def submit(self, batch: ScoredBatch) -> None:
+        if self._state != self._IDLE:
+            raise RuntimeError("a transaction is still in progress")
+        if not batch.outputs:
+            self._commit_offsets_only(batch)
+            return
+        self._guard(self._producer.begin_transaction)
+        self._flight = _InFlight(batch)
+        self._offsets_sent = False
+        self._state = self._OPEN
+        self._send()
+
+    def service(self) -> Progress:
+        self._producer.poll(0)
+        progress = Progress(completed=self._done)
+        self._done = []
+        if self._state == self._OPEN:
+            flight = self._flight
+            assert flight is not None
+            if flight.unsent:
+                self._send()
+            if flight.done:
+                if flight.error is not None and _fatal(flight.error):
+                    raise DeliveryFatal(f"transactional producer fenced or failed: {flight.error.str()}")
+                if flight.error is not None:
+                    self._log.warning("delivery failed inside the transaction: aborting", error=flight.error.str())
+                    self._state = self._ABORT
+                else:
+                    self._state = self._COMMIT
+        if self._state == self._COMMIT:
+            self._commit(progress)
+        if self._state == self._ABORT:
+            self._abort(progress)
+        return progress
+
+    def finish(self, timeout: float) -> tuple[bool, Progress]:
+        """Complete the open transaction within ``timeout``, else abort it. True when it committed."""
+        deadline = time.monotonic() + timeout
+        total = Progress()
+        while True:
+            total.merge(self.service())
+            if self._state == self._IDLE:
+                return not total.rewind, total
+            if time.monotonic() >= deadline:
+                if self._state in (self._OPEN, self._COMMIT):
+                    self._log.warning("transaction not complete in time: aborting it", timeout_s=timeout)
+                    self._state = self._ABORT
+                    total.merge(self.service())
+                return False, total
+            self._producer.poll(0.05)
+
+    def forget(self, partitions: set[TopicPartitionKey]) -> Progress:
+        """Never commit ``partitions`` from here on: abort an open transaction that holds them (their new
+        owner redoes that work); the rewind returned is for the partitions this worker keeps."""
+        progress = Progress()
+        flight = self._flight
+        if flight is None or not partitions & flight.batch.next_offsets.keys():
+            return progress
+        if self._state in (self._OPEN, self._COMMIT):
+            self._state = self._ABORT
+        for tp in partitions:
+            flight.batch.first_offsets.pop(tp, None)
+        self._abort(progress)
+        return progress
+
+    def _send(self) -> None:
+        assert self._flight is not None
+        try:
+            _send(self._producer, self._flight)
+        except KafkaException as exc:
+            self._classify(exc, "produce")
+
+    def _commit(self, progress: Progress) -> None:
+        flight = self._flight
+        assert flight is not None
+        try:
+            if not self._offsets_sent:
+                self._producer.send_offsets_to_transaction(
+                    _partitions(flight.batch.next_offsets), self._consumer.consumer_group_metadata(), self._call_timeout
+                )
+                self._offsets_sent = True
+            self._producer.commit_transaction(self._call_timeout)
+        except KafkaException as exc:
+            self._classify(exc, "commit")
+            return
+        progress.completed.append(flight.batch)
+        self._reset()
+
+    def _abort(self, progress: Progress) -> None:
+        flight = self._flight
+        assert flight is not None
+        try:
+            self._producer.abort_transaction(self._call_timeout)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if _fatal(error):
+                raise DeliveryFatal(f"transactional producer failed fatally while aborting: {error.str()}") from exc
+            self._log.warning("abort_transaction failed; will retry", error=error.str())
+            return
+        for tp, offset in flight.batch.first_offsets.items():
+            progress.rewind[tp] = min(offset, progress.rewind.get(tp, offset))
+        rewind = {f"{t}/{p}": o for (t, p), o in progress.rewind.items()}
+        self._log.info("transaction aborted: rewinding", rewind=rewind)
+        self._reset()
+
+    def _classify(self, exc: KafkaException, during: str) -> None:
+        error: KafkaError = exc.args[0]
+        if _fatal(error):
+            raise DeliveryFatal(f"transactional producer failed fatally during {during}: {error.str()}") from exc
+        if error.retriable() and not error.txn_requires_abort():
+            self._log.warning(f"{during} failed; will retry", error=error.str())
+            return
+        self._log.warning(f"{during} failed: aborting the transaction", error=error.str())
+        self._state = self._ABORT
+
+    def _commit_offsets_only(self, batch: ScoredBatch) -> None:
+        """A batch that produced nothing has nothing to make atomic with its offsets: a plain commit will do.
+
+        If it fails, the worst case is that these records are read again later and again produce nothing.
+        """
+        try:
+            _commit(self._consumer, batch.next_offsets)
+        except KafkaException as exc:
+            self._log.warning("offset commit of an output-less batch failed", error=exc.args[0].str())
+        self._done.append(batch)
+
+    def _guard(self, call: Any) -> None:
+        try:
+            call()
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            raise DeliveryFatal(f"cannot begin a transaction: {error.str()}") from exc
+
+    def _reset(self) -> None:
+        self._state = self._IDLE
+        self._flight = None
+        self._offsets_sent = False

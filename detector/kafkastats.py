@@ -1,0 +1,39 @@
+"""Reading librdkafka's statistics (the ``stats_cb`` JSON) for the consumer lag gauge.
+
+librdkafka reports, per partition, the end of the log as the consumer last saw it from fetch responses:
+``hi_offset`` (high watermark) and ``ls_offset`` (last stable offset, the end for ``read_committed``).
+Its own ``consumer_lag`` is measured against the offsets *it* committed, which it does not know when the
+offsets are committed through a producer's transaction; so the worker subtracts its own committed
+positions from these ends instead. The statistics cost nothing extra to obtain: librdkafka emits them
+every ``statistics.interval.ms`` from inside ``poll``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+def partition_ends(stats_json: str | bytes, topic: str) -> dict[int, tuple[int, int]]:
+    """``{partition: (end offset, committed offset)}`` of ``topic`` from one statistics document.
+
+    Partitions whose end is unknown are left out; the committed offset is what librdkafka last fetched or
+    committed itself (-1 when unknown), a fallback for a worker that has not committed a batch yet.
+    """
+    try:
+        stats: Any = orjson.loads(stats_json)
+        partitions = stats["topics"][topic]["partitions"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return {}
+    ends: dict[int, tuple[int, int]] = {}
+    for name, data in partitions.items():
+        partition = int(name)
+        if partition < 0 or not isinstance(data, dict):
+            continue  # "-1" is librdkafka's internal unassigned-partition bucket
+        stable, high = data.get("ls_offset", -1), data.get("hi_offset", -1)
+        end = stable if isinstance(stable, int) and stable >= 0 else high
+        committed = data.get("committed_offset", -1)
+        if isinstance(end, int) and end >= 0:
+            ends[partition] = (end, committed if isinstance(committed, int) else -1)
+    return ends

@@ -1,0 +1,136 @@
+"""The two delivery strategies against a real Kafka-protocol broker: what is committed, when, and on failure."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from confluent_kafka import Producer
+
+from detector.delivery import AtLeastOnce, DeliveryFatal, ExactlyOnce, Progress
+from detector.logging import get_logger
+from detector.processor import Output, ScoredBatch
+from detector.topics import ensure_topics
+from tests.support.kafka import (
+    ProxiedBroker,
+    client_config,
+    consume_exactly,
+    group_consumer,
+    unique_name,
+    values_of,
+)
+from tests.support.worker import committed_offsets
+
+pytestmark = pytest.mark.kafka
+LOG = get_logger("test")
+
+
+def batch(source: str, offsets: range, sink: str, outputs: int | None = None) -> ScoredBatch:
+    count = len(offsets) if outputs is None else outputs
+    return ScoredBatch(
+        outputs=[Output(sink, None, b"out-%d" % (offsets.start + i)) for i in range(count)],
+        next_offsets={(source, 0): offsets.stop},
+        first_offsets={(source, 0): offsets.start},
+        records=len(offsets),
+        alert_timestamps=np.empty(0),
+    )
+
+
+def drive(delivery, until, timeout: float = 30.0) -> Progress:
+    total = Progress()
+    deadline = time.monotonic() + timeout
+    while not until(total):
+        assert time.monotonic() < deadline, f"delivery made no such progress in {timeout:g} s: {total}"
+        total.merge(delivery.service())
+        time.sleep(0.02)
+    return total
+
+
+def idempotent_producer(bootstrap: str, **extra) -> Producer:
+    return Producer({**client_config(bootstrap), "acks": "all", "enable.idempotence": True, "linger.ms": 5, **extra})
+
+
+def test_at_least_once_commits_each_batch_after_its_messages_are_acknowledged(kafka_bootstrap, new_topic):
+    source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
+    group = unique_name("alo")
+    consumer = group_consumer(kafka_bootstrap, group)
+    delivery = AtLeastOnce(idempotent_producer(kafka_bootstrap), consumer, max_in_flight=2, log=LOG)
+    try:
+        delivery.submit(batch(source, range(0, 5), sink))
+        delivery.submit(batch(source, range(5, 9), sink))
+        assert not delivery.can_accept(), "two batches in flight is the limit"
+        progress = drive(delivery, lambda p: len(p.completed) == 2 and not delivery.busy())
+        assert [b.next_offsets for b in progress.completed] == [{(source, 0): 5}, {(source, 0): 9}]
+        assert not progress.rewind
+    finally:
+        consumer.close()
+    assert committed_offsets(kafka_bootstrap, group, source, 1) == {0: 9}
+    assert values_of(consume_exactly(kafka_bootstrap, sink, 9)) == [b"out-%d" % i for i in range(9)]
+
+
+def test_exactly_once_commits_outputs_and_offsets_in_one_transaction(kafka_bootstrap, new_topic):
+    source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
+    group = unique_name("eos")
+    consumer = group_consumer(kafka_bootstrap, group, read_committed=True)
+    producer = Producer({**client_config(kafka_bootstrap), "transactional.id": unique_name("txn")})
+    delivery = ExactlyOnce(producer, consumer, log=LOG)
+    try:
+        delivery.start(15)
+        delivery.submit(batch(source, range(0, 4), sink))
+        assert not delivery.can_accept(), "one transaction at a time"
+        drive(delivery, lambda p: len(p.completed) == 1)
+        assert committed_offsets(kafka_bootstrap, group, source, 1) == {0: 4}
+
+        # A batch that produced nothing (all benign under --emit attacks) commits its offsets without a
+        # transaction: nothing needs to be atomic with them (and Tansu drops offsets-only transactions).
+        delivery.submit(batch(source, range(4, 10), sink, outputs=0))
+        progress = drive(delivery, lambda p: len(p.completed) == 1)
+        assert progress.completed[0].next_offsets == {(source, 0): 10}
+        assert committed_offsets(kafka_bootstrap, group, source, 1) == {0: 10}
+    finally:
+        consumer.close()
+    outputs = consume_exactly(kafka_bootstrap, sink, 4, read_committed=True, idle_after=1.0)
+    assert values_of(outputs) == [b"out-%d" % i for i in range(4)]
+
+
+def test_a_fenced_exactly_once_producer_is_fatal(kafka_bootstrap, new_topic):
+    source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
+    consumer = group_consumer(kafka_bootstrap, unique_name("fenced"), read_committed=True)
+    transactional_id = unique_name("txn")
+    zombie = ExactlyOnce(
+        Producer({**client_config(kafka_bootstrap), "transactional.id": transactional_id}), consumer, log=LOG
+    )
+    try:
+        zombie.start(15)
+        zombie.submit(batch(source, range(0, 2), sink))
+        successor = Producer({**client_config(kafka_bootstrap), "transactional.id": transactional_id})
+        successor.init_transactions(15)
+        with pytest.raises(DeliveryFatal, match="fatal"):
+            drive(zombie, lambda p: False, timeout=20)
+    finally:
+        consumer.close()
+
+
+def test_at_least_once_rewinds_instead_of_committing_when_delivery_fails(proxied_broker: ProxiedBroker):
+    bootstrap = proxied_broker.bootstrap_servers
+    source, sink = unique_name("source"), unique_name("sink")
+    ensure_topics(bootstrap, [source, sink])
+    group = unique_name("alo-fail")
+    consumer = group_consumer(bootstrap, group)
+    producer = idempotent_producer(bootstrap, **{"message.timeout.ms": 1500})
+    delivery = AtLeastOnce(producer, consumer, max_in_flight=4, log=LOG)
+    try:
+        delivery.submit(batch(source, range(0, 3), sink))
+        drive(delivery, lambda p: len(p.completed) == 1 and not delivery.busy())
+        proxied_broker.proxy.cut()
+        delivery.submit(batch(source, range(3, 6), sink))
+        delivery.submit(batch(source, range(6, 8), sink))
+        progress = drive(delivery, lambda p: bool(p.rewind), timeout=20)
+        assert progress.rewind == {(source, 0): 3}, "both failed batches are redone from the first one's start"
+        assert not progress.completed and not delivery.busy()
+        proxied_broker.proxy.restore()
+        assert committed_offsets(bootstrap, group, source, 1) == {0: 3}, "a failed delivery must not commit"
+    finally:
+        proxied_broker.proxy.restore()
+        consumer.close()
