@@ -97,6 +97,10 @@ class RunSettings(_Settings):
     max_in_flight_batches: int = Field(4, ge=1, le=64)
     registry_poll_seconds: float = Field(2.0, gt=0)
     transactional_id: str | None = None
+    metrics_enabled: bool = True
+    metrics_host: str = "0.0.0.0"
+    create_topics: bool = False
+    summary_seconds: float = Field(30.0, gt=0)
 
     @field_validator("bundle")
     @classmethod
