@@ -56,11 +56,82 @@ def _add_broker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(handler=cmd_broker)
 
 
+_RUN_SETTINGS = (
+    "bootstrap_servers",
+    "input_topic",
+    "output_topic",
+    "dlq_topic",
+    "group_id",
+    "bundle",
+    "guarantee",
+    "max_batch",
+    "max_delay_ms",
+    "device",
+    "emit",
+    "metrics_port",
+    "metrics_host",
+    "metrics_enabled",
+    "transactional_id",
+    "max_record_bytes",
+    "max_in_flight_batches",
+    "registry_poll_seconds",
+    "create_topics",
+)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the streaming worker: exit 0 after SIGTERM/SIGINT, 1 on a fatal error, 2 on a start-up error."""
+    from detector.runner import EXIT_USAGE, run_from_flags  # imports torch: only the commands that score do
+    from detector.settings import SettingsError, parse_kafka_options
+
+    try:
+        kafka = parse_kafka_options(args.kafka_option)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    flags = {name: getattr(args, name) for name in _RUN_SETTINGS}
+    return run_from_flags({**flags, "kafka": kafka}, args.config)
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="score flow records from Kafka and produce alerts (the streaming worker)",
+        description="Consume flow records, score them in micro-batches with a model bundle, produce alerts and "
+        "dead letters. Every option can also be set as FLOWWARDEN_<OPTION> or in the --config TOML file; "
+        "librdkafka properties pass through with --kafka-option, FLOWWARDEN_KAFKA__<NAME> or a [kafka] table.",
+    )
+    add = parser.add_argument
+    add("--bootstrap-servers", metavar="HOST:PORT[,...]", help="Kafka bootstrap servers (default 127.0.0.1:9092)")
+    add("--input-topic", metavar="TOPIC", help="flow records to score (default flows)")
+    add("--output-topic", metavar="TOPIC", help="alerts (default alerts)")
+    add("--dlq-topic", metavar="TOPIC", help="dead letters: records that cannot be scored (default flows.dlq)")
+    add("--group-id", metavar="GROUP", help="consumer group shared by all workers (default flowwarden-detector)")
+    add("--bundle", metavar="BUNDLE_OR_REGISTRY", help="a model bundle, or a registry to follow (hot swap)")
+    add("--guarantee", metavar="exactly-once|at-least-once", help="delivery guarantee (default exactly-once)")
+    add("--max-batch", metavar="N", help="records per micro-batch at most (default 512)")
+    add("--max-delay-ms", metavar="MS", help="longest wait for a batch to fill after its first record (default 50)")
+    add("--device", metavar="auto|cpu|cuda", help="where the model runs (default auto)")
+    add("--emit", metavar="attacks|all", help="alerts for attacks only, or a verdict for every flow (default attacks)")
+    add("--metrics-port", metavar="PORT", help="port of /metrics, /healthz, /readyz (default 9108; 0: any free port)")
+    add("--metrics-host", metavar="ADDRESS", help="address the metrics server binds (default 0.0.0.0)")
+    add("--no-metrics", dest="metrics_enabled", action="store_const", const=False, help="serve no metrics or probes")
+    add("--transactional-id", metavar="ID", help="exactly-once: a stable id per worker slot (default: unique)")
+    add("--max-record-bytes", metavar="BYTES", help="larger records are dead-lettered (default 65536)")
+    add("--max-in-flight-batches", metavar="N", help="at-least-once: batches awaiting acknowledgement (default 4)")
+    add("--registry-poll-seconds", metavar="S", help="how often a registry is checked for a new version (default 2)")
+    add("--create-topics", action="store_const", const=True, help="create missing topics (development clusters)")
+    add("--kafka-option", action="append", metavar="KEY=VALUE", help="a librdkafka property (repeatable)")
+    add("--config", metavar="FILE.toml", help="settings file (also FLOWWARDEN_CONFIG)")
+    parser.set_defaults(handler=cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``detector`` argument parser."""
     parser = argparse.ArgumentParser(prog="detector", description="flowwarden: real-time malicious-flow detector.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_broker(commands)
+    _add_run(commands)
     return parser
 
 
