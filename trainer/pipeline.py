@@ -46,6 +46,7 @@ class PreparedData:
     test_x: np.ndarray
     test_y: np.ndarray
     test_rows: np.ndarray
+    pretrain_x: np.ndarray  # the cleaned, scaled training rows before resampling (no labels needed)
     steps: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,6 +98,7 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
         return preprocessor.transform(values, cats)
 
     train_x, train_y = transform(train_rows), np.array([index[v] for v in labels[train_rows]], dtype=np.int64)
+    pretrain_x = train_x
     if config.resample.enabled:
         with reporter.task("SMOTE-Tomek", 1) as advance:
             result = smote_tomek(
@@ -133,6 +135,7 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
         test_x=transform(split.test),
         test_y=indices(split.test),
         test_rows=split.test,
+        pretrain_x=pretrain_x,
         steps=steps,
     )
 
@@ -147,9 +150,8 @@ def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter)
     model = build_model(prepared.train_x.shape[1], len(prepared.classes), config.model)
     history = History()
     if config.pretrain.enabled and config.pretrain.epochs > 0:
-        pretrain_rows = prepared.train_x
         encoder_state, history.pretrain_loss = pretrain_encoder(
-            pretrain_rows, config.model, config.pretrain, device, config.seed, reporter
+            prepared.pretrain_x, config.model, config.pretrain, device, config.seed, reporter
         )
         model.encoder.load_state_dict(encoder_state)
     validation = (prepared.val_x, prepared.val_y) if len(prepared.val_y) else None
