@@ -126,12 +126,36 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=cmd_run)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score flow CSVs with a bundle to JSON lines, without Kafka (see detector.score)."""
+    from detector.score import run_command
+
+    return run_command(args)
+
+
+def _add_score(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "score",
+        help="score flow CSVs with a bundle to JSON lines (the stream's model path, no Kafka)",
+        description="Score flow CSVs with a bundle: one JSON line per row (verdict, or error), a summary on stderr.",
+    )
+    parser.add_argument("csv", nargs="+", metavar="CSV", help="CSV files or folders (.csv, .csv.gz)")
+    parser.add_argument("--bundle", required=True, metavar="BUNDLE_OR_REGISTRY", help="bundle, .tar.gz or registry")
+    parser.add_argument("--out", metavar="FILE.jsonl", help="write the JSON lines here (default: stdout)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: %(default)s")
+    parser.add_argument(
+        "--batch", type=int, default=1024, metavar="N", help="rows per model call (default: %(default)s)"
+    )
+    parser.set_defaults(handler=cmd_score)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``detector`` argument parser."""
     parser = argparse.ArgumentParser(prog="detector", description="flowwarden: real-time malicious-flow detector.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_broker(commands)
     _add_run(commands)
+    _add_score(commands)
     return parser
 
 

@@ -64,6 +64,17 @@ def read_rows(path: str | Path) -> Iterator[dict[str, str]]:
             yield dict(zip(names, cells, strict=False))
 
 
+def read_header(path: str | Path) -> list[str]:
+    """The column names of one CSV as :func:`read_rows` keys them (empty for an empty file).
+
+    A row with fewer cells than this header arrives from :func:`read_rows` with fewer keys: callers that
+    must not pass a truncated row on (replay, scoring) compare against it.
+    """
+    with _open_text(Path(path)) as handle:
+        header = next(csv.reader(handle), None)
+    return _unique_names(header) if header else []
+
+
 def _open_text(path: Path) -> io.TextIOBase:
     raw = gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")  # noqa: SIM115 - returned open
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors=_FALLBACK, newline="")

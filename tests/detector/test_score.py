@@ -1,0 +1,127 @@
+"""``detector score``: JSON lines per row, error rows, agreement with Scorer, and a torch-only import set."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from detector.bundle import load_bundle
+from detector.cli import main
+from detector.csvsource import read_rows
+from detector.decode import DecodedFlow
+from detector.registry import publish
+from detector.scoring import Scorer
+from tests.support.bundles import make_bundle
+from tests.support.generated import generated_rows, write_generated_csv
+
+REPO = Path(__file__).resolve().parents[2]
+ROWS = generated_rows(seed=2)
+BAD_ROW = 5
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("score") / "bundle")
+
+
+@pytest.fixture
+def flows(tmp_path) -> Path:
+    rows = [dict(row) for row in ROWS]
+    rows[BAD_ROW - 1]["Total Fwd Packet"] = "lots"
+    rows[0]["Flow Bytes/s"] = "Infinity"
+    path = write_generated_csv(tmp_path / "flows.csv", rows)
+    with path.open("a", encoding="cp1252") as handle:
+        handle.write("1.2.3.4-5.6.7.8-1-80-6,1.2.3.4,1\n")  # a row cut short
+    return path
+
+
+def score(*args: object) -> int:
+    return main(["score", *map(str, args)])
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_one_json_line_per_row_in_order_with_errors_for_bad_rows(bundle, flows, tmp_path, capsys):
+    out = tmp_path / "scores.jsonl"
+    assert score("--bundle", bundle, flows, "--out", out, "--batch", 64) == 0
+    lines = read_lines(out)
+    assert len(lines) == len(ROWS) + 1
+    assert [line["source"] for line in lines] == [{"file": str(flows), "row": i} for i in range(1, len(ROWS) + 2)]
+    bad, short = lines[BAD_ROW - 1], lines[-1]
+    assert bad["error"]["code"] == "wrong_type" and "Total Fwd Packet" in bad["error"]["reason"]
+    assert short["error"]["code"] == "short_row"
+    good = [line for line in lines if "error" not in line]
+    assert len(good) == len(ROWS) - 1
+    classes = set(load_bundle(bundle).classes)
+    for line, row in zip(lines[:3], ROWS[:3], strict=True):
+        assert line["label"] in classes and isinstance(line["is_attack"], bool)
+        assert 0 < line["confidence"] <= 1
+        assert line["probabilities"][0] == {"label": line["label"], "probability": line["confidence"]}
+        assert line["ground_truth"] == row["Label"].replace("\u2013", "-")
+        assert line["flow"] == {
+            "flow_id": row["Flow ID"],
+            "src_ip": row["Src IP"],
+            "src_port": row["Src Port"],
+            "dst_ip": row["Dst IP"],
+            "dst_port": row["Dst Port"],
+            "protocol": row["Protocol"],
+            "timestamp": row["Timestamp"],
+        }
+    summary = capsys.readouterr().err
+    assert f"scored {len(ROWS) - 1} of {len(ROWS) + 1} rows" in summary
+    assert "errors 2 (" in summary and "wrong_type 1" in summary and "short_row 1" in summary
+
+
+def test_a_file_without_a_needed_feature_gives_missing_features_rows(bundle, tmp_path, capsys):
+    rows = [{k: v for k, v in row.items() if k != "Flow Duration"} for row in ROWS[:4]]
+    path = write_generated_csv(tmp_path / "partial.csv.gz", rows)
+    assert score("--bundle", bundle, path) == 0
+    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["error"]["code"] for line in lines] == ["missing_features"] * 4
+    assert "Flow Duration" in lines[0]["error"]["reason"]
+
+
+def test_verdicts_agree_with_the_scorer_called_directly(bundle, tmp_path, capsys):
+    path = write_generated_csv(tmp_path / "flows.csv.gz", ROWS)
+    registry = tmp_path / "registry"
+    publish(bundle, registry)
+    assert score("--bundle", registry, path, "--batch", 7, "--device", "cpu") == 0
+    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    # The CSV rows as they are, without the replay's record conversion: it must not change a verdict.
+    scorer = Scorer(load_bundle(bundle), device="cpu")
+    decoded = [scorer.decoder.decode_mapping(row) for row in read_rows(path)]
+    assert all(isinstance(flow, DecodedFlow) for flow in decoded)
+    verdicts = scorer.score(decoded)
+    assert [line["label"] for line in lines] == [v.label for v in verdicts]
+    assert [line["confidence"] for line in lines] == [round(v.confidence, 6) for v in verdicts]
+    assert [line["is_attack"] for line in lines] == [v.is_attack for v in verdicts]
+
+
+def test_a_bad_bundle_is_a_clear_error(tmp_path, capsys):
+    path = write_generated_csv(tmp_path / "flows.csv", ROWS[:3])
+    assert score("--bundle", tmp_path / "nothing", path) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_command_runs_without_trainer_sklearn_or_pandas(bundle, flows):
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "detector.cli", "score", "--bundle", str(bundle), str(flows)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(done.stdout.splitlines()) == len(ROWS) + 1
+    imported = {m.group(1).strip() for m in re.finditer(r"^import time:.*\|\s*(\S+)\s*$", done.stderr, re.M)}
+    assert "detector.scoring" in imported and "torch" in imported, "the import log was read"
+    heavy = {name for name in imported if name.split(".")[0] in {"trainer", "sklearn", "pandas", "matplotlib"}}
+    assert heavy == set()
