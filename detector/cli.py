@@ -126,6 +126,44 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=cmd_run)
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Stream flow CSVs into a topic as JSON flow records (see detector.replay)."""
+    from detector.replay import run_command
+
+    return run_command(args)
+
+
+def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "replay",
+        help="stream flow CSVs (CICIDS2017, UNSW-NB15, CICFlowMeter) into a topic as JSON flow records",
+        description="Stream flow CSVs into a Kafka topic as the JSON records a flow meter would send. Every "
+        "option except the CSVs can also come from FLOWWARDEN_<OPTION> or the --config TOML file.",
+    )
+    parser.add_argument("csv", nargs="+", metavar="CSV", help="CSV files or folders (.csv, .csv.gz)")
+    parser.add_argument("--bootstrap-servers", metavar="H:P", help="Kafka bootstrap servers")
+    parser.add_argument("--topic", help="topic to write (created when missing; default flows)")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, metavar="FLOWS_PER_S", help="send at this many flows per second")
+    pace.add_argument("--speedup", type=float, metavar="X", help="replay the recorded inter-flow times X× faster")
+    parser.add_argument("--limit", type=int, metavar="N", help="stop after N records")
+    parser.add_argument("--with-labels", action="store_true", default=None, help="keep the label column(s)")
+    parser.add_argument(
+        "--order",
+        choices=("shuffle", "file", "time"),
+        help="shuffle (default; seeded), file (as read) or time (by flow timestamp; default with --speedup)",
+    )
+    parser.add_argument("--seed", type=int, help="shuffle seed (default 0)")
+    parser.add_argument("--shuffle-buffer", type=int, metavar="N", help="flows held for shuffling (default 50000)")
+    parser.add_argument("--loop", action="store_true", default=None, help="repeat the input until Ctrl-C or --limit")
+    parser.add_argument("--partitions", type=int, metavar="N", help="partitions when creating the topic (default 3)")
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (also FLOWWARDEN_CONFIG)")
+    parser.add_argument(
+        "--kafka-option", action="append", metavar="K=V", help="librdkafka setting, e.g. security.protocol=SSL"
+    )
+    parser.set_defaults(handler=cmd_replay)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Score flow CSVs with a bundle to JSON lines, without Kafka (see detector.score)."""
     from detector.score import run_command
@@ -155,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_broker(commands)
     _add_run(commands)
+    _add_replay(commands)
     _add_score(commands)
     return parser
 

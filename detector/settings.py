@@ -111,9 +111,18 @@ class RunSettings(_Settings):
 
 
 class ReplaySettings(_Settings):
-    """``detector replay``."""
+    """``detector replay``. ``order`` None means shuffle, or time order when ``speedup`` is given."""
 
     topic: str = "flows"
+    rate: float | None = Field(None, gt=0)
+    speedup: float | None = Field(None, gt=0)
+    limit: int | None = Field(None, ge=0)
+    with_labels: bool = False
+    order: Literal["shuffle", "file", "time"] | None = None
+    seed: int = 0
+    loop: bool = False
+    partitions: int = Field(3, ge=1, le=10_000)
+    shuffle_buffer: int = Field(50_000, ge=1)
 
 
 def load_settings(cls: type[_Settings], flags: Mapping[str, Any], config_file: str | Path | None = None) -> _Settings:
