@@ -18,6 +18,7 @@ The parameters are plain JSON inside the bundle (``preprocessing.json``).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,8 +56,15 @@ class Preprocessor:
         categorical: dict[str, Sequence[str]] | None = None,
         *,
         log_scale: bool = False,
+        max_categories: int | None = None,
     ) -> Preprocessor:
-        """Learn ranges (finite values only) and category vocabularies from training rows."""
+        """Learn ranges (finite values only) and category vocabularies from training rows.
+
+        ``max_categories`` keeps only the most frequent values of each categorical feature (ties broken
+        by name); rarer ones are treated like values never seen in training (all-zero one-hot). UNSW-NB15's
+        ``proto`` has over 130 values, most of them on a handful of rows: without a cap they would triple
+        the model's input width for almost no information.
+        """
         values = _as_matrix(numeric, len(numeric_names))
         values = _signed_log(np.nan_to_num(values, nan=0.0, posinf=np.nan, neginf=np.nan), log_scale)
         finite = np.where(np.isfinite(values), values, np.nan)
@@ -65,9 +73,7 @@ class Preprocessor:
             maximum = np.nanmax(finite, axis=0) if len(finite) else np.zeros(values.shape[1])
         minimum = np.nan_to_num(minimum, nan=0.0)
         maximum = np.nan_to_num(maximum, nan=0.0)
-        categories = {
-            name: tuple(sorted({str(v).strip() for v in column})) for name, column in (categorical or {}).items()
-        }
+        categories = {name: _vocabulary(column, max_categories) for name, column in (categorical or {}).items()}
         return cls(tuple(numeric_names), categories, minimum, maximum, log_scale)
 
     @property
@@ -141,6 +147,12 @@ class Preprocessor:
         if not (np.all(np.isfinite(minimum)) and np.all(np.isfinite(maximum)) and np.all(maximum >= minimum)):
             raise PreprocessingError("preprocessing ranges must be finite with maximum >= minimum")
         return cls(numeric, categories, minimum, maximum, log_scale)
+
+
+def _vocabulary(values: Sequence[str], limit: int | None) -> tuple[str, ...]:
+    counts = Counter(str(v).strip() for v in values)
+    ranked = sorted(counts, key=lambda value: (-counts[value], value))
+    return tuple(sorted(ranked[:limit] if limit is not None else ranked))
 
 
 def _as_matrix(values: np.ndarray, width: int) -> np.ndarray:

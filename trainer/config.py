@@ -29,6 +29,8 @@ class SplitConfig(_Section):
 
 class PreprocessConfig(_Section):
     log_scale: bool = False
+    # Most frequent values kept per categorical feature (UNSW-NB15 proto/service/state); rarer -> all-zero.
+    max_categories: int | None = Field(32, ge=1)
 
 
 class OutlierConfig(_Section):

@@ -91,7 +91,13 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
     log_scale = config.preprocess.log_scale
     train_rows = _clean(train_rows, labels, rows, numeric.shape[1], config, steps, reporter)
     train_values, train_categories = rows(train_rows)
-    preprocessor = Preprocessor.fit(train_values, list(table.numeric.columns), train_categories, log_scale=log_scale)
+    preprocessor = Preprocessor.fit(
+        train_values,
+        list(table.numeric.columns),
+        train_categories,
+        log_scale=log_scale,
+        max_categories=config.preprocess.max_categories,
+    )
 
     def transform(positions: np.ndarray) -> np.ndarray:
         values, cats = rows(positions)
@@ -210,7 +216,13 @@ def _clean(train_rows, labels, rows, width, config, steps, reporter) -> np.ndarr
     if not config.outliers.enabled:
         return train_rows
     values, cats = rows(train_rows)
-    provisional = Preprocessor.fit(values, [str(i) for i in range(width)], cats, log_scale=config.preprocess.log_scale)
+    provisional = Preprocessor.fit(
+        values,
+        [str(i) for i in range(width)],
+        cats,
+        log_scale=config.preprocess.log_scale,
+        max_categories=config.preprocess.max_categories,
+    )
     result = remove_benign_outliers(
         provisional.transform(values, cats),
         labels[train_rows],

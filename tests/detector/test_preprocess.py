@@ -70,3 +70,11 @@ def test_malformed_parameters_are_refused(change):
 def test_wrong_width_input_is_an_error():
     with pytest.raises(PreprocessingError, match="3 numeric columns"):
         fitted().transform(np.zeros((2, 4)))
+
+
+def test_only_the_most_frequent_categories_get_a_column():
+    values = ["tcp"] * 5 + ["udp"] * 3 + ["ospf"] * 2 + ["sctp"]
+    pre = Preprocessor.fit(np.zeros((len(values), 1)), ["n"], {"proto": values}, max_categories=2)
+    assert pre.categories == {"proto": ("tcp", "udp")}
+    out = pre.transform(np.zeros((2, 1)), {"proto": ["ospf", "udp"]})
+    np.testing.assert_array_equal(out[:, 1:], [[0, 0], [0, 1]])
