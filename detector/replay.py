@@ -296,6 +296,9 @@ def run_command(args: argparse.Namespace) -> int:
                 bar.update(task, completed=stats.produced, total=stats.total)
 
             stats = replay(files, settings, on_progress=show)
+    except KeyboardInterrupt:
+        console.print("detector replay: interrupted before the first record was sent", markup=False)
+        return EXIT_INTERRUPTED
     except (TopicError, SourceError, ReplayError) as exc:
         console.print(f"detector replay: error: {exc}", markup=False, soft_wrap=True)
         return EXIT_USAGE

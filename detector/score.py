@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from collections import Counter
@@ -42,7 +43,7 @@ from detector.registry import resolve_bundle_path
 from detector.scoring import DeviceError, Scorer
 
 DEFAULT_BATCH = 1024
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 _VERDICT_FIELDS = ("flow", "label", "is_attack", "confidence", "probabilities", "ground_truth")
 
 
@@ -78,9 +79,16 @@ class _Pending:
     outcome: DecodedFlow | Rejected
 
 
-def score_files(files: list[Path], scorer: Scorer, out: IO[bytes], *, batch: int = DEFAULT_BATCH) -> ScoreSummary:
-    """Score every row of ``files`` and write one JSON line per row to ``out``."""
-    summary = ScoreSummary()
+def score_files(
+    files: list[Path],
+    scorer: Scorer,
+    out: IO[bytes],
+    *,
+    batch: int = DEFAULT_BATCH,
+    summary: ScoreSummary | None = None,
+) -> ScoreSummary:
+    """Score every row of ``files`` and write one JSON line per row to ``out``; counts go into ``summary``."""
+    summary = summary if summary is not None else ScoreSummary()
     pending: list[_Pending] = []
     for item in _decoded_rows(files, scorer):
         summary.rows += 1
@@ -155,14 +163,24 @@ def run_command(args: argparse.Namespace) -> int:
         highlight=False,
         soft_wrap=True,
     )
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "wb") as handle:
-            summary = score_files(files, scorer, handle, batch=args.batch)
-    else:
-        summary = score_files(files, scorer, sys.stdout.buffer, batch=args.batch)
-        sys.stdout.buffer.flush()
+    summary = ScoreSummary()
+    status = EXIT_OK
+    try:
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            with open(args.out, "wb") as handle:
+                score_files(files, scorer, handle, batch=args.batch, summary=summary)
+        else:
+            score_files(files, scorer, sys.stdout.buffer, batch=args.batch, summary=summary)
+            sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        # `detector score ... | head`: the reader left. Point stdout at /dev/null so the exit flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        console.print("detector score: interrupted; counts so far:", markup=False)
+        status = EXIT_INTERRUPTED
     console.print(
         summary.line(len(files), time.perf_counter() - started), markup=False, highlight=False, soft_wrap=True
     )
-    return EXIT_OK
+    return status

@@ -164,3 +164,16 @@ def test_a_record_is_the_json_the_schema_describes(flows_csv):
     assert len(flows) == len(ROWS)
     for flow in flows[:50]:
         Draft202012Validator(schema).validate(orjson.loads(flow.value))
+
+
+@pytest.mark.kafka
+def test_options_also_come_from_a_toml_file_and_the_environment(kafka_bootstrap, flows_csv, tmp_path, monkeypatch):
+    topic = unique_name("replay")
+    config = tmp_path / "replay.toml"
+    config.write_text(f'topic = "{topic}"\nlimit = 5\nwith-labels = true\n[kafka]\n"linger.ms" = "1"\n')
+    monkeypatch.setenv("FLOWWARDEN_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("FLOWWARDEN_LIMIT", "7")  # the environment wins over the file
+    options = [f"--kafka-option={key}={value}" for key, value in client_config_from_env().items()]
+    assert main(["replay", str(flows_csv), "--config", str(config), *options]) == 0
+    records = records_on(kafka_bootstrap, topic, 7)
+    assert all("Label" in record for _, record, _ in records)
