@@ -117,13 +117,15 @@ def row_label(row: Mapping[str, str], layout: RecordLayout) -> str | None:
 def record_key(row: Mapping[str, Any], layout: RecordLayout) -> bytes | None:
     """The Kafka key: the flow id when present, else the 5-tuple, else None (the partitioner spreads them).
 
-    One flow's records share a key and so a partition, which keeps them in order.
+    One flow's records share a key and so a partition, which keeps them in order. Without both addresses
+    there is no flow identity to keep together (the original CICIDS2017 CSVs carry only the destination
+    port), and keying by what is left would pile every flow to one port onto one partition.
     """
     flow_id = _text(row.get(layout.flow_fields.get("flow_id", "")))
     if flow_id:
         return flow_id.encode()
     parts = [_text(row.get(layout.flow_fields[f])) if f in layout.flow_fields else "" for f in _KEY_FIELDS]
-    return "-".join(parts).encode() if any(parts) else None
+    return "-".join(parts).encode() if parts[0] and parts[1] else None
 
 
 def flow_time(value: Any) -> float | None:

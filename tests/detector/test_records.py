@@ -87,6 +87,8 @@ def test_the_key_is_the_flow_id_else_the_five_tuple_else_none():
     without_id = {k: v for k, v in CIC_ROW.items() if k != "Flow ID"}
     assert record_key(without_id, layout_for(tuple(without_id))) == b"192.168.10.5-8.8.8.8-50000-53-17"
     assert record_key({"Flow Duration": "1"}, layout_for(("Flow Duration",))) is None
+    port_only = {" Destination Port": "80", " Flow Duration": "1"}
+    assert record_key(port_only, layout_for(tuple(port_only))) is None, "a port alone is no flow identity"
 
 
 @pytest.mark.parametrize(
