@@ -29,6 +29,7 @@ class ClassMetrics:
     recall: float
     f1: float
     support: int
+    predicted: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def from_confusion(confusion: Mapping[tuple[str, str], int], labels: Sequence[st
         precision = _ratio(hits, predicted[label])
         recall = _ratio(hits, support[label])
         f1 = _ratio(2 * precision * recall, precision + recall)
-        per_class[label] = ClassMetrics(precision, recall, f1, support[label])
+        per_class[label] = ClassMetrics(precision, recall, f1, support[label], predicted[label])
     n = sum(support.values())
     present = [m for m in per_class.values() if m.support > 0]
     return Evaluation(
@@ -122,6 +123,13 @@ def evaluation_table(
         table.add_column("Δ F1", justify="right")
     ref_classes = (reference or {}).get("per_class", {})
     for label, metrics in evaluation.per_class.items():
+        if metrics.support == 0:
+            # Recall and F1 are undefined without a single true instance (and the macro average skips the
+            # class): show a dash rather than a 0 that reads like a miss.
+            precision = f"{metrics.precision:.4f}" if metrics.predicted else "–"
+            row = [f"[dim]{label}[/dim]", precision, "–", "–", "0"]
+            table.add_row(*row, *(["–", "–"] if reference is not None else []))
+            continue
         row = [label, f"{metrics.precision:.4f}", f"{metrics.recall:.4f}", f"{metrics.f1:.4f}", f"{metrics.support:,}"]
         if reference is not None:
             row += _compare(metrics.f1, ref_classes.get(label, {}).get("f1"))

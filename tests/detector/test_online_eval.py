@@ -72,3 +72,5 @@ def test_the_table_shows_every_class_and_the_reference():
         assert label in text
     assert f"{result.per_class['DDoS'].f1 - 0.5:+.4f}" in text
     assert f"{result.accuracy:.4f}" in text
+    never_true = next(line for line in text.splitlines() if "Heartbleed" in line)
+    assert "0.0000" in never_true and never_true.count("–") == 4, "no recall/F1 for a class that never occurs"
