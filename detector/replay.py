@@ -145,6 +145,7 @@ def replay(
                 pace(flow.time)
                 on_delivery = functools.partial(_delivered, stats, flow.label)
                 _produce(producer, settings.topic, flow.key, flow.value, on_delivery)
+                producer.poll(0)  # serve delivery callbacks as they come, so the counts stay current
                 stats.produced += 1
                 if stats.first_send is None:
                     stats.first_send = time.monotonic()
@@ -153,7 +154,6 @@ def replay(
                 now = time.monotonic()
                 if now - last_report >= PROGRESS_EVERY_S:
                     last_report = now
-                    producer.poll(0)
                     stats.total = _expected_total(settings, stats.source)
                     if on_progress is not None:
                         on_progress(stats)
