@@ -101,6 +101,10 @@ def producer_config(settings: RunSettings, transactional_id: str | None) -> dict
     required: dict[str, str] = {"acks": "all", "enable.idempotence": "true"}
     if transactional_id is not None:
         required["transactional.id"] = transactional_id
+        # librdkafka 2.16: once every broker was unreachable long enough to "re-bootstrap", the decommissioned
+        # group coordinator stays cached and send_offsets_to_transaction() hangs past its timeout
+        # (confluentinc/librdkafka#5511). Without re-bootstrapping the client simply reconnects.
+        defaults["metadata.recovery.strategy"] = "none"
     return {**defaults, **user, **required}
 
 

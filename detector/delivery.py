@@ -9,7 +9,9 @@ and back-pressure is a matter of pausing partitions, not of blocking.
   producer at once. A batch's offsets (last offset + 1 per partition) are committed synchronously once
   every message of that batch and of every earlier batch is acknowledged. A failed delivery commits
   nothing: the batch and every later one are abandoned and the consumer is rewound to their first
-  offsets, so they are read, scored and produced again (duplicates carry the same ``alert_id``).
+  offsets, so they are read, scored and produced again (duplicates carry the same ``alert_id``). The
+  producer is replaced by a fresh one at the same time: after failed deliveries an idempotent producer
+  may be left unable to produce (its epoch bump refused, as Tansu does), and a new one costs little.
 * :class:`ExactlyOnce`: a transactional producer; one transaction per batch: ``begin_transaction`` →
   produce alerts and dead letters → ``send_offsets_to_transaction`` (with the consumer's group metadata,
   which fences a zombie of an older generation) → ``commit_transaction``. A retriable failure aborts the
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +36,8 @@ from detector.processor import ScoredBatch, TopicPartitionKey
 
 TXN_CALL_TIMEOUT_S = 10.0
 COMMIT_RETRY_S = 1.0
+RETIRE_TIMEOUT_S = 2.0
+ProducerFactory = Callable[[], Producer]
 # librdkafka reports some fencing errors as abortable, but a fenced producer can never go on (and aborting
 # may not even complete): treat them as fatal.
 _FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
@@ -63,6 +68,7 @@ class Delivery(Protocol):
     """The interface the worker drives; see the module docstring."""
 
     name: str
+    producer: Producer
 
     def start(self, timeout: float) -> None: ...
     def can_accept(self) -> bool: ...
@@ -137,8 +143,9 @@ class AtLeastOnce:
 
     name = "at-least-once"
 
-    def __init__(self, producer: Producer, consumer: Consumer, *, max_in_flight: int, log: Any) -> None:
-        self._producer = producer
+    def __init__(self, new_producer: ProducerFactory, consumer: Consumer, *, max_in_flight: int, log: Any) -> None:
+        self._new_producer = new_producer
+        self.producer = new_producer()
         self._consumer = consumer
         self._max_in_flight = max_in_flight
         self._log = log
@@ -158,12 +165,12 @@ class AtLeastOnce:
     def submit(self, batch: ScoredBatch) -> None:
         flight = _InFlight(batch)
         self._queue.append(flight)
-        _send(self._producer, flight)
+        _send(self.producer, flight)
 
     def service(self) -> Progress:
-        self._producer.poll(0)
+        self.producer.poll(0)
         for flight in self._queue:
-            if flight.unsent and not _send(self._producer, flight):
+            if flight.unsent and not _send(self.producer, flight):
                 break
         progress = Progress()
         while self._queue and self._queue[0].done:
@@ -171,10 +178,11 @@ class AtLeastOnce:
             if head.error is not None:
                 progress.rewind = self._abandon_queue()
                 self._log.warning(
-                    "delivery failed: rewinding to the batch's first offsets",
+                    "delivery failed: rewinding to the batch's first offsets with a fresh producer",
                     error=head.error.str(),
                     rewind={f"{t}/{p}": o for (t, p), o in progress.rewind.items()},
                 )
+                self._replace_producer()
                 break
             self._queue.popleft()
             self._uncommitted.update(head.batch.next_offsets)
@@ -196,7 +204,7 @@ class AtLeastOnce:
                 return True, total
             if time.monotonic() >= deadline:
                 return False, total
-            self._producer.poll(0.05)
+            self.producer.poll(0.05)
 
     def forget(self, partitions: set[TopicPartitionKey]) -> Progress:
         """Never commit offsets of ``partitions`` (revoked or lost); their batches may still be delivered."""
@@ -207,6 +215,11 @@ class AtLeastOnce:
                 flight.batch.next_offsets.pop(tp, None)
                 flight.batch.first_offsets.pop(tp, None)
         return Progress()
+
+    def _replace_producer(self) -> None:
+        retired, self.producer = self.producer, self._new_producer()
+        retired.purge()  # what it still holds belongs to abandoned batches, which are redone
+        retired.flush(RETIRE_TIMEOUT_S)
 
     def _abandon_queue(self) -> dict[TopicPartitionKey, int]:
         positions: dict[TopicPartitionKey, int] = {}
@@ -233,9 +246,9 @@ class ExactlyOnce:
     _IDLE, _OPEN, _COMMIT, _ABORT = "idle", "open", "commit", "abort"
 
     def __init__(
-        self, producer: Producer, consumer: Consumer, *, log: Any, call_timeout: float = TXN_CALL_TIMEOUT_S
+        self, new_producer: ProducerFactory, consumer: Consumer, *, log: Any, call_timeout: float = TXN_CALL_TIMEOUT_S
     ) -> None:
-        self._producer = producer
+        self.producer = new_producer()
         self._consumer = consumer
         self._log = log
         self._call_timeout = call_timeout
@@ -246,7 +259,7 @@ class ExactlyOnce:
 
     def start(self, timeout: float) -> None:
         """``init_transactions``: fences an older producer with the same transactional id. Raises KafkaException."""
-        self._producer.init_transactions(timeout)
+        self.producer.init_transactions(timeout)
 
     def can_accept(self) -> bool:
         return self._state == self._IDLE
@@ -260,14 +273,14 @@ class ExactlyOnce:
         if not batch.outputs:
             self._commit_offsets_only(batch)
             return
-        self._guard(self._producer.begin_transaction)
+        self._guard(self.producer.begin_transaction)
         self._flight = _InFlight(batch)
         self._offsets_sent = False
         self._state = self._OPEN
         self._send()
 
     def service(self) -> Progress:
-        self._producer.poll(0)
+        self.producer.poll(0)
         progress = Progress(completed=self._done)
         self._done = []
         if self._state == self._OPEN:
@@ -303,7 +316,7 @@ class ExactlyOnce:
                     self._state = self._ABORT
                     total.merge(self.service())
                 return False, total
-            self._producer.poll(0.05)
+            self.producer.poll(0.05)
 
     def forget(self, partitions: set[TopicPartitionKey]) -> Progress:
         """Never commit ``partitions`` from here on: abort an open transaction that holds them (their new
@@ -322,7 +335,7 @@ class ExactlyOnce:
     def _send(self) -> None:
         assert self._flight is not None
         try:
-            _send(self._producer, self._flight)
+            _send(self.producer, self._flight)
         except KafkaException as exc:
             self._classify(exc, "produce")
 
@@ -331,11 +344,11 @@ class ExactlyOnce:
         assert flight is not None
         try:
             if not self._offsets_sent:
-                self._producer.send_offsets_to_transaction(
+                self.producer.send_offsets_to_transaction(
                     _partitions(flight.batch.next_offsets), self._consumer.consumer_group_metadata(), self._call_timeout
                 )
                 self._offsets_sent = True
-            self._producer.commit_transaction(self._call_timeout)
+            self.producer.commit_transaction(self._call_timeout)
         except KafkaException as exc:
             self._classify(exc, "commit")
             return
@@ -346,7 +359,7 @@ class ExactlyOnce:
         flight = self._flight
         assert flight is not None
         try:
-            self._producer.abort_transaction(self._call_timeout)
+            self.producer.abort_transaction(self._call_timeout)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if _fatal(error):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -47,15 +48,19 @@ def drive(delivery, until, timeout: float = 30.0) -> Progress:
     return total
 
 
-def idempotent_producer(bootstrap: str, **extra) -> Producer:
-    return Producer({**client_config(bootstrap), "acks": "all", "enable.idempotence": True, "linger.ms": 5, **extra})
+def idempotent(bootstrap: str, **extra) -> Callable[[], Producer]:
+    return lambda: Producer({**client_config(bootstrap), "acks": "all", "enable.idempotence": True, **extra})
+
+
+def transactional(bootstrap: str, transactional_id: str) -> Callable[[], Producer]:
+    return lambda: Producer({**client_config(bootstrap), "transactional.id": transactional_id})
 
 
 def test_at_least_once_commits_each_batch_after_its_messages_are_acknowledged(kafka_bootstrap, new_topic):
     source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
     group = unique_name("alo")
     consumer = group_consumer(kafka_bootstrap, group)
-    delivery = AtLeastOnce(idempotent_producer(kafka_bootstrap), consumer, max_in_flight=2, log=LOG)
+    delivery = AtLeastOnce(idempotent(kafka_bootstrap), consumer, max_in_flight=2, log=LOG)
     try:
         delivery.submit(batch(source, range(0, 5), sink))
         delivery.submit(batch(source, range(5, 9), sink))
@@ -73,8 +78,7 @@ def test_exactly_once_commits_outputs_and_offsets_in_one_transaction(kafka_boots
     source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
     group = unique_name("eos")
     consumer = group_consumer(kafka_bootstrap, group, read_committed=True)
-    producer = Producer({**client_config(kafka_bootstrap), "transactional.id": unique_name("txn")})
-    delivery = ExactlyOnce(producer, consumer, log=LOG)
+    delivery = ExactlyOnce(transactional(kafka_bootstrap, unique_name("txn")), consumer, log=LOG)
     try:
         delivery.start(15)
         delivery.submit(batch(source, range(0, 4), sink))
@@ -98,9 +102,7 @@ def test_a_fenced_exactly_once_producer_is_fatal(kafka_bootstrap, new_topic):
     source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
     consumer = group_consumer(kafka_bootstrap, unique_name("fenced"), read_committed=True)
     transactional_id = unique_name("txn")
-    zombie = ExactlyOnce(
-        Producer({**client_config(kafka_bootstrap), "transactional.id": transactional_id}), consumer, log=LOG
-    )
+    zombie = ExactlyOnce(transactional(kafka_bootstrap, transactional_id), consumer, log=LOG)
     try:
         zombie.start(15)
         zombie.submit(batch(source, range(0, 2), sink))
@@ -118,8 +120,7 @@ def test_at_least_once_rewinds_instead_of_committing_when_delivery_fails(proxied
     ensure_topics(bootstrap, [source, sink])
     group = unique_name("alo-fail")
     consumer = group_consumer(bootstrap, group)
-    producer = idempotent_producer(bootstrap, **{"message.timeout.ms": 1500})
-    delivery = AtLeastOnce(producer, consumer, max_in_flight=4, log=LOG)
+    delivery = AtLeastOnce(idempotent(bootstrap, **{"message.timeout.ms": 1500}), consumer, max_in_flight=4, log=LOG)
     try:
         delivery.submit(batch(source, range(0, 3), sink))
         drive(delivery, lambda p: len(p.completed) == 1 and not delivery.busy())
@@ -131,6 +132,11 @@ def test_at_least_once_rewinds_instead_of_committing_when_delivery_fails(proxied
         assert not progress.completed and not delivery.busy()
         proxied_broker.proxy.restore()
         assert committed_offsets(bootstrap, group, source, 1) == {0: 3}, "a failed delivery must not commit"
+
+        # The redo goes through a fresh producer: on Tansu the old one's epoch bump leaves it fenced for good.
+        delivery.submit(batch(source, range(3, 8), sink))
+        drive(delivery, lambda p: len(p.completed) == 1 and not delivery.busy())
+        assert committed_offsets(bootstrap, group, source, 1) == {0: 8}
     finally:
         proxied_broker.proxy.restore()
         consumer.close()
