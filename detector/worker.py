@@ -84,9 +84,9 @@ class Worker:
         self.log = get_logger("worker")
         self.topic = settings.input_topic
         exactly_once = settings.guarantee == "exactly-once"
-        self.transactional_id = (
-            (settings.transactional_id or default_transactional_id(settings.group_id)) if (exactly_once) else None
-        )
+        self.transactional_id: str | None = None
+        if exactly_once:
+            self.transactional_id = settings.transactional_id or default_transactional_id(settings.group_id)
         self._consumer_config = consumer_config(settings)
         self._producer_config = producer_config(settings, self.transactional_id)
         self.consumer = Consumer(
@@ -97,13 +97,12 @@ class Worker:
                 "logger": librdkafka_logger("librdkafka.consumer"),
             }
         )
-        self.producer = Producer(
-            {**self._producer_config, "error_cb": self._on_error, "logger": librdkafka_logger("librdkafka.producer")}
-        )
         self.delivery: Delivery = (
-            ExactlyOnce(self.producer, self.consumer, log=self.log)
+            ExactlyOnce(self._new_producer, self.consumer, log=self.log)
             if exactly_once
-            else AtLeastOnce(self.producer, self.consumer, max_in_flight=settings.max_in_flight_batches, log=self.log)
+            else AtLeastOnce(
+                self._new_producer, self.consumer, max_in_flight=settings.max_in_flight_batches, log=self.log
+            )
         )
         self.batcher: Batcher[Message] = Batcher(settings.max_batch, settings.max_delay_ms / 1000.0)
         self._buffer_limit = 2 * settings.max_batch
@@ -118,6 +117,10 @@ class Worker:
         self._error_logged: dict[int, float] = {}
         self._totals = {"records": 0, "scored": 0, "alerts": 0, "dead_letters": 0, "batches": 0}
         self._summary_base = dict(self._totals)
+
+    def _new_producer(self) -> Producer:
+        config = {**self._producer_config, "error_cb": self._on_error}
+        return Producer({**config, "logger": librdkafka_logger("librdkafka.producer")})
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -232,12 +235,16 @@ class Worker:
                 self.log.error("could not deliver and commit the last batches in time", timeout_s=SHUTDOWN_TIMEOUT_S)
                 clean = False
                 break
-            self.producer.poll(BUSY_WAIT_S)
-        self.consumer.close()  # leaves the group; on_revoke finds nothing in flight
-        left = self.producer.flush(10)
+            self.delivery.producer.poll(BUSY_WAIT_S)
+        # Leaving the group runs on_revoke: after a clean finish it finds nothing in flight; after a timeout it
+        # must not wait again for what did not finish (an open transaction is aborted by its timeout).
+        self._closing_hard = not clean
+        self.consumer.close()
+        left = self.delivery.producer.flush(10 if clean else 1)
+        clean = clean and left == 0 and self._fatal is None
         self._summary()
-        self.log.info("stopped", clean=clean and left == 0, undelivered=left)
-        return 0 if clean and left == 0 else 1
+        self.log.info("stopped", clean=clean, undelivered=left)
+        return 0 if clean else 1
 
     def discard(self) -> None:
         """Release the clients and the metrics server of a worker that will not :meth:`run`."""
@@ -259,7 +266,7 @@ class Worker:
         wait = IDLE_WAIT_S if until_due is None else min(until_due, IDLE_WAIT_S)
         if self.delivery.busy():
             # Delivery reports arrive on the producer's queue: wait there, then take the input that is ready.
-            self.producer.poll(BUSY_WAIT_S)
+            self.delivery.producer.poll(BUSY_WAIT_S)
             wait = 0.0
         room = max(1, self._buffer_limit - len(self.batcher))
         messages = self.consumer.consume(room, wait)

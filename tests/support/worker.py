@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any, Self
 
 import orjson
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from jsonschema import Draft202012Validator
 
 from detector.logging import configure_logging
 from detector.runner import build_worker
 from detector.settings import RunSettings
 from detector.worker import Worker
-from tests.support.kafka import client_config_from_env, group_consumer, produce_values
+from tests.support.kafka import client_config, client_config_from_env, group_consumer, produce_values, unique_name
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas"
@@ -316,3 +316,45 @@ def alert_sources(messages: Iterable[Message]) -> list[tuple[int, int]]:
         source = orjson.loads(message.value())["source"]
         sources.append((source["partition"], source["offset"]))
     return sources
+
+
+def consume_covering(
+    bootstrap: str,
+    topic: str,
+    wanted: Iterable[tuple[int, int]],
+    *,
+    read_committed: bool = True,
+    timeout: float = 120.0,
+    idle_after: float = 2.0,
+) -> list[Message]:
+    """Read alerts from the beginning until every wanted input ``(partition, offset)`` has one, then ``idle_after``
+    seconds more; returns every alert read, duplicates included (for at-least-once and crash tests)."""
+    missing = set(wanted)
+    consumer = Consumer(
+        {
+            **client_config(bootstrap),
+            "group.id": unique_name("reader"),
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        }
+    )
+    received: list[Message] = []
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        deadline = time.monotonic() + timeout
+        quiet_until: float | None = None if missing else time.monotonic() + idle_after
+        while quiet_until is None or time.monotonic() < quiet_until:
+            if quiet_until is None and time.monotonic() > deadline:
+                shown = sorted(missing)[:10]
+                raise AssertionError(f"{len(missing)} input records have no alert after {timeout:g} s, e.g. {shown}")
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            received.append(message)
+            missing.difference_update(alert_sources([message]))
+            if not missing and quiet_until is None:
+                quiet_until = time.monotonic() + idle_after
+    finally:
+        consumer.close()
+    return received

@@ -1,0 +1,107 @@
+"""A broker outage mid-stream (a TCP proxy cut): the worker pauses instead of buffering without bound,
+loses nothing, and recovers when the path comes back; a delivery that times out is redone."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from detector.topics import ensure_topics
+from tests.support.bundles import make_bundle
+from tests.support.generated import generated_rows
+from tests.support.kafka import BOOTSTRAP_ENV, ProxiedBroker, consume_exactly, unique_name
+from tests.support.worker import (
+    WorkerThread,
+    alert_sources,
+    consume_covering,
+    flow_values,
+    produce_spread,
+    worker_settings,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
+EMBEDDED = not os.environ.get(BOOTSTRAP_ENV)
+MAX_BATCH = 16
+
+
+class BufferWatch:
+    """Samples how many records the worker holds, every 10 ms, to show that memory stays bounded."""
+
+    def __init__(self, thread: WorkerThread) -> None:
+        self.peak = 0
+        self._worker = thread.worker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, len(self._worker.batcher))
+
+    def __enter__(self) -> BufferWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.parametrize(
+    ("guarantee", "kafka"),
+    [
+        # Deliveries time out during the 5 s cut: the batch is abandoned uncommitted and redone.
+        ("at-least-once", {"message.timeout.ms": "2500"}),
+        # The open transaction waits out the cut and commits afterwards.
+        ("exactly-once", {}),
+    ],
+)
+def test_an_outage_pauses_the_worker_and_loses_nothing(proxied_broker: ProxiedBroker, tmp_path, guarantee, kafka):
+    bootstrap = proxied_broker.bootstrap_servers
+    names = {
+        "input_topic": unique_name("flows"),
+        "output_topic": unique_name("alerts"),
+        "dlq_topic": unique_name("dlq"),
+    }
+    ensure_topics(bootstrap, [names["input_topic"]], partitions=3)
+    ensure_topics(bootstrap, [names["output_topic"], names["dlq_topic"]])
+    where = produce_spread(bootstrap, names["input_topic"], flow_values(generated_rows(6, scale=6)), partitions=3)
+    settings = worker_settings(
+        bootstrap,
+        **names,
+        group_id=unique_name("detector"),
+        bundle=make_bundle(tmp_path / "v1", version="v1"),
+        emit="all",
+        guarantee=guarantee,
+        max_batch=MAX_BATCH,
+        max_in_flight_batches=1,
+        kafka=kafka,
+    )
+    with WorkerThread(settings) as worker, BufferWatch(worker) as buffered:
+        consume_exactly(bootstrap, names["output_topic"], 100, timeout=120)
+        proxied_broker.proxy.cut()
+        time.sleep(5.0)
+        assert worker.alive
+        proxied_broker.proxy.restore()
+        alerts = consume_covering(bootstrap, names["output_topic"], where, timeout=180)
+        worker.wait_until(lambda: not worker.worker.paused, "the partitions to be resumed")
+        assert worker.stop() == 0
+
+    assert worker.events("producer not keeping up: partitions paused"), "the worker must pause during the outage"
+    assert worker.events("partitions resumed")
+    assert buffered.peak <= 2 * MAX_BATCH, f"held {buffered.peak} records: memory must stay bounded"
+    counts = Counter(alert_sources(alerts))
+    assert set(counts) == set(where), "no record lost"
+    if guarantee == "at-least-once":
+        assert worker.events("rewound for redelivery"), "timed-out deliveries are redone, not committed"
+        return
+    duplicated = sorted(source for source, n in counts.items() if n > 1)
+    if duplicated and EMBEDDED and worker.events("transaction aborted: rewinding"):
+        pytest.xfail(
+            "Tansu limitation (docs/tansu.md, 'Does not work' 1): read_committed consumers receive the records "
+            f"of an aborted transaction: {len(duplicated)} input offsets seen twice"
+        )
+    assert not duplicated, f"exactly-once: {len(duplicated)} input offsets have two alerts, e.g. {duplicated[:5]}"
