@@ -33,7 +33,7 @@ demo: setup
 	$(PY) -m detector.demo --data $(DATA) $(DEMO_ARGS)
 
 bench: setup
-	$(PY) -m pytest -q tests/bench -s -p no:cacheprovider --override-ini testpaths=tests/bench
+	$(PY) -m pytest -q tests/bench -s -p no:cacheprovider --override-ini testpaths=tests/bench --override-ini "python_files=bench_*.py"
 
 fit-paper: setup
 	$(VENV)/bin/trainer fit --data $(DATA)/cicids2017_improved_sample --profile paper --out runs/paper
