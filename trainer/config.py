@@ -35,7 +35,10 @@ class PreprocessConfig(_Section):
 
 class OutlierConfig(_Section):
     enabled: bool = True
-    contamination: float | Literal["auto"] = "auto"
+    # Share of benign training rows removed. sklearn's "auto" threshold removed 8.5 % of the benign rows of
+    # the CICIDS2017 sample, and validation flows like those removed were then misclassified 17x as often
+    # as the rest: the most unusual benign flows are real traffic, not noise. 1 % keeps the cleaning gentle.
+    contamination: float | Literal["auto"] = 0.01
     n_estimators: int = Field(100, ge=1)
 
 
@@ -80,7 +83,7 @@ class FinetuneConfig(_Section):
     loss: Literal["focal", "cross_entropy"] = "focal"
     focal: FocalConfig = FocalConfig()
     sam: SamConfig = SamConfig()
-    # Keep the weights of the epoch with the best validation macro F1 (never looks at the test split).
+    # Keep the weights of the epoch with the lowest validation loss (never looks at the test split).
     select_best: bool = True
 
 

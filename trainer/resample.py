@@ -12,6 +12,7 @@ adapted is reported, never hidden.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,16 +38,20 @@ def smote_tomek(
     k_neighbors: int = 5,
     tomek: bool = True,
     max_rows_per_class: int | None = None,
+    keep: Iterable[object] = (),
     seed: int = 42,
 ) -> ResampleResult:
     """Oversample every minority class up to the majority (or ``max_rows_per_class``), then clean.
 
-    Classes already at or above the target keep their rows. Returns shuffled rows.
+    Classes already at or above the target keep their rows, and so do the classes in ``keep`` (the
+    benign class: synthetic benign flows would only blur what normal traffic looks like). Returns
+    shuffled rows.
     """
     classes, counts = np.unique(labels, return_counts=True)
     before = {str(c): int(n) for c, n in zip(classes, counts, strict=True)}
     target = int(counts.max()) if max_rows_per_class is None else min(int(counts.max()), max_rows_per_class)
-    strategy = {c: target for c, n in zip(classes, counts, strict=True) if n < target}
+    untouched = set(keep)
+    strategy = {c: target for c, n in zip(classes, counts, strict=True) if n < target and c not in untouched}
     notes: list[str] = []
     x, y = features, labels
 

@@ -4,12 +4,14 @@ Stage 1 pre-trains the convolutional autoencoder (MSE reconstruction, no labels)
 from features that describe flows. Stage 2 copies that encoder into the classifier and fine-tunes the
 whole network with Focal Loss, SAM over SGD with momentum, and cosine annealing of the learning rate
 over the run. Each epoch is measured on a validation split carved from the training split (never the
-test split); with ``select_best`` the weights of the best validation macro-F1 epoch are kept.
+test split); with ``select_best`` the weights of the epoch with the lowest validation loss are kept
+(macro F1 on a validation split that holds one or two flows of the rarest classes is too noisy to select by).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -125,7 +127,7 @@ def finetune(
     x = torch.from_numpy(np.ascontiguousarray(train[0], dtype=np.float32))
     y = torch.from_numpy(np.asarray(train[1], dtype=np.int64))
     generator = torch.Generator().manual_seed(seed)
-    best_score, best_state = -1.0, None
+    best_score, best_state = -math.inf, None
 
     with reporter.task("fine-tune ResCAE-BiGRU", cfg.epochs * _n_batches(len(x), cfg.batch_size)) as advance:
         for epoch in range(cfg.epochs):
@@ -137,7 +139,7 @@ def finetune(
             stats = EpochStats(epoch + 1, *fitted, *val, lr, time.perf_counter() - started)
             history.epochs.append(stats)
             reporter.note(_epoch_line(stats, cfg.epochs))
-            score = stats.val_f1_macro if stats.val_f1_macro is not None else -stats.train_loss
+            score = -(stats.val_loss if stats.val_loss is not None else stats.train_loss)
             if cfg.select_best and score > best_score:
                 best_score, best_state, history.best_epoch = score, copy.deepcopy(model.state_dict()), epoch + 1
 

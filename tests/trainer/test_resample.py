@@ -48,3 +48,10 @@ def test_same_seed_same_rows():
     a, b = smote_tomek(x, y, seed=3), smote_tomek(x, y, seed=3)
     np.testing.assert_array_equal(a.features, b.features)
     np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_the_benign_class_is_never_synthesized():
+    x, y = imbalanced([200, 120, 15])
+    result = smote_tomek(x, y, keep=[1], seed=1, tomek=False)
+    assert result.counts_after["1"] == 120
+    assert result.counts_after["2"] == 200
