@@ -153,8 +153,11 @@ class Worker:
             while not self._stop.is_set():
                 self._iterate()
             return self._shutdown()
-        except (DeliveryFatal, WorkerError) as exc:
-            self.log.error("fatal: the worker stops without committing further", error=str(exc))
+        except (DeliveryFatal, WorkerError, KafkaException) as exc:
+            # A KafkaException that reaches here is librdkafka reporting a fatal error from poll/flush (e.g. the
+            # transactional producer was fenced): nothing more can be delivered or committed by this process.
+            error = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+            self.log.error("fatal: the worker stops without committing further", error=error)
             self._close_hard()
             return 1
         except BaseException:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 
 from detector.bundle import load_bundle
 from detector.decode import FlowDecoder
 from detector.scoring import Scorer
 from tests.support.bundles import make_bundle
 from tests.support.generated import FEATURES, generated_rows
-from tests.support.kafka import consume_exactly, unique_name
+from tests.support.kafka import client_config, consume_exactly, unique_name
 from tests.support.worker import (
     WorkerThread,
     alert_sources,
@@ -25,6 +26,7 @@ from tests.support.worker import (
     metric_value,
     produce_spread,
     schema_errors,
+    wait_until,
     worker_settings,
 )
 
@@ -165,3 +167,28 @@ def test_metrics_and_probes_of_a_running_worker(kafka_bootstrap, new_topic, bund
     assert metric_value(text, "flowwarden_model_swaps_total", result="ok") == 0.0
     assert sum(1 for e in worker.events("partitions assigned")) >= 1
     assert worker.events("starting")[0]["model"]["version"] == "v1"
+
+
+def test_a_fenced_worker_exits_1_with_a_clear_log_line(kafka_bootstrap, new_topic, bundle_path):
+    names = topics(new_topic, partitions=1)
+    values = flow_values(generated_rows(3)[:40])
+    transactional_id = unique_name("worker-0")
+    settings = worker_settings(
+        kafka_bootstrap,
+        **names,
+        group_id=unique_name("detector"),
+        bundle=bundle_path,
+        emit="all",
+        max_batch=8,
+        transactional_id=transactional_id,
+    )
+    with WorkerThread(settings) as worker:
+        produce_spread(kafka_bootstrap, names["input_topic"], values[:20], partitions=1)
+        consume_exactly(kafka_bootstrap, names["output_topic"], 20, read_committed=True, timeout=120)
+        successor = Producer({**client_config(kafka_bootstrap), "transactional.id": transactional_id})
+        successor.init_transactions(15)  # e.g. a second worker started with the same id
+        produce_spread(kafka_bootstrap, names["input_topic"], values[20:], partitions=1)
+        wait_until(lambda: not worker.alive, "the fenced worker to exit", timeout=60)
+    assert worker.error is None and worker.exit_code == 1, worker.error
+    fatal = worker.events("fatal: the worker stops without committing further")
+    assert len(fatal) == 1 and "fence" in fatal[0]["error"].lower(), fatal
