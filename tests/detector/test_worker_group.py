@@ -1,4 +1,9 @@
-"""Two workers in one group: they split the partitions, and when one leaves the other takes over."""
+"""Two workers in one group: they split the partitions, and when one leaves the other takes over.
+
+Records keep arriving throughout, so both rebalances (a member joining, a member leaving on SIGTERM)
+happen with batches in flight: ``on_revoke`` must finish them (commit the transaction) or abort them, so
+that a partition's new owner neither skips a record nor, with exactly-once, scores one twice.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,11 @@ from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
 from tests.support.kafka import unique_name
 from tests.support.worker import (
+    Replay,
     WorkerThread,
     alert_sources,
     consume_covering,
     flow_values,
-    produce_spread,
     wait_until,
     worker_settings,
 )
@@ -24,48 +29,45 @@ PARTITIONS = 4
 def test_two_workers_split_the_partitions_and_the_survivor_takes_over_exactly_once(
     kafka_bootstrap, new_topic, tmp_path
 ):
-    bundle = make_bundle(tmp_path / "v1", version="v1")
-    values = flow_values(generated_rows(4, scale=2))
-    thirds = [values[i::3] for i in range(3)]
+    values = flow_values(generated_rows(4, scale=4))
     names = {
         "input_topic": new_topic(partitions=PARTITIONS, prefix="flows"),
         "output_topic": new_topic(prefix="alerts"),
         "dlq_topic": new_topic(prefix="dlq"),
     }
     settings = worker_settings(
-        kafka_bootstrap, **names, group_id=unique_name("detector"), bundle=bundle, emit="all", max_batch=16
+        kafka_bootstrap,
+        **names,
+        group_id=unique_name("detector"),
+        bundle=make_bundle(tmp_path / "v1", version="v1"),
+        emit="all",
+        max_batch=16,
     )
     everything = set(range(PARTITIONS))
-    where: set[tuple[int, int]] = set()
 
-    def produce(part: list[bytes]) -> None:
-        where.update(produce_spread(kafka_bootstrap, names["input_topic"], part, PARTITIONS))
+    def owns(worker: WorkerThread) -> set[int]:
+        return {partition for _, partition in worker.worker.assignment}
 
     with WorkerThread(settings) as first:
-        first.wait_until(lambda: {p for _, p in first.worker.assignment} == everything, "all partitions to one worker")
-        produce(thirds[0])
-        consume_covering(kafka_bootstrap, names["output_topic"], where, idle_after=0)
-
-        with WorkerThread(settings) as second:
-            a, b = first.worker.assignment, second.worker.assignment
-
-            def split() -> bool:
-                nonlocal a, b
-                a, b = first.worker.assignment, second.worker.assignment
-                return bool(a) and bool(b) and not a & b and {p for _, p in a | b} == everything
-
-            wait_until(
-                split, "the partitions split between the two workers", 60, alive=lambda: first.alive and second.alive
-            )
-            produce(thirds[1])
-            consume_covering(kafka_bootstrap, names["output_topic"], where, idle_after=0)
-            assert second.stop() == 0, "a leaving worker finishes its batch, commits and exits 0"
-
-        first.wait_until(lambda: {p for _, p in first.worker.assignment} == everything, "the survivor to take over")
-        produce(thirds[2])
+        first.wait_until(lambda: owns(first) == everything, "all partitions to the first worker")
+        with Replay(kafka_bootstrap, names["input_topic"], values, partitions=PARTITIONS, chunk=16) as replay:
+            with WorkerThread(settings) as second:
+                wait_until(
+                    lambda: owns(first) and owns(second) and owns(first) | owns(second) == everything,
+                    "the partitions split between the two workers",
+                    60,
+                    alive=lambda: first.alive and second.alive,
+                )
+                assert not owns(first) & owns(second)
+                revoked_while_busy = replay.running
+                assert second.stop() == 0, "a leaving worker finishes its batch, commits and exits 0"
+            first.wait_until(lambda: owns(first) == everything, "the survivor to take over")
+            where = replay.join()
         alerts = consume_covering(kafka_bootstrap, names["output_topic"], where, idle_after=2.0)
         assert first.stop() == 0
 
-    sources = alert_sources(alerts)
+    assert revoked_while_busy, "the rebalances should happen while records are still arriving"
     assert len(where) == len(values)
-    assert sorted(sources) == sorted(where), "every flow scored exactly once across the rebalances"
+    assert sorted(alert_sources(alerts)) == sorted(where), "every flow scored exactly once across the rebalances"
+    revokes = [e for e in first.events("partitions revoked") if e["revoked"]]
+    assert revokes and all(e["finished_in_flight"] for e in revokes), revokes

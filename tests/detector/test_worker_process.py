@@ -7,8 +7,6 @@ worker is tested in-process in test_worker*.py.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections import Counter
 
 import pytest
@@ -18,6 +16,7 @@ from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
 from tests.support.kafka import BOOTSTRAP_ENV, consume_exactly, unique_name
 from tests.support.worker import (
+    Replay,
     WorkerProcess,
     alert_sources,
     committed_offsets,
@@ -45,44 +44,6 @@ def topics(new_topic, partitions: int = 3) -> dict[str, str]:
         "output_topic": new_topic(prefix="alerts"),
         "dlq_topic": new_topic(prefix="dlq"),
     }
-
-
-class Replay:
-    """Produces flow records in the background, a chunk at a time, like ``detector replay --rate``."""
-
-    def __init__(self, bootstrap: str, topic: str, values: list[bytes], chunk: int = 40, pause: float = 0.1) -> None:
-        self.where: dict[tuple[int, int], int] = {}
-        self._args = (bootstrap, topic, values, chunk, pause)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        bootstrap, topic, values, chunk, pause = self._args
-        try:
-            for start in range(0, len(values), chunk):
-                landed = produce_spread(bootstrap, topic, values[start : start + chunk], partitions=3)
-                self.where.update({coords: start + index for coords, index in landed.items()})
-                time.sleep(pause)
-        except BaseException as exc:
-            self.error = exc
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def __enter__(self) -> Replay:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.join()
-
-    def join(self) -> dict[tuple[int, int], int]:
-        self._thread.join(120)
-        assert not self._thread.is_alive(), "the replay did not finish"
-        if self.error is not None:
-            raise self.error
-        return self.where
 
 
 def test_sigterm_finishes_the_batch_commits_and_exits_0(kafka_bootstrap, new_topic, bundle_path, tmp_path):

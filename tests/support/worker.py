@@ -33,6 +33,7 @@ from tests.support.kafka import client_config, client_config_from_env, group_con
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas"
+_LOG = io.StringIO()  # the JSON log of every in-process worker
 GROUP_KAFKA = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500", "statistics.interval.ms": "1000"}
 
 
@@ -116,8 +117,8 @@ class WorkerThread:
     """A worker built from settings and run in a thread; ``stop()`` is what SIGTERM does in a process."""
 
     def __init__(self, settings: RunSettings) -> None:
-        self.log = io.StringIO()
-        configure_logging(stream=self.log)
+        configure_logging(stream=_LOG)
+        self._log_start = len(_LOG.getvalue())
         self.worker: Worker = build_worker(settings)
         self.exit_code: int | None = None
         self.error: BaseException | None = None
@@ -146,8 +147,10 @@ class WorkerThread:
         return self._thread.is_alive()
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        """The worker's JSON log events so far (all workers of the process share one log stream)."""
-        events = [orjson.loads(line) for line in self.log.getvalue().splitlines() if line.startswith("{")]
+        """JSON log events since this worker was built: its own and those of in-process workers built later
+        (structlog's configuration is global, so they share one stream)."""
+        lines = _LOG.getvalue()[self._log_start :].splitlines()
+        events = [orjson.loads(line) for line in lines if line.startswith("{")]
         return [e for e in events if name is None or e.get("event") == name]
 
     def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -358,3 +361,50 @@ def consume_covering(
     finally:
         consumer.close()
     return received
+
+
+class Replay:
+    """Produces flow records in the background, a chunk at a time, like ``detector replay --rate``."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        values: list[bytes],
+        *,
+        partitions: int = 3,
+        chunk: int = 40,
+        pause: float = 0.1,
+    ) -> None:
+        self.where: dict[tuple[int, int], int] = {}
+        self._args = (bootstrap, topic, values, partitions, chunk, pause)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        bootstrap, topic, values, partitions, chunk, pause = self._args
+        try:
+            for start in range(0, len(values), chunk):
+                landed = produce_spread(bootstrap, topic, values[start : start + chunk], partitions)
+                self.where.update({coords: start + index for coords, index in landed.items()})
+                time.sleep(pause)
+        except BaseException as exc:
+            self.error = exc
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def __enter__(self) -> Replay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.join()
+
+    def join(self) -> dict[tuple[int, int], int]:
+        self._thread.join(120)
+        assert not self._thread.is_alive(), "the replay did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.where
