@@ -140,3 +140,33 @@ def test_at_least_once_rewinds_instead_of_committing_when_delivery_fails(proxied
     finally:
         proxied_broker.proxy.restore()
         consumer.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Tansu limitation: once an idempotent producer's messages time out, librdkafka bumps its epoch and Tansu "
+    "answers every later produce with PRODUCER_FENCED; hence AtLeastOnce redoes a failed batch with a fresh producer",
+)
+def test_an_idempotent_producer_keeps_producing_after_its_messages_timed_out(proxied_broker: ProxiedBroker):
+    bootstrap = proxied_broker.bootstrap_servers
+    topic = unique_name("epoch")
+    ensure_topics(bootstrap, [topic])
+    producer = idempotent(bootstrap, **{"message.timeout.ms": 1500})()
+    errors: list[str] = []
+
+    def report(error, message):
+        if error is not None:
+            errors.append(error.name())
+
+    producer.produce(topic, b"before", on_delivery=report)
+    assert producer.flush(10) == 0 and not errors
+    proxied_broker.proxy.cut()
+    producer.produce(topic, b"lost", on_delivery=report)
+    producer.flush(5)
+    assert errors == ["_MSG_TIMED_OUT"]
+    proxied_broker.proxy.restore()
+    errors.clear()
+    for attempt in range(3):
+        producer.produce(topic, b"after-%d" % attempt, on_delivery=report)
+        producer.flush(10)
+    assert errors.count("PRODUCER_FENCED") == 0, errors
