@@ -21,7 +21,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from detector.alerts import alert_key, build_alert, utc_now
 from detector.bundle import Bundle
-from detector.deadletter import dead_letter_headers
+from detector.deadletter import dead_letter_headers, dead_letter_value
 from detector.decode import DecodedFlow, FlowDecoder, Rejected
 from detector.scoring import Scorer
 
@@ -120,9 +120,9 @@ class BatchProcessor:
         if flows:
             self._score(flows, sources, np.asarray(timestamps), detected_at, batch)
         for message, reason, source in rejected:
-            batch.outputs.append(
-                Output(self.dlq_topic, message.key(), message.value(), dead_letter_headers(reason, source, detected_at))
-            )
+            value, extra = dead_letter_value(message.value())
+            headers = dead_letter_headers(reason, source, detected_at) + extra
+            batch.outputs.append(Output(self.dlq_topic, message.key(), value, headers))
             batch.dead_letters[reason.code] += 1
         return batch
 

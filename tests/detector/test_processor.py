@@ -8,6 +8,7 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
 from detector.alerts import alert_key
 from detector.bundle import load_bundle
+from detector.deadletter import MAX_VALUE_BYTES
 from detector.decode import FlowDecoder
 from detector.processor import BatchProcessor
 from detector.scoring import Scorer
@@ -121,3 +122,13 @@ def test_serve_swaps_the_model_for_later_batches(bundle, tmp_path):
     work.serve(other)
     alert = orjson.loads(work.process(messages(flow_values(generated_rows(0)[:1]))).outputs[0].value)
     assert alert["model"]["version"] == "v2" and alert["model"]["bundle_sha256"] == other.sha256
+
+
+def test_a_record_too_big_to_produce_is_dead_lettered_cut_to_size(bundle):
+    huge = b'{"padding": "' + b"x" * (MAX_VALUE_BYTES + 5000) + b'"}'
+    [out] = processor(bundle).process(messages([huge])).outputs
+    headers = {name: value.decode() for name, value in out.headers}
+    assert out.value == huge[:MAX_VALUE_BYTES]
+    assert headers["flowwarden.reason_code"] == "oversized"
+    assert headers["flowwarden.original_bytes"] == str(len(huge))
+    assert schema_errors("dead-letter.schema.json", headers) == []
