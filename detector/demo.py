@@ -238,6 +238,8 @@ class Demo:
                         self._say(f"[yellow]the worker made no progress for {STALL_TIMEOUT_S:g} s; going on[/yellow]")
                         break
                 time.sleep(0.5)
+        if not self.console.is_terminal:
+            self.console.line()  # a terminal gets this line from Live itself; a log file would run on
         self._say(
             f"replay: {stats.delivered:,} flows delivered in {stats.elapsed:,.1f} s ({stats.achieved_rate:,.0f} "
             f"flows/s); delivery failures {stats.failed}"
