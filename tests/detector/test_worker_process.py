@@ -166,26 +166,6 @@ def test_a_tampered_bundle_is_refused_by_the_process_with_one_line(bundle_path, 
     assert "checksum mismatch for model.safetensors" in lines[0]
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--bundle", "/nonexistent/bundle"], "invalid settings: bundle: "),
-        (["--max-batch", "0"], "max_batch: Input should be greater than or equal to 1"),
-        (["--guarantee", "maybe"], "guarantee: Input should be 'exactly-once' or 'at-least-once'"),
-        (["--kafka-option", "no-equals-sign"], "--kafka-option needs KEY=VALUE"),
-        (["--kafka-option", "no.such.property=1"], "invalid Kafka client settings: No such configuration property"),
-        (["--kafka-option", "enable.auto.commit=true"], "enable.auto.commit=true is not allowed"),
-        (["--config", "/nonexistent/settings.toml"], "config file /nonexistent/settings.toml does not exist"),
-        (["--metrics-port", "99999"], "metrics_port: Input should be less than or equal to 65535"),
-    ],
-)
-def test_bad_settings_exit_2_with_one_line(argv, message, bundle_path, capsys):
-    base = ["run", "--bundle", str(bundle_path), "--bootstrap-servers", "127.0.0.1:1", "--no-metrics"]
-    assert main([*base, *argv]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
-
-
 def test_no_bundle_and_missing_topics_exit_2(bundle_path, kafka_bootstrap, capsys, monkeypatch):
     monkeypatch.delenv("FLOWWARDEN_BUNDLE", raising=False)
     assert main(["run", "--bootstrap-servers", kafka_bootstrap, "--no-metrics"]) == 2
