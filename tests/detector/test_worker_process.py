@@ -14,7 +14,7 @@ import pytest
 from detector.cli import main
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
-from tests.support.kafka import BOOTSTRAP_ENV, consume_exactly, unique_name
+from tests.support.kafka import BOOTSTRAP_ENV, client_config_from_env, consume_exactly, unique_name
 from tests.support.worker import (
     Replay,
     WorkerProcess,
@@ -174,6 +174,8 @@ def test_no_bundle_and_missing_topics_exit_2(bundle_path, kafka_bootstrap, capsy
     )
     topic = unique_name("absent")
     argv = ["run", "--bundle", str(bundle_path), "--bootstrap-servers", kafka_bootstrap, "--no-metrics"]
+    for key, value in client_config_from_env().items():  # a real cluster's SASL/TLS settings
+        argv += ["--kafka-option", f"{key}={value}"]
     assert main([*argv, "--input-topic", topic]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"topic(s) {topic}" in err[0] and "do not exist" in err[0], err
