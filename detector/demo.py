@@ -163,7 +163,7 @@ class Demo:
             *(sys.executable, "-m", "detector.cli", "run", "--bootstrap-servers", bootstrap),
             *("--input-topic", FLOWS, "--output-topic", VERDICTS, "--dlq-topic", DEAD_LETTERS),
             *("--group-id", GROUP, "--bundle", str(registry), "--guarantee", "exactly-once", "--emit", "all"),
-            *("--device", self.args.device, "--max-batch", "512", "--max-delay-ms", "50"),
+            *("--device", self.args.device, "--threads", "1", "--max-batch", "512", "--max-delay-ms", "50"),
             *("--metrics-host", "127.0.0.1", "--metrics-port", str(port)),
         ]
         for option in WORKER_KAFKA:

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import torch
 from confluent_kafka import KafkaException
 
 from detector.bundle import BundleError, load_bundle
@@ -44,6 +45,10 @@ def build_worker(settings: RunSettings) -> Worker:
     """
     if settings.bundle is None:
         raise StartupError("no model bundle: pass --bundle BUNDLE_OR_REGISTRY (or set FLOWWARDEN_BUNDLE)")
+    if settings.threads:
+        # Scoring runs on the loop's thread; on a small or shared CPU more torch threads than free cores
+        # make every batch slower, not faster.
+        torch.set_num_threads(settings.threads)
     try:
         path = resolve_bundle_path(settings.bundle)
         bundle = load_bundle(path)

@@ -91,6 +91,7 @@ class RunSettings(_Settings):
     max_batch: int = Field(512, ge=1, le=100_000)
     max_delay_ms: int = Field(50, ge=0, le=60_000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, le=256)
     emit: Literal["attacks", "all"] = "attacks"
     metrics_port: int | None = Field(9108, ge=0, le=65535)
     max_record_bytes: int = Field(64 * 1024, ge=256)

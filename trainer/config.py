@@ -48,6 +48,8 @@ class ResampleConfig(_Section):
     tomek: bool = True
     # Oversample each minority class up to this many rows (None: up to the majority class).
     max_rows_per_class: int | None = Field(None, ge=1)
+    # Inflate a class at most this many times its own size (None: no bound).
+    max_ratio: float | None = Field(None, ge=1)
 
 
 class ModelSection(_Section):

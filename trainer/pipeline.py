@@ -113,6 +113,7 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
                 k_neighbors=config.resample.k_neighbors,
                 tomek=config.resample.tomek,
                 max_rows_per_class=config.resample.max_rows_per_class,
+                max_ratio=config.resample.max_ratio,
                 keep=[index[BENIGN]],
                 seed=config.seed,
             )

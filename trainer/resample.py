@@ -38,10 +38,15 @@ def smote_tomek(
     k_neighbors: int = 5,
     tomek: bool = True,
     max_rows_per_class: int | None = None,
+    max_ratio: float | None = None,
     keep: Iterable[object] = (),
     seed: int = 42,
 ) -> ResampleResult:
     """Oversample every minority class up to the majority (or ``max_rows_per_class``), then clean.
+
+    ``max_ratio`` bounds how far one class is inflated (at most ``max_ratio`` times its own rows): seven
+    Heartbleed flows blown up to thousands of synthetic ones claim a region of feature space that real
+    benign flows share.
 
     Classes already at or above the target keep their rows, and so do the classes in ``keep`` (the
     benign class: synthetic benign flows would only blur what normal traffic looks like). Returns
@@ -51,7 +56,11 @@ def smote_tomek(
     before = {str(c): int(n) for c, n in zip(classes, counts, strict=True)}
     target = int(counts.max()) if max_rows_per_class is None else min(int(counts.max()), max_rows_per_class)
     untouched = set(keep)
-    strategy = {c: target for c, n in zip(classes, counts, strict=True) if n < target and c not in untouched}
+    strategy = {
+        c: _target(int(n), target, max_ratio)
+        for c, n in zip(classes, counts, strict=True)
+        if _target(int(n), target, max_ratio) > n and c not in untouched
+    }
     notes: list[str] = []
     x, y = features, labels
 
@@ -82,3 +91,7 @@ def smote_tomek(
     after_classes, after_counts = np.unique(y, return_counts=True)
     after = {str(c): int(n) for c, n in zip(after_classes, after_counts, strict=True)}
     return ResampleResult(x, y, k, tuple(notes), before, after)
+
+
+def _target(rows: int, target: int, max_ratio: float | None) -> int:
+    return target if max_ratio is None else min(target, int(np.ceil(rows * max_ratio)))
