@@ -5,7 +5,6 @@ The folder is found through ``FLOWWARDEN_DATA`` or ``<repo>/../shared/data``; wi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,10 @@ import pandas as pd
 import pytest
 
 from detector.labels import BENIGN
+from tests.support.shared_data import require_shared_data
 from trainer.load import DataError, FlowTable, load_flows
 
-DATA = Path(os.environ.get("FLOWWARDEN_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data")
-if not DATA.is_dir():
-    pytest.skip(f"shared data folder not found: {DATA}", allow_module_level=True)
+DATA = require_shared_data()
 
 pytestmark = pytest.mark.data
 
