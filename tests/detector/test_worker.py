@@ -29,6 +29,9 @@ from tests.support.worker import (
     wait_until,
     worker_settings,
 )
+from tests.support.worker import (
+    worker_topics as topics,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -36,14 +39,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory):
     return make_bundle(tmp_path_factory.mktemp("bundle") / "v1", version="v1")
-
-
-def topics(new_topic, partitions: int = 3) -> dict[str, str]:
-    return {
-        "input_topic": new_topic(partitions=partitions, prefix="flows"),
-        "output_topic": new_topic(prefix="alerts"),
-        "dlq_topic": new_topic(prefix="dlq"),
-    }
 
 
 @pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])

@@ -28,6 +28,9 @@ from tests.support.worker import (
     run_flags,
     worker_settings,
 )
+from tests.support.worker import (
+    worker_topics as topics,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 EMBEDDED = not os.environ.get(BOOTSTRAP_ENV)
@@ -36,14 +39,6 @@ EMBEDDED = not os.environ.get(BOOTSTRAP_ENV)
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory):
     return make_bundle(tmp_path_factory.mktemp("bundle") / "v1", version="v1")
-
-
-def topics(new_topic, partitions: int = 3) -> dict[str, str]:
-    return {
-        "input_topic": new_topic(partitions=partitions, prefix="flows"),
-        "output_topic": new_topic(prefix="alerts"),
-        "dlq_topic": new_topic(prefix="dlq"),
-    }
 
 
 def test_sigterm_finishes_the_batch_commits_and_exits_0(kafka_bootstrap, new_topic, bundle_path, tmp_path):

@@ -408,3 +408,12 @@ class Replay:
         if self.error is not None:
             raise self.error
         return self.where
+
+
+def worker_topics(new_topic: Callable[..., str], partitions: int = 3) -> dict[str, str]:
+    """Fresh input (``partitions`` partitions), output and dead-letter topics, as RunSettings fields."""
+    return {
+        "input_topic": new_topic(partitions=partitions, prefix="flows"),
+        "output_topic": new_topic(prefix="alerts"),
+        "dlq_topic": new_topic(prefix="dlq"),
+    }
