@@ -28,3 +28,13 @@ def test_a_quick_run_trains_on_unsw_nb15_with_one_hot_categories(tmp_path):
     assert report["n_test"] > 2000
     assert report["binary"]["detection_rate"] > 0.5  # learned something beyond the majority class
     assert json.loads((tmp_path / "run" / "report.json").read_text())["rows_dropped"]["total"] == 0
+
+
+def test_the_quick_profile_reaches_095_weighted_f1_on_the_cicids2017_sample(tmp_path):
+    """The acceptance bar of the quick profile (a few minutes on two cores), on the untouched test split."""
+    report = commands.fit(
+        [str(DATA / "cicids2017_improved_sample")], tmp_path / "run", load_config("quick"), reporter=Reporter(False)
+    )
+    assert report["n_test"] == 13026
+    assert report["f1_weighted"] >= 0.95
+    assert report["binary"]["detection_rate"] >= 0.99
