@@ -218,6 +218,16 @@ _IGNORED_KEYS: frozenset[str] = frozenset(column_key(name) for name in _IGNORED)
 CIC_FEATURES: tuple[str, ...] = tuple(_CIC)
 UNSW_FEATURES: tuple[str, ...] = tuple(_UNSW)
 
+#: CIC features that only newer meters write: the fixed CICFlowMeter of the improved CICIDS2017 adds RST
+#: flags, ICMP fields and the TCP flow time; the original CICIDS2017 CSVs also lack ``Protocol``.
+_NEWER_METER_ONLY = frozenset(
+    {"Protocol", "Fwd RST Flags", "Bwd RST Flags", "ICMP Code", "ICMP Type", "Total TCP Flow Time"}
+)
+
+#: CIC features every CIC dialect provides (original and improved CICIDS2017, CSE-CIC-IDS2018, the Python
+#: ``cicflowmeter``). A bundle trained on these can score flows from any of those meters.
+PORTABLE_CIC_FEATURES: tuple[str, ...] = tuple(name for name in _CIC if name not in _NEWER_METER_ONLY)
+
 
 class Role(Enum):
     FEATURE = "feature"

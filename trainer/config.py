@@ -27,6 +27,12 @@ class SplitConfig(_Section):
     validation_size: float = Field(0.1, ge=0, lt=1)  # carved from the training split, for curves/selection
 
 
+class FeatureConfig(_Section):
+    # Train only on features every CIC flow meter writes, so one bundle serves all CIC dialects.
+    portable: bool = False
+    exclude: list[str] = Field(default_factory=list)
+
+
 class PreprocessConfig(_Section):
     log_scale: bool = False
     # Most frequent values kept per categorical feature (UNSW-NB15 proto/service/state); rarer -> all-zero.
@@ -95,6 +101,7 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
     split: SplitConfig = SplitConfig()
+    features: FeatureConfig = FeatureConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     outliers: OutlierConfig = OutlierConfig()
     resample: ResampleConfig = ResampleConfig()

@@ -28,6 +28,7 @@ from trainer.load import DataError, FlowTable
 from trainer.outliers import remove_benign_outliers
 from trainer.progress import Reporter
 from trainer.resample import smote_tomek
+from trainer.select import select_features
 from trainer.split import Split, stratified_split, temporal_split
 from trainer.train import History, build_model, finetune, pretrain_encoder, seed_everything
 
@@ -63,12 +64,19 @@ class FitResult:
 
 def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> PreparedData:
     """Split, clean, scale and resample; the test split is only ever transformed, never fitted on."""
+    table = select_features(table, config.features)
     classes = tuple(sorted(table.labels.unique()))
     if len(classes) < 2:
         raise DataError(f"training needs at least two classes; the data has only {', '.join(classes) or 'none'}")
     if BENIGN not in classes:
         raise DataError(f"the data has no benign class ({BENIGN}, Benign or Normal); classes: {', '.join(classes)}")
-    steps: dict[str, Any] = {}
+    steps: dict[str, Any] = {
+        "features": {
+            "numeric": list(table.numeric.columns),
+            "categorical": list(table.categorical.columns),
+            "excluded": dict(table.excluded_features),
+        }
+    }
     labels = table.labels.to_numpy(dtype=object)
     index = {label: i for i, label in enumerate(classes)}
 

@@ -1,0 +1,40 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from detector.features import CIC_FEATURES, PORTABLE_CIC_FEATURES, resolve_columns
+from tests.support.generated import generated_rows, write_generated_csv
+from trainer.config import FeatureConfig
+from trainer.load import DataError, load_flows
+from trainer.select import select_features
+
+# A real record of the Python cicflowmeter (schemas/examples): its column names as the package writes them.
+PYTHON_CICFLOWMETER_HEADER = list(
+    json.loads((Path(__file__).parents[2] / "schemas/examples/flow-record.python-cicflowmeter.json").read_text())
+)
+
+
+def test_portable_features_are_written_by_the_python_cicflowmeter():
+    features = set(resolve_columns(PYTHON_CICFLOWMETER_HEADER).features)
+    assert set(PORTABLE_CIC_FEATURES) <= features
+    assert len(PORTABLE_CIC_FEATURES) == len(CIC_FEATURES) - 6
+
+
+@pytest.fixture
+def table(tmp_path):
+    return load_flows([write_generated_csv(tmp_path / "generated_flows.csv", generated_rows())])
+
+
+def test_portable_selection_drops_newer_meter_features_and_says_why(table):
+    selected = select_features(table, FeatureConfig(portable=True))
+    assert "Protocol" not in selected.numeric.columns
+    assert "Flow Duration" in selected.numeric.columns
+    assert "features.portable" in selected.excluded_features["Protocol"]
+
+
+def test_excluded_features_are_dropped_and_unknown_names_are_an_error(table):
+    selected = select_features(table, FeatureConfig(exclude=["Dst Port"]))
+    assert "Dst Port" not in selected.numeric.columns
+    with pytest.raises(DataError, match="Nope"):
+        select_features(table, FeatureConfig(exclude=["Nope"]))

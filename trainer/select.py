@@ -1,0 +1,43 @@
+"""Choosing the features a model is trained on (and hence the features every served record must carry).
+
+By default a model uses every feature the training files share. A model trained on the improved
+CICIDS2017 columns then needs RST flags, ICMP fields and the TCP flow time, which the original CICIDS2017
+files and the Python ``cicflowmeter`` do not write: records from those meters would be dead-lettered as
+missing features. ``portable = true`` trains on :data:`detector.features.PORTABLE_CIC_FEATURES` instead,
+so one bundle serves every CIC dialect; ``exclude`` drops named features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from detector.features import PORTABLE_CIC_FEATURES
+from trainer.config import FeatureConfig
+from trainer.load import DataError, FlowTable
+
+
+def select_features(table: FlowTable, config: FeatureConfig) -> FlowTable:
+    """The table restricted to the configured features; dropped ones are listed in ``excluded_features``."""
+    keep = list(table.numeric.columns)
+    reasons: dict[str, str] = {}
+    unknown = sorted(set(config.exclude) - set(table.numeric.columns) - set(table.categorical.columns))
+    if unknown:
+        raise DataError(f"features.exclude names features the data does not have: {', '.join(unknown)}")
+    if config.portable and table.family == "cic":
+        for name in keep:
+            if name not in PORTABLE_CIC_FEATURES:
+                reasons[name] = "not written by every CIC flow meter (features.portable)"
+    for name in config.exclude:
+        reasons[name] = "excluded by features.exclude"
+    if not reasons:
+        return table
+    numeric = table.numeric[[name for name in keep if name not in reasons]]
+    categorical = table.categorical[[name for name in table.categorical.columns if name not in reasons]]
+    if numeric.shape[1] + categorical.shape[1] == 0:
+        raise DataError("the feature selection leaves no features")
+    return replace(
+        table,
+        numeric=numeric,
+        categorical=categorical,
+        excluded_features={**table.excluded_features, **reasons},
+    )
