@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 
-.PHONY: setup test test-fast lint demo bench fit-paper clean
+.PHONY: setup test test-fast lint demo bench fit-paper pcap-check clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,12 @@ bench: setup
 
 fit-paper: setup
 	$(VENV)/bin/trainer fit --data $(DATA)/cicids2017_improved_sample --profile paper --out runs/paper
+
+# Packet captures -> the Python cicflowmeter (own Python 3.12 venv in .cache/) -> `detector score` -> label
+# shares per capture (docs/pcap.md). On demand, never part of `make test`. PCAP_ARGS e.g. '--meter cli'.
+BUNDLE ?= runs/paper/bundle
+pcap-check: setup
+	$(PY) tests/bench/pcap_check.py --bundle $(BUNDLE) --pcaps $(DATA)/pcap $(PCAP_ARGS)
 
 clean:
 	rm -rf runs .demo .pytest_cache .ruff_cache
