@@ -415,10 +415,22 @@ class Worker:
 
     def _release(self, partitions: set[TopicPartitionKey]) -> None:
         self.batcher.drop_partitions(partitions)
+        self._resume_before_release(partitions & self._paused)
         self._paused -= partitions
         for tp in partitions:
             self._committed.pop(tp, None)
         self.metrics.forget_partitions(partitions)
+
+    def _resume_before_release(self, partitions: set[TopicPartitionKey]) -> None:
+        """librdkafka keeps a partition's pause flag across a rebalance: one paused when it was revoked or lost
+        would stay silent when it comes back. The callbacks run while the partitions are still assigned, so a
+        resume here is the last moment it is guaranteed to apply."""
+        if not partitions:
+            return
+        try:
+            self.consumer.resume(_partitions(partitions))
+        except KafkaException as exc:
+            self.log.warning("could not resume released partitions", partitions=_names(partitions), error=str(exc))
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
