@@ -94,6 +94,7 @@ def evaluate(
         raise DataError(
             f"the data lacks {len(missing)} feature(s) the bundle needs: {', '.join(missing[:8])}"
             + (" ..." if len(missing) > 8 else "")
+            + "; a bundle trained with `[features] portable = true` needs only what every CIC meter writes"
         )
     matrix = pre.transform(
         table.numeric[list(pre.numeric)].to_numpy(dtype=np.float64),
