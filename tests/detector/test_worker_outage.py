@@ -26,6 +26,11 @@ from tests.support.worker import (
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 EMBEDDED = not os.environ.get(BOOTSTRAP_ENV)
 MAX_BATCH = 16
+CUT_SECONDS = 4.0
+# The cut must end well inside the 6 s session: librdkafka's reconnect backoff would otherwise grow to
+# several seconds during the cut and the session could expire after the path is back.
+QUICK_RECONNECT = {"reconnect.backoff.max.ms": "500"}
+LOST = "partitions lost: their uncommitted work is left to the next owner"
 
 
 class BufferWatch:
@@ -53,10 +58,10 @@ class BufferWatch:
 @pytest.mark.parametrize(
     ("guarantee", "kafka"),
     [
-        # Deliveries time out during the 5 s cut: the batch is abandoned uncommitted and redone.
-        ("at-least-once", {"message.timeout.ms": "2500"}),
+        # Deliveries time out during the cut: the batch is abandoned uncommitted and redone.
+        ("at-least-once", {"message.timeout.ms": "2500", **QUICK_RECONNECT}),
         # The open transaction waits out the cut and commits afterwards.
-        ("exactly-once", {}),
+        ("exactly-once", QUICK_RECONNECT),
     ],
 )
 def test_an_outage_pauses_the_worker_and_loses_nothing(proxied_broker: ProxiedBroker, tmp_path, guarantee, kafka):
@@ -83,18 +88,27 @@ def test_an_outage_pauses_the_worker_and_loses_nothing(proxied_broker: ProxiedBr
     with WorkerThread(settings) as worker, BufferWatch(worker) as buffered:
         consume_exactly(bootstrap, names["output_topic"], 100, timeout=120)
         proxied_broker.proxy.cut()
-        time.sleep(5.0)
+        time.sleep(CUT_SECONDS)
         assert worker.alive
         proxied_broker.proxy.restore()
         alerts = consume_covering(bootstrap, names["output_topic"], where, timeout=180)
         worker.wait_until(lambda: not worker.worker.paused, "the partitions to be resumed")
         assert worker.stop() == 0
 
-    assert worker.events("producer not keeping up: partitions paused"), "the worker must pause during the outage"
-    assert worker.events("partitions resumed")
+    paused = worker.events("producer not keeping up: partitions paused")
+    if guarantee == "at-least-once":
+        assert paused, "the worker must pause during the outage"
+    # Exactly-once may not need to: when the cut lands in send_offsets_to_transaction/commit_transaction,
+    # the loop waits inside that call and buffers nothing.
     assert buffered.peak <= 2 * MAX_BATCH, f"held {buffered.peak} records: memory must stay bounded"
     counts = Counter(alert_sources(alerts))
     assert set(counts) == set(where), "no record lost"
+    if worker.events(LOST):
+        pytest.skip(
+            "the session expired during the cut (a slow machine): the rebalance path ran instead, "
+            "which test_an_outage_that_outlasts_the_session... covers"
+        )
+    assert worker.events("partitions resumed") or not paused
     if guarantee == "at-least-once":
         assert worker.events("rewound for redelivery"), "timed-out deliveries are redone, not committed"
         return
@@ -136,7 +150,7 @@ def test_an_outage_that_outlasts_the_session_loses_the_partitions_and_they_come_
         consume_exactly(bootstrap, names["output_topic"], 100, timeout=120)
         proxied_broker.proxy.cut()
         worker.wait_until(
-            lambda: worker.events("partitions lost: their uncommitted work is left to the next owner"),
+            lambda: worker.events(LOST),
             "the session to expire",
             timeout=60,
         )
