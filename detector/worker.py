@@ -119,8 +119,9 @@ class Worker:
         self._summary_base = dict(self._totals)
 
     def _new_producer(self) -> Producer:
-        config = {**self._producer_config, "error_cb": self._on_error}
-        return Producer({**config, "logger": librdkafka_logger("librdkafka.producer")})
+        return Producer(
+            {**self._producer_config, "error_cb": self._on_error, "logger": librdkafka_logger("librdkafka.producer")}
+        )
 
     # --- lifecycle -------------------------------------------------------------------------------------
 

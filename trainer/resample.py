@@ -56,11 +56,8 @@ def smote_tomek(
     before = {str(c): int(n) for c, n in zip(classes, counts, strict=True)}
     target = int(counts.max()) if max_rows_per_class is None else min(int(counts.max()), max_rows_per_class)
     untouched = set(keep)
-    strategy = {
-        c: _target(int(n), target, max_ratio)
-        for c, n in zip(classes, counts, strict=True)
-        if _target(int(n), target, max_ratio) > n and c not in untouched
-    }
+    wanted = {c: _target(int(n), target, max_ratio) for c, n in zip(classes, counts, strict=True) if c not in untouched}
+    strategy = {c: rows for c, rows in wanted.items() if rows > before[str(c)]}
     notes: list[str] = []
     x, y = features, labels
 

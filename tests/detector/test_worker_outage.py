@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from detector.settings import RunSettings
 from detector.topics import ensure_topics
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
@@ -66,32 +67,14 @@ class BufferWatch:
 )
 def test_an_outage_pauses_the_worker_and_loses_nothing(proxied_broker: ProxiedBroker, tmp_path, guarantee, kafka):
     bootstrap = proxied_broker.bootstrap_servers
-    names = {
-        "input_topic": unique_name("flows"),
-        "output_topic": unique_name("alerts"),
-        "dlq_topic": unique_name("dlq"),
-    }
-    ensure_topics(bootstrap, [names["input_topic"]], partitions=3)
-    ensure_topics(bootstrap, [names["output_topic"], names["dlq_topic"]])
-    where = produce_spread(bootstrap, names["input_topic"], flow_values(generated_rows(6, scale=6)), partitions=3)
-    settings = worker_settings(
-        bootstrap,
-        **names,
-        group_id=unique_name("detector"),
-        bundle=make_bundle(tmp_path / "v1", version="v1"),
-        emit="all",
-        guarantee=guarantee,
-        max_batch=MAX_BATCH,
-        max_in_flight_batches=1,
-        kafka=kafka,
-    )
+    output_topic, where, settings = _stream_for_a_worker(bootstrap, tmp_path, guarantee, kafka)
     with WorkerThread(settings) as worker, BufferWatch(worker) as buffered:
-        consume_exactly(bootstrap, names["output_topic"], 100, timeout=120)
+        consume_exactly(bootstrap, output_topic, 100, timeout=120)
         proxied_broker.proxy.cut()
         time.sleep(CUT_SECONDS)
         assert worker.alive
         proxied_broker.proxy.restore()
-        alerts = consume_covering(bootstrap, names["output_topic"], where, timeout=180)
+        alerts = consume_covering(bootstrap, output_topic, where, timeout=180)
         worker.wait_until(lambda: not worker.worker.paused, "the partitions to be resumed")
         assert worker.stop() == 0
 
@@ -128,6 +111,27 @@ def test_an_outage_that_outlasts_the_session_loses_the_partitions_and_they_come_
     # they were paused for back-pressure at that moment (usual, not certain: it depends on what was fetched
     # before the cut), librdkafka would keep them paused and silent unless the worker resumes them.
     bootstrap = proxied_broker.bootstrap_servers
+    output_topic, where, settings = _stream_for_a_worker(bootstrap, tmp_path, "exactly-once", {})
+    with WorkerThread(settings) as worker:
+        consume_exactly(bootstrap, output_topic, 100, timeout=120)
+        proxied_broker.proxy.cut()
+        worker.wait_until(
+            lambda: worker.events(LOST),
+            "the session to expire",
+            timeout=60,
+        )
+        proxied_broker.proxy.restore()
+        alerts = consume_covering(bootstrap, output_topic, where, timeout=180)
+        assert worker.stop() == 0
+
+    assert set(alert_sources(alerts)) == set(where), "no record lost"
+
+
+def _stream_for_a_worker(
+    bootstrap: str, tmp_path, guarantee: str, kafka: dict[str, str]
+) -> tuple[str, dict[tuple[int, int], int], RunSettings]:
+    """Fresh topics with generated flows on 3 partitions, and the settings of a worker that scores
+    them one small batch in flight at a time: (output topic, input positions, settings)."""
     names = {
         "input_topic": unique_name("flows"),
         "output_topic": unique_name("alerts"),
@@ -142,20 +146,9 @@ def test_an_outage_that_outlasts_the_session_loses_the_partitions_and_they_come_
         group_id=unique_name("detector"),
         bundle=make_bundle(tmp_path / "v1", version="v1"),
         emit="all",
-        guarantee="exactly-once",
+        guarantee=guarantee,
         max_batch=MAX_BATCH,
         max_in_flight_batches=1,
+        kafka=kafka,
     )
-    with WorkerThread(settings) as worker:
-        consume_exactly(bootstrap, names["output_topic"], 100, timeout=120)
-        proxied_broker.proxy.cut()
-        worker.wait_until(
-            lambda: worker.events(LOST),
-            "the session to expire",
-            timeout=60,
-        )
-        proxied_broker.proxy.restore()
-        alerts = consume_covering(bootstrap, names["output_topic"], where, timeout=180)
-        assert worker.stop() == 0
-
-    assert set(alert_sources(alerts)) == set(where), "no record lost"
+    return names["output_topic"], where, settings
