@@ -62,7 +62,9 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML file overriding the profile")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--epochs", type=int, help="fine-tuning epochs (overrides the profile)")
+    parser.add_argument(
+        "--epochs", type=int, help="exactly this many fine-tuning epochs (overrides the profile and its min_steps)"
+    )
     parser.add_argument("--split", choices=("stratified", "temporal"), help="how to split train/test")
 
 
@@ -73,7 +75,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.seed is not None:
         changes["seed"] = args.seed
     if args.epochs is not None:
-        changes["finetune"] = {"epochs": args.epochs}
+        changes["finetune"] = {"epochs": args.epochs, "min_steps": 0}
     if args.split:
         changes["split"] = {"method": args.split}
     return changes

@@ -56,6 +56,8 @@ class ResampleConfig(_Section):
     max_rows_per_class: int | None = Field(None, ge=1)
     # Inflate a class at most this many times its own size (None: no bound).
     max_ratio: float | None = Field(None, ge=1)
+    # Oversample the benign class too when it is a minority (some datasets are attack-heavy).
+    benign: bool = False
 
 
 class ModelSection(_Section):
@@ -84,6 +86,9 @@ class SamConfig(_Section):
 
 class FinetuneConfig(_Section):
     epochs: int = Field(50, ge=1)
+    # Run more epochs when needed to reach this many optimizer steps: a small training set must not
+    # get a fraction of the updates a large one gets.
+    min_steps: int = Field(0, ge=0)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)

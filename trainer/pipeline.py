@@ -122,7 +122,7 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
                 tomek=config.resample.tomek,
                 max_rows_per_class=config.resample.max_rows_per_class,
                 max_ratio=config.resample.max_ratio,
-                keep=[index[BENIGN]],
+                keep=[] if config.resample.benign else [index[BENIGN]],
                 seed=config.seed,
             )
             advance(1)

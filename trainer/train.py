@@ -123,14 +123,17 @@ def finetune(
     criterion = _criterion(cfg, model.config.n_classes).to(device)
     base = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sam = SAM(model.parameters(), base, rho=cfg.sam.rho) if cfg.sam.enabled else None
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(base, T_max=cfg.epochs)
     x = torch.from_numpy(np.ascontiguousarray(train[0], dtype=np.float32))
     y = torch.from_numpy(np.asarray(train[1], dtype=np.int64))
+    epochs = finetune_epochs(cfg, len(x))
+    if epochs > cfg.epochs:
+        reporter.note(f"  {epochs} epochs instead of {cfg.epochs}: {len(x)} rows need them for {cfg.min_steps} steps")
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(base, T_max=epochs)
     generator = torch.Generator().manual_seed(seed)
     best_score, best_state = -math.inf, None
 
-    with reporter.task("fine-tune ResCAE-BiGRU", cfg.epochs * _n_batches(len(x), cfg.batch_size)) as advance:
-        for epoch in range(cfg.epochs):
+    with reporter.task("fine-tune ResCAE-BiGRU", epochs * _n_batches(len(x), cfg.batch_size)) as advance:
+        for epoch in range(epochs):
             started = time.perf_counter()
             lr = base.param_groups[0]["lr"]
             fitted = _train_epoch(model, x, y, criterion, base, sam, cfg, device, generator, advance)
@@ -138,7 +141,7 @@ def finetune(
             val = _validate(model, validation, criterion, device) if validation is not None else (None, None, None)
             stats = EpochStats(epoch + 1, *fitted, *val, lr, time.perf_counter() - started)
             history.epochs.append(stats)
-            reporter.note(_epoch_line(stats, cfg.epochs))
+            reporter.note(_epoch_line(stats, epochs))
             score = -(stats.val_loss if stats.val_loss is not None else stats.train_loss)
             if cfg.select_best and score > best_score:
                 best_score, best_state, history.best_epoch = score, copy.deepcopy(model.state_dict()), epoch + 1
@@ -147,6 +150,12 @@ def finetune(
         model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def finetune_epochs(cfg: FinetuneConfig, rows: int) -> int:
+    """The configured epochs, or more when ``rows`` are too few to reach ``cfg.min_steps`` updates."""
+    steps_per_epoch = _n_batches(rows, cfg.batch_size)
+    return max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))
 
 
 def _train_epoch(model, x, y, criterion, base, sam, cfg, device, generator, advance) -> tuple[float, float]:

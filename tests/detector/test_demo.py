@@ -99,7 +99,7 @@ def small_run(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("demo")
     data = write_generated_csv(root / "flows.csv.gz", generated_rows(seed=4, scale=2))
-    config = load_config("quick").with_changes({"finetune": {"epochs": 2}, "pretrain": {"epochs": 1}})
+    config = load_config("quick").with_changes({"finetune": {"epochs": 2, "min_steps": 0}, "pretrain": {"epochs": 1}})
     commands.fit([str(data)], root / "run", config, reporter=Reporter(enabled=False))
     return root / "run"
 

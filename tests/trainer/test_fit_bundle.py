@@ -34,7 +34,7 @@ print(json.dumps({"labels": [v.label for v in verdicts], "confidence": [v.confid
 def fitted_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("fit")
     data = write_generated_csv(root / "generated_flows.csv.gz", generated_rows(seed=3, scale=3))
-    config = load_config("quick").with_changes({"finetune": {"epochs": 12}, "pretrain": {"epochs": 2}})
+    config = load_config("quick").with_changes({"finetune": {"epochs": 12, "min_steps": 0}, "pretrain": {"epochs": 2}})
     report = commands.fit([str(data)], root / "run", config, reporter=Reporter(enabled=False))
     return root / "run", report
 
@@ -83,3 +83,17 @@ def test_a_detector_only_process_predicts_exactly_what_the_trainer_predicted(fit
     assert served["heavy_modules"] == []
     assert served["labels"] == [row["predicted"] for row in expected]
     assert served["confidence"] == pytest.approx([float(row["confidence"]) for row in expected], abs=1e-5)
+
+
+@pytest.mark.parametrize("oversample_benign", [True, False])
+def test_a_benign_minority_is_oversampled_only_when_the_config_says_so(tmp_path, oversample_benign):
+    rows = generated_rows(seed=6, scale=2)
+    benign = [r for r in rows if r["Label"] == "BENIGN"]
+    attack_heavy = [r for r in rows if r["Label"] != "BENIGN"] + benign[:40]
+    data = write_generated_csv(tmp_path / "generated_attack_heavy.csv.gz", attack_heavy)
+    short = {"finetune": {"epochs": 1, "min_steps": 0}, "pretrain": {"epochs": 0}}
+    config = load_config("quick").with_changes({"resample": {"benign": oversample_benign}, **short})
+    report = commands.fit([str(data)], tmp_path / "run", config, reporter=Reporter(enabled=False))
+    resampled = report["steps"]["resample"]
+    grew = resampled["rows_after"]["BENIGN"] > resampled["rows_before"]["BENIGN"]
+    assert grew is oversample_benign

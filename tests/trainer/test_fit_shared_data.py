@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 
 def test_a_quick_run_trains_on_unsw_nb15_with_one_hot_categories(tmp_path):
-    config = load_config("quick").with_changes({"finetune": {"epochs": 3}, "pretrain": {"epochs": 1}})
+    config = load_config("quick").with_changes({"finetune": {"epochs": 3, "min_steps": 0}, "pretrain": {"epochs": 1}})
     report = commands.fit([str(DATA / "unsw_nb15")], tmp_path / "run", config, reporter=Reporter(enabled=False))
     bundle = load_bundle(tmp_path / "run" / "bundle")
     categories = bundle.preprocessor.categories

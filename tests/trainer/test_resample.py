@@ -55,3 +55,9 @@ def test_the_benign_class_is_never_synthesized():
     result = smote_tomek(x, y, keep=[1], seed=1, tomek=False)
     assert result.counts_after["1"] == 120
     assert result.counts_after["2"] == 200
+
+
+def test_without_keep_a_benign_minority_is_oversampled_like_any_class():
+    x, y = imbalanced([30, 200, 120])  # class 0 plays an attack-heavy dataset's benign flows
+    result = smote_tomek(x, y, seed=1, tomek=False, max_ratio=4)
+    assert result.counts_after["0"] == 120
