@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-PROFILES = ("paper", "quick")
+PROFILES = ("paper", "tuned", "quick")
 
 
 class _Section(BaseModel):

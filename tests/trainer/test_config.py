@@ -57,3 +57,16 @@ def test_ablation_rows_add_one_component_at_a_time():
     assert rows["+iForest"].outliers.enabled and not rows["+iForest"].resample.enabled
     assert rows["+SMOTE"].resample.enabled and rows["+SMOTE"].finetune.loss == "cross_entropy"
     assert full.finetune.loss == "focal" and full.finetune.sam.enabled
+
+
+def test_the_tuned_profile_is_the_paper_profile_with_the_validated_choices():
+    tuned, paper = load_config("tuned").model_dump(), load_config("paper").model_dump()
+    changed = {
+        (section, key)
+        for section in paper
+        if isinstance(paper[section], dict)
+        for key in paper[section]
+        if tuned[section][key] != paper[section][key]
+    }
+    assert changed == {("preprocess", "log_scale"), ("resample", "benign"), ("finetune", "lr")}
+    assert tuned["finetune"]["lr"] == 0.05
