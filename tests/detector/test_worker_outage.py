@@ -32,6 +32,7 @@ CUT_SECONDS = 4.0
 # several seconds during the cut and the session could expire after the path is back.
 QUICK_RECONNECT = {"reconnect.backoff.max.ms": "500"}
 LOST = "partitions lost: their uncommitted work is left to the next owner"
+DELIVERY_FAILED = "delivery failed: rewinding to the batch's first offsets with a fresh producer"
 
 
 class BufferWatch:
@@ -93,7 +94,11 @@ def test_an_outage_pauses_the_worker_and_loses_nothing(proxied_broker: ProxiedBr
         )
     assert worker.events("partitions resumed") or not paused
     if guarantee == "at-least-once":
-        assert worker.events("rewound for redelivery"), "timed-out deliveries are redone, not committed"
+        # Usually the cut times out the batch in flight. When it lands in the batch's synchronous offset
+        # commit instead, that call waits out the cut and no delivery fails: nothing to redo then.
+        failed = worker.events(DELIVERY_FAILED)
+        rewound = worker.events("rewound for redelivery")
+        assert len(rewound) >= len(failed), "timed-out deliveries are redone, not committed"
         return
     duplicated = sorted(source for source, n in counts.items() if n > 1)
     if duplicated and EMBEDDED and worker.events("transaction aborted: rewinding"):
