@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="labelled CSVs (a folder holding cicids2017_improved_sample, or CSVs)")
     parser.add_argument("--run", help="reuse this `trainer fit` run directory instead of training")
     parser.add_argument("--work", default=str(REPO / ".demo"), help="scratch directory (default: .demo)")
-    parser.add_argument("--profile", default="quick", choices=("quick", "paper"), help="training profile")
+    parser.add_argument("--profile", default="quick", choices=("quick", "tuned", "paper"), help="training profile")
     # A 2-core laptop scores a few hundred flows/s with the quick model: 4000 flows at 200/s keep the live view
     # busy for about 20 s without a backlog. --limit 0 replays the whole held-out split.
     parser.add_argument("--rate", type=float, default=200.0, help="replay rate, flows/s (default: %(default)g)")
