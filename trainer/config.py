@@ -127,7 +127,7 @@ def load_config(profile: str = "paper", path: str | Path | None = None) -> Train
     """The named profile, overlaid with the TOML file at ``path`` when given."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    data = _read_toml(resources.files("trainer.profiles").joinpath(f"{profile}.toml").read_text(), profile)
+    data = _profile_data(profile)
     if path is not None:
         file = Path(path)
         if not file.is_file():
@@ -138,6 +138,13 @@ def load_config(profile: str = "paper", path: str | Path | None = None) -> Train
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid training config ({path or profile}): {problems}") from None
+
+
+def _profile_data(profile: str) -> dict[str, Any]:
+    """A shipped profile's settings; ``extends = "other"`` starts from that profile's."""
+    data = _read_toml(resources.files("trainer.profiles").joinpath(f"{profile}.toml").read_text(), profile)
+    base = data.pop("extends", None)
+    return data if base is None else _merge(_profile_data(base), data)
 
 
 def _read_toml(text: str, where: str) -> dict[str, Any]:

@@ -125,7 +125,7 @@ def finetune(
     sam = SAM(model.parameters(), base, rho=cfg.sam.rho) if cfg.sam.enabled else None
     x = torch.from_numpy(np.ascontiguousarray(train[0], dtype=np.float32))
     y = torch.from_numpy(np.asarray(train[1], dtype=np.int64))
-    epochs = finetune_epochs(cfg, len(x))
+    epochs = _epochs(cfg, len(x))
     if epochs > cfg.epochs:
         reporter.note(f"  {epochs} epochs instead of {cfg.epochs}: {len(x)} rows need them for {cfg.min_steps} steps")
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(base, T_max=epochs)
@@ -152,7 +152,7 @@ def finetune(
     return history
 
 
-def finetune_epochs(cfg: FinetuneConfig, rows: int) -> int:
+def _epochs(cfg: FinetuneConfig, rows: int) -> int:
     """The configured epochs, or more when ``rows`` are too few to reach ``cfg.min_steps`` updates."""
     steps_per_epoch = _n_batches(rows, cfg.batch_size)
     return max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))
