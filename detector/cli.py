@@ -178,6 +178,8 @@ def _add_score(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "score",
         help="score flow CSVs with a bundle to JSON lines (the stream's model path, no Kafka)",
         description="Score flow CSVs with a bundle: one JSON line per row (verdict, or error), a summary on stderr.",
+        epilog="Exit status: 0 when rows were scored (error lines may be among them), 1 when no row could be "
+        "scored, 2 for a usage error (bad file, bundle or device), 130 when interrupted.",
     )
     parser.add_argument("csv", nargs="+", metavar="CSV", help="CSV files or folders (.csv, .csv.gz)")
     parser.add_argument("--bundle", required=True, metavar="BUNDLE_OR_REGISTRY", help="bundle, .tar.gz or registry")

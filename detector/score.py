@@ -43,7 +43,11 @@ from detector.registry import resolve_bundle_path
 from detector.scoring import DeviceError, Scorer
 
 DEFAULT_BATCH = 1024
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_NOTHING_SCORED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+PORTABLE_HINT = (
+    "rows lack features the bundle needs: their flow meter does not write them. Train on this meter's flows, "
+    "or train a bundle with `[features] portable = true`, which needs only what every CIC meter writes"
+)
 _VERDICT_FIELDS = ("flow", "label", "is_attack", "confidence", "probabilities", "ground_truth")
 
 
@@ -71,6 +75,15 @@ class ScoreSummary:
                 f"macro F1 {evaluation.f1_macro:.4f}"
             )
         return " · ".join(parts)
+
+    def hints(self) -> list[str]:
+        """What the user should know beyond the counts: why nothing was scored, and what to do about it."""
+        hints = []
+        if self.rows and not self.scored:
+            hints.append("no row could be scored (see the error lines for each row's reason)")
+        if self.errors["missing_features"]:
+            hints.append(PORTABLE_HINT)
+        return hints
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,4 +196,8 @@ def run_command(args: argparse.Namespace) -> int:
     console.print(
         summary.line(len(files), time.perf_counter() - started), markup=False, highlight=False, soft_wrap=True
     )
+    for hint in summary.hints():
+        console.print(f"detector score: {hint}", markup=False, highlight=False, soft_wrap=True)
+    if status == EXIT_OK and summary.rows and not summary.scored:
+        return EXIT_NOTHING_SCORED
     return status

@@ -79,13 +79,25 @@ def test_one_json_line_per_row_in_order_with_errors_for_bad_rows(bundle, flows, 
     assert "errors 2 (" in summary and "wrong_type 1" in summary and "short_row 1" in summary
 
 
-def test_a_file_without_a_needed_feature_gives_missing_features_rows(bundle, tmp_path, capsys):
+def test_a_file_without_a_needed_feature_gives_missing_features_rows_and_fails(bundle, tmp_path, capsys):
     rows = [{k: v for k, v in row.items() if k != "Flow Duration"} for row in ROWS[:4]]
     path = write_generated_csv(tmp_path / "partial.csv.gz", rows)
-    assert score("--bundle", bundle, path) == 0
-    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert score("--bundle", bundle, path) == 1, "nothing scored is a failure for scripts"
+    captured = capsys.readouterr()
+    lines = [orjson.loads(line) for line in captured.out.splitlines()]
     assert [line["error"]["code"] for line in lines] == ["missing_features"] * 4
     assert "Flow Duration" in lines[0]["error"]["reason"]
+    assert "no row could be scored" in captured.err and "portable = true" in captured.err
+
+
+def test_a_mix_of_scorable_and_unscorable_files_succeeds_and_says_why_rows_failed(bundle, tmp_path, capsys):
+    partial = write_generated_csv(
+        tmp_path / "partial.csv.gz", [{k: v for k, v in ROWS[0].items() if k != "Flow Duration"}]
+    )
+    whole = write_generated_csv(tmp_path / "whole.csv.gz", ROWS[:3])
+    assert score("--bundle", bundle, partial, whole) == 0
+    err = capsys.readouterr().err
+    assert "scored 3 of 4 rows" in err and "portable = true" in err and "no row could be scored" not in err
 
 
 def test_verdicts_agree_with_the_scorer_called_directly(bundle, tmp_path, capsys):
