@@ -60,6 +60,8 @@ def build_alert(
         "source": {"topic": topic, "partition": partition, "offset": offset},
         "detected_at": detected_at,
     }
+    if verdict.novelty is not None:
+        alert["novelty"] = {"score": round(verdict.novelty, 6), "is_novel": verdict.is_novel}
     if ground_truth:
         alert["ground_truth"] = ground_truth
     return alert

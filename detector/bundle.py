@@ -6,6 +6,7 @@ A bundle is a directory (a ``.tar.gz`` of it is accepted too)::
     model.safetensors    weights (safetensors: no pickle is ever loaded)
     model.json           network hyper-parameters (detector.model.ModelConfig)
     preprocessing.json   fitted preprocessing (detector.preprocess.Preprocessor)
+    novelty.safetensors  optional, with novelty.json: the calibrated autoencoder (detector.novelty)
 
 :func:`load_bundle` verifies the format version and every checksum *before* it reads a weight, and
 refuses a bad bundle with a :class:`BundleError` that names the file and what is wrong with it. The
@@ -24,10 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from detector.model import ModelConfig, ResCAEBiGRU
+from detector.model import ModelConfig, ResCAE, ResCAEBiGRU
+from detector.novelty import NOVELTY_CONFIG, NOVELTY_WEIGHTS, Novelty, NoveltyCalibration
 from detector.preprocess import PreprocessingError, Preprocessor
 
 FORMAT = "flowwarden.bundle"
@@ -37,6 +40,7 @@ WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model.json"
 PREPROCESSING = "preprocessing.json"
 REQUIRED_FILES = (WEIGHTS, MODEL_CONFIG, PREPROCESSING)
+NOVELTY_FILES = (NOVELTY_WEIGHTS, NOVELTY_CONFIG)  # both or neither
 MODEL_NAME = "rescae-bigru"
 
 
@@ -46,13 +50,14 @@ class BundleError(ValueError):
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified, loaded bundle. ``model`` is in eval mode on the CPU."""
+    """A verified, loaded bundle. ``model`` (and ``novelty``, when the bundle has one) is in eval mode on the CPU."""
 
     path: Path
     manifest: dict[str, Any]
     sha256: str
     model: ResCAEBiGRU
     preprocessor: Preprocessor
+    novelty: Novelty | None = None
 
     @property
     def name(self) -> str:
@@ -85,8 +90,12 @@ def write_bundle(
     version: str | None = None,
     training_data: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
+    novelty: Novelty | None = None,
 ) -> Path:
-    """Write a complete bundle into ``directory`` (created; must not exist or be empty)."""
+    """Write a complete bundle into ``directory`` (created; must not exist or be empty).
+
+    ``novelty`` adds the calibrated autoencoder, so that verdicts carry a novelty score.
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
@@ -96,10 +105,14 @@ def write_bundle(
     if benign_class not in classes:
         raise BundleError(f"benign class {benign_class!r} is not one of the classes")
 
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS))
+    save_file(_cpu_state(model), str(out / WEIGHTS))
     _write_json(out / MODEL_CONFIG, model.config.to_json())
     _write_json(out / PREPROCESSING, preprocessor.to_json())
+    files = list(REQUIRED_FILES)
+    if novelty is not None:
+        save_file(_cpu_state(novelty.autoencoder), str(out / NOVELTY_WEIGHTS))
+        _write_json(out / NOVELTY_CONFIG, novelty.calibration.to_json())
+        files.extend(NOVELTY_FILES)
 
     created = datetime.now(UTC)
     manifest = {
@@ -113,12 +126,14 @@ def write_bundle(
         "benign_class": benign_class,
         "training_data": dict(training_data or {}),
         "metrics": dict(metrics or {}),
-        "files": {
-            name: {"sha256": file_sha256(out / name), "bytes": (out / name).stat().st_size} for name in REQUIRED_FILES
-        },
+        "files": {name: {"sha256": file_sha256(out / name), "bytes": (out / name).stat().st_size} for name in files},
     }
     _write_json(out / MANIFEST, manifest)
     return out
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
 
 
 def _default_version(created: datetime, weights: Path) -> str:
@@ -170,8 +185,28 @@ def _load_directory(root: Path, reported_as: Path) -> Bundle:
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise BundleError(f"bundle {reported_as}: {WEIGHTS} does not fit the model: {exc}") from exc
     model.eval()
+    novelty = _load_novelty(root, manifest, config, reported_as)
     sha = hashlib.sha256(manifest_bytes).hexdigest()
-    return Bundle(reported_as, manifest, sha, model, preprocessor)
+    return Bundle(reported_as, manifest, sha, model, preprocessor, novelty)
+
+
+def _load_novelty(root: Path, manifest: dict[str, Any], config: ModelConfig, where: Path) -> Novelty | None:
+    listed = [name for name in NOVELTY_FILES if name in manifest["files"]]
+    if not listed:
+        return None
+    if len(listed) == 1:
+        other = NOVELTY_FILES[1 - NOVELTY_FILES.index(listed[0])]
+        raise BundleError(f"bundle {where}: {MANIFEST} lists {listed[0]} without {other}")
+    try:
+        calibration = NoveltyCalibration.from_json(_read_json(root / NOVELTY_CONFIG))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"bundle {where}: {NOVELTY_CONFIG} is not a novelty calibration: {exc}") from exc
+    autoencoder = ResCAE(config.n_features, config.filters)
+    try:
+        autoencoder.load_state_dict(load_file(str(root / NOVELTY_WEIGHTS), device="cpu"), strict=True)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise BundleError(f"bundle {where}: {NOVELTY_WEIGHTS} does not fit the autoencoder: {exc}") from exc
+    return Novelty(autoencoder.eval(), calibration)
 
 
 def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:

@@ -114,7 +114,12 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add("--max-delay-ms", metavar="MS", help="longest wait for a batch to fill after its first record (default 50)")
     add("--device", metavar="auto|cpu|cuda", help="where the model runs (default auto)")
     add("--threads", metavar="N", help="CPU threads for the model (default: torch's choice, one per core)")
-    add("--emit", metavar="attacks|all", help="alerts for attacks only, or a verdict for every flow (default attacks)")
+    add(
+        "--emit",
+        metavar="attacks|flagged|all",
+        help="alerts for flows classified as attacks, for attacks and novel flows (flagged), "
+        "or a verdict for every flow (default attacks)",
+    )
     add("--metrics-port", metavar="PORT", help="port of /metrics, /healthz, /readyz (default 9108; 0: any free port)")
     add("--metrics-host", metavar="ADDRESS", help="address the metrics server binds (default 0.0.0.0)")
     add("--no-metrics", dest="metrics_enabled", action="store_const", const=False, help="serve no metrics or probes")

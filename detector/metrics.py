@@ -81,6 +81,13 @@ class WorkerMetrics:
         self.alerts_out = Counter(
             "flowwarden_alerts_out", "Alerts produced, by predicted class.", ["label"], registry=r
         )
+        self.novel_flows = Counter(
+            "flowwarden_novel_flows",
+            "Records scored as unlike the training data (novelty > 1), by predicted class. A rising share of "
+            "records in is the sign of an unknown attack or of flows from a meter the model was not trained on.",
+            ["label"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "flowwarden_dead_letters", "Records sent to the dead-letter topic, by reason.", ["reason_code"], registry=r
         )

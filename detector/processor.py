@@ -2,9 +2,9 @@
 
 Decoding is per record (each record is its own JSON object), but scoring is one model call for the whole
 batch, and verdict objects are built only for the records that become alerts (``--emit attacks`` skips
-the benign majority). Records that cannot be decoded become dead letters with their original bytes.
-A :class:`BatchProcessor` serves one bundle at a time; :meth:`BatchProcessor.serve` swaps it between
-batches.
+the benign majority; ``--emit flagged`` keeps the flows classified as attacks *or* novel). Records that
+cannot be decoded become dead letters with their original bytes. A :class:`BatchProcessor` serves one
+bundle at a time; :meth:`BatchProcessor.serve` swaps it between batches.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class ScoredBatch:
     verdicts: Counter[tuple[str, bool]] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
+    novel: Counter[str] = field(default_factory=Counter)  # novel flows by predicted class
     model_seconds: float = 0.0
 
 
@@ -68,13 +69,13 @@ class BatchProcessor:
         *,
         output_topic: str,
         dlq_topic: str,
-        emit: Literal["attacks", "all"] = "attacks",
+        emit: Literal["attacks", "flagged", "all"] = "attacks",
         device: str = "auto",
         max_record_bytes: int | None = None,
     ) -> None:
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
-        self.emit_all = emit == "all"
+        self.emit = emit
         self.device = device
         self.max_record_bytes = max_record_bytes
         self.serve(bundle)
@@ -135,15 +136,19 @@ class BatchProcessor:
         batch: ScoredBatch,
     ) -> None:
         started = time.perf_counter()
-        probabilities = self.scorer.probabilities(flows)
+        scores = self.scorer.scores(flows)
         batch.model_seconds = time.perf_counter() - started
         # The same ranking Scorer.verdicts uses, so the counted label is the alert's label.
-        best = np.argsort(-probabilities, axis=1)[:, 0]
+        best = np.argsort(-scores.probabilities, axis=1)[:, 0]
         for index, count in enumerate(np.bincount(best, minlength=len(self._classes))):
             if count:
                 batch.verdicts[(self._classes[index], index != self._benign)] += int(count)
-        chosen = np.arange(len(flows)) if self.emit_all else np.flatnonzero(best != self._benign)
-        verdicts = self.scorer.verdicts(probabilities[chosen])
+        novel = scores.novelty > 1.0 if scores.novelty is not None else np.zeros(len(flows), dtype=bool)
+        for index, count in enumerate(np.bincount(best[novel], minlength=len(self._classes))):
+            if count:
+                batch.novel[self._classes[index]] += int(count)
+        chosen = self._chosen(best, novel)
+        verdicts = self.scorer.verdicts(scores.take(chosen))
         model, topic = self.model, self.output_topic
         for index, verdict in zip(chosen.tolist(), verdicts, strict=True):
             flow, source = flows[index], sources[index]
@@ -151,3 +156,12 @@ class BatchProcessor:
             batch.outputs.append(Output(topic, alert_key(alert["flow"], source), orjson.dumps(alert)))
             batch.alerts[verdict.label] += 1
         batch.alert_timestamps = timestamps[chosen]
+
+    def _chosen(self, best: np.ndarray, novel: np.ndarray) -> np.ndarray:
+        """Positions of the flows that become messages under the ``--emit`` policy."""
+        if self.emit == "all":
+            return np.arange(len(best))
+        flagged = best != self._benign
+        if self.emit == "flagged":
+            flagged |= novel
+        return np.flatnonzero(flagged)

@@ -48,7 +48,7 @@ PORTABLE_HINT = (
     "rows lack features the bundle needs: their flow meter does not write them. Train on this meter's flows, "
     "or train a bundle with `[features] portable = true`, which needs only what every CIC meter writes"
 )
-_VERDICT_FIELDS = ("flow", "label", "is_attack", "confidence", "probabilities", "ground_truth")
+_VERDICT_FIELDS = ("flow", "label", "is_attack", "confidence", "probabilities", "novelty", "ground_truth")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class ScoreSummary:
     scored: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     attacks: Counter[str] = field(default_factory=Counter)
+    novel: int | None = None  # None: the bundle has no novelty model
     truth_pairs: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def line(self, files: int, seconds: float) -> str:
@@ -68,6 +69,9 @@ class ScoreSummary:
         parts.append(f"errors {errors:,}" + (f" ({by_code})" if by_code else ""))
         attacks = ", ".join(f"{label} {n:,}" for label, n in self.attacks.most_common())
         parts.append(f"attacks {sum(self.attacks.values()):,}" + (f" ({attacks})" if attacks else ""))
+        if self.novel is not None:
+            share = f" ({100 * self.novel / self.scored:.1f} %)" if self.scored else ""
+            parts.append(f"novel {self.novel:,}{share}")
         if self.truth_pairs:
             evaluation = from_confusion(self.truth_pairs)
             parts.append(
@@ -149,6 +153,8 @@ def _flush(pending: list[_Pending], scorer: Scorer, out: IO[bytes], summary: Sco
         summary.scored += 1
         if verdict.is_attack:
             summary.attacks[verdict.label] += 1
+        if verdict.novelty is not None:
+            summary.novel = (summary.novel or 0) + verdict.is_novel
         if item.outcome.label:
             summary.truth_pairs[(item.outcome.label, verdict.label)] += 1
     if lines:

@@ -50,12 +50,29 @@ def predict_proba(
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The model's answer for one flow."""
+    """The model's answer for one flow. ``novelty`` is None when the bundle has no novelty model."""
 
     label: str
     is_attack: bool
     confidence: float
     top: tuple[tuple[str, float], ...]
+    novelty: float | None = None
+
+    @property
+    def is_novel(self) -> bool:
+        """The flow is unlike the training data (see :mod:`detector.novelty`)."""
+        return self.novelty is not None and self.novelty > 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """A batch's model outputs: class probabilities ``[N, classes]`` and novelty ``[N]`` (or None)."""
+
+    probabilities: np.ndarray
+    novelty: np.ndarray | None
+
+    def take(self, rows: np.ndarray) -> Scores:
+        return Scores(self.probabilities[rows], None if self.novelty is None else self.novelty[rows])
 
 
 class Scorer:
@@ -65,28 +82,42 @@ class Scorer:
         self.bundle = bundle
         self.device = pick_device(device)
         self.model = bundle.model.to(self.device).eval()
+        self.novelty = bundle.novelty.to(self.device) if bundle.novelty is not None else None
         self.top_k = max(1, min(top_k, len(bundle.classes)))
         pre = bundle.preprocessor
         self.decoder = FlowDecoder(pre.numeric, tuple(pre.categories))
         self._classes = np.asarray(bundle.classes, dtype=object)
         self._benign = bundle.classes.index(bundle.benign_class)
 
+    def scores(self, flows: Sequence[DecodedFlow]) -> Scores:
+        """Class probabilities (in the bundle's class order) and novelty for decoded flows: one
+        preprocessing pass feeds both models."""
+        matrix = self._matrix(flows)
+        probabilities = predict_proba(self.model, matrix, self.device)
+        novelty = self.novelty.scores(matrix, self.device) if self.novelty is not None else None
+        return Scores(probabilities, novelty)
+
     def probabilities(self, flows: Sequence[DecodedFlow]) -> np.ndarray:
-        """Class probabilities for decoded flows, in the bundle's class order."""
-        pre = self.bundle.preprocessor
-        numeric = np.stack([f.numeric for f in flows]) if flows else np.zeros((0, len(pre.numeric)))
-        categorical = {name: [f.categorical[i] for f in flows] for i, name in enumerate(pre.categories)}
-        return predict_proba(self.model, pre.transform(numeric, categorical), self.device)
+        """Class probabilities for decoded flows, in the bundle's class order (no novelty)."""
+        return predict_proba(self.model, self._matrix(flows), self.device)
 
     def score(self, flows: Sequence[DecodedFlow]) -> list[Verdict]:
         """One verdict per flow, in order."""
-        return self.verdicts(self.probabilities(flows))
+        return self.verdicts(self.scores(flows))
 
-    def verdicts(self, probabilities: np.ndarray) -> list[Verdict]:
+    def verdicts(self, scores: Scores) -> list[Verdict]:
+        probabilities = scores.probabilities
         order = np.argsort(-probabilities, axis=1)[:, : self.top_k]
+        novelty = scores.novelty.tolist() if scores.novelty is not None else [None] * len(probabilities)
         verdicts = []
-        for row, ranked in zip(probabilities, order, strict=True):
+        for row, ranked, novel in zip(probabilities, order, novelty, strict=True):
             best = int(ranked[0])
             top = tuple((str(self._classes[i]), round(float(row[i]), 6)) for i in ranked)
-            verdicts.append(Verdict(str(self._classes[best]), best != self._benign, float(row[best]), top))
+            verdicts.append(Verdict(str(self._classes[best]), best != self._benign, float(row[best]), top, novel))
         return verdicts
+
+    def _matrix(self, flows: Sequence[DecodedFlow]) -> np.ndarray:
+        pre = self.bundle.preprocessor
+        numeric = np.stack([f.numeric for f in flows]) if flows else np.zeros((0, len(pre.numeric)))
+        categorical = {name: [f.categorical[i] for f in flows] for i, name in enumerate(pre.categories)}
+        return pre.transform(numeric, categorical)

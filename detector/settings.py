@@ -92,7 +92,7 @@ class RunSettings(_Settings):
     max_delay_ms: int = Field(50, ge=0, le=60_000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, le=256)
-    emit: Literal["attacks", "all"] = "attacks"
+    emit: Literal["attacks", "flagged", "all"] = "attacks"
     metrics_port: int | None = Field(9108, ge=0, le=65535)
     max_record_bytes: int = Field(64 * 1024, ge=256)
     max_in_flight_batches: int = Field(4, ge=1, le=64)

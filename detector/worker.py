@@ -308,6 +308,8 @@ class Worker:
                     m.verdicts.labels(label=label, is_attack=str(is_attack).lower()).inc(count)
                 for label, count in batch.alerts.items():
                     m.alerts_out.labels(label=label).inc(count)
+                for label, count in batch.novel.items():
+                    m.novel_flows.labels(label=label).inc(count)
                 for code, count in batch.dead_letters.items():
                     m.dead_letters.labels(reason_code=code).inc(count)
                 stamps = batch.alert_timestamps

@@ -19,6 +19,7 @@ from trainer.config import TrainConfig, load_config
 from trainer.evaluate import classification_metrics
 from trainer.export import write_test_predictions, write_test_split
 from trainer.load import DataError, FlowTable, load_flows, read_label_map
+from trainer.novelty import novelty_summary
 from trainer.pipeline import FitResult, PreparedData, prepare, save_bundle, train_model
 from trainer.plots import plot_curves
 from trainer.progress import Reporter
@@ -52,6 +53,9 @@ def fit(
         config=config.model_dump(mode="json"),
         environment=environment(),
     )
+    if result.novelty is not None and result.test_novelty is not None:
+        truth = np.asarray(prepared.classes, dtype=object)[prepared.test_y].tolist()
+        report["novelty"] = novelty_summary(truth, result.test_novelty, result.novelty.calibration)
     bundle_dir = save_bundle(
         result,
         out / "bundle",
@@ -115,6 +119,9 @@ def evaluate(
         "data": data_summary(table),
         "environment": environment(),
     }
+    if bundle.novelty is not None:
+        scores = bundle.novelty.to(target).scores(matrix, target)
+        report["novelty"] = novelty_summary(table.labels.tolist(), scores, bundle.novelty.calibration)
     write_report(out, report, f"Evaluation of bundle {bundle.version}")
     print_summary(report, out, f"bundle {bundle.version} · evaluation")
     return report
@@ -198,6 +205,7 @@ def _export_test_split(table: FlowTable, result: FitResult, out: Path) -> None:
         classes[result.test_predictions].tolist(),
         result.test_probabilities.max(axis=1),
         out,
+        novelty=result.test_novelty,
     )
 
 

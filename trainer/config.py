@@ -74,6 +74,17 @@ class PretrainConfig(_Section):
     lr: float = Field(1e-3, gt=0)
 
 
+class NoveltyConfig(_Section):
+    """The novelty model (detector/novelty.py): the stage-1 autoencoder, calibrated on the validation rows."""
+
+    enabled: bool = True
+    # Share of validation rows scored as not novel: 1 - quantile of flows like the training data are novel.
+    quantile: float = Field(0.995, gt=0, lt=1)
+    # The autoencoder trains at least this many epochs. Beyond pretrain.epochs only the novelty model's copy
+    # keeps training; the classifier starts from the encoder after pretrain.epochs.
+    min_epochs: int = Field(10, ge=1)
+
+
 class FocalConfig(_Section):
     gamma: float = Field(2.0, ge=0)
     alpha: float | list[float] | None = None
@@ -113,6 +124,7 @@ class TrainConfig(_Section):
     model: ModelSection = ModelSection()
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    novelty: NoveltyConfig = NoveltyConfig()
 
     def with_changes(self, changes: dict[str, Any]) -> TrainConfig:
         """A copy with nested ``changes`` applied (``{"finetune": {"sam": {"enabled": False}}}``)."""

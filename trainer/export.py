@@ -3,8 +3,8 @@
 ``test_split.csv.gz`` holds each test row as the detector will see it on a stream: canonical feature
 columns (exact values: floats are written round-trip, ±inf as ``inf``, NaN as an empty cell), the flow's
 identity and its ``Label``. ``detector replay`` can stream it and ``detector score`` can score it; the demo
-does both. ``test_predictions.csv.gz`` holds what the trainer's model predicted for the same rows, the
-reference a served bundle must reproduce.
+does both. ``test_predictions.csv.gz`` holds what the trainer's model predicted for the same rows (and
+their novelty scores), the reference a served bundle must reproduce.
 """
 
 from __future__ import annotations
@@ -33,8 +33,13 @@ def write_test_split(table: FlowTable, rows: np.ndarray, out: Path) -> Path:
     return path
 
 
-def write_test_predictions(truth: list[str], predicted: list[str], confidence: np.ndarray, out: Path) -> Path:
-    """One line per test row, in the order of ``test_split.csv.gz``."""
+def write_test_predictions(
+    truth: list[str], predicted: list[str], confidence: np.ndarray, out: Path, *, novelty: np.ndarray | None = None
+) -> Path:
+    """One line per test row, in the order of ``test_split.csv.gz`` (a ``novelty`` column when there is one)."""
     path = out / TEST_PREDICTIONS
-    pd.DataFrame({"label": truth, "predicted": predicted, "confidence": confidence}).to_csv(path, index=False)
+    frame = pd.DataFrame({"label": truth, "predicted": predicted, "confidence": confidence})
+    if novelty is not None:
+        frame["novelty"] = novelty
+    frame.to_csv(path, index=False)
     return path

@@ -21,16 +21,18 @@ import torch
 from detector.bundle import write_bundle
 from detector.labels import BENIGN
 from detector.model import ResCAEBiGRU
+from detector.novelty import Novelty
 from detector.preprocess import Preprocessor
 from detector.scoring import pick_device, predict_proba
 from trainer.config import TrainConfig
 from trainer.load import DataError, FlowTable
+from trainer.novelty import calibrate
 from trainer.outliers import remove_benign_outliers
 from trainer.progress import Reporter
 from trainer.resample import smote_tomek
 from trainer.select import select_features
 from trainer.split import Split, stratified_split, temporal_split
-from trainer.train import History, build_model, finetune, pretrain_encoder, seed_everything
+from trainer.train import History, Pretrained, build_model, finetune, pretrain_autoencoder, seed_everything
 
 
 @dataclass
@@ -60,6 +62,8 @@ class FitResult:
     test_probabilities: np.ndarray
     device: str
     seconds: float
+    novelty: Novelty | None = None
+    test_novelty: np.ndarray | None = None  # novelty scores of the test split
 
 
 def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> PreparedData:
@@ -165,11 +169,11 @@ def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter)
     device = pick_device(config.device)
     model = build_model(prepared.train_x.shape[1], len(prepared.classes), config.model)
     history = History()
-    if config.pretrain.enabled and config.pretrain.epochs > 0:
-        encoder_state, history.pretrain_loss = pretrain_encoder(
-            prepared.pretrain_x, config.model, config.pretrain, device, config.seed, reporter
-        )
-        model.encoder.load_state_dict(encoder_state)
+    pretrained = _pretrain(prepared, config, device, reporter)
+    if pretrained is not None:
+        history.pretrain_loss = pretrained.losses
+        if pretrained.encoder_state is not None:
+            model.encoder.load_state_dict(pretrained.encoder_state)
     validation = (prepared.val_x, prepared.val_y) if len(prepared.val_y) else None
     finetune(
         model,
@@ -183,6 +187,7 @@ def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter)
     )
     probabilities = predict_proba(model, prepared.test_x, device)
     model.cpu().eval()
+    novelty = _calibrated(pretrained, prepared, config, device, reporter)
     return FitResult(
         prepared=prepared,
         model=model,
@@ -191,7 +196,46 @@ def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter)
         test_probabilities=probabilities,
         device=str(device),
         seconds=time.perf_counter() - started,
+        novelty=novelty,
+        test_novelty=novelty.to(device).scores(prepared.test_x, device) if novelty is not None else None,
     )
+
+
+def _pretrain(
+    prepared: PreparedData, config: TrainConfig, device: torch.device, reporter: Reporter
+) -> Pretrained | None:
+    """Stage 1, trained as long as the classifier's pre-training or the novelty model needs (or not at all)."""
+    pretrain = config.pretrain.epochs if config.pretrain.enabled else 0
+    novelty = config.novelty.min_epochs if config.novelty.enabled else 0
+    epochs = max(pretrain, novelty)
+    if epochs == 0:
+        return None
+    return pretrain_autoencoder(
+        prepared.pretrain_x,
+        config.model,
+        config.pretrain,
+        device,
+        config.seed,
+        reporter,
+        epochs=epochs,
+        snapshot_epoch=pretrain or None,
+    )
+
+
+def _calibrated(
+    pretrained: Pretrained | None, prepared: PreparedData, config: TrainConfig, device: torch.device, reporter: Reporter
+) -> Novelty | None:
+    if pretrained is None or not config.novelty.enabled:
+        return None
+    if not len(prepared.val_x):
+        reporter.note("novelty: no validation rows to calibrate on (split.validation_size = 0); no novelty model")
+        return None
+    novelty = calibrate(pretrained.autoencoder, prepared.val_x, config.novelty.quantile, device)
+    reporter.note(
+        f"novelty: threshold {novelty.calibration.threshold:.3g} (the {config.novelty.quantile:g} quantile of "
+        f"{novelty.calibration.calibration_rows} validation rows' reconstruction errors)"
+    )
+    return novelty
 
 
 def save_bundle(result: FitResult, directory: Path, training_data: dict[str, Any], metrics: dict[str, Any]) -> Path:
@@ -204,6 +248,7 @@ def save_bundle(result: FitResult, directory: Path, training_data: dict[str, Any
         benign_class=prepared.benign_class,
         training_data=training_data,
         metrics=metrics,
+        novelty=result.novelty,
     )
 
 

@@ -45,11 +45,20 @@ def write_report(out: Path, report: dict[str, Any], title: str, extra_markdown: 
         f"- test rows: {report['n_test']} · training rows: {report['n_train']} · seconds: {report['seconds']:.1f}",
         f"- rows dropped while loading: {report['rows_dropped']['total']}"
         + "".join(f"\n  - {reason}: {n}" for reason, n in report["rows_dropped"]["reasons"].items()),
+        *([novelty_line(report["novelty"])] if "novelty" in report else []),
         "",
     ]
     body = markdown_table(report, "Test split")
     (out / "report.md").write_text("\n".join(header) + body + extra_markdown, encoding="utf-8")
     plot_confusion_matrix(report["confusion_matrix"], report["labels"], out / "confusion_matrix.png", title)
+
+
+def novelty_line(novelty: dict[str, Any]) -> str:
+    """The novelty model's verdict on these rows, as one Markdown list item."""
+    return (
+        f"- novel flows (unlike the training data): {novelty['novel_flows']} = {100 * novelty['novel_rate']:.2f} % "
+        f"(expected about {100 * (1 - novelty['quantile']):.2f} % for flows like the training data)"
+    )
 
 
 def print_summary(report: dict[str, Any], out: Path, title: str, console: Console | None = None) -> None:
@@ -71,5 +80,7 @@ def print_summary(report: dict[str, Any], out: Path, title: str, console: Consol
         f"macro F1 {report['f1_macro']:.4f}[/bold]  detection rate {binary['detection_rate']:.4f}  "
         f"false alarms {binary['false_alarm_rate']:.4f}"
     )
+    if "novelty" in report:
+        console.print(novelty_line(report["novelty"]).removeprefix("- "))
     console.print(f"{report['n_train']} training rows, {report['n_test']} test rows, {report['seconds']:.0f}s")
     console.print(f"run directory: {out}")

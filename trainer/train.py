@@ -1,11 +1,12 @@
 """The two training stages of ResCAE-BiGRU.
 
 Stage 1 pre-trains the convolutional autoencoder (MSE reconstruction, no labels) so the encoder starts
-from features that describe flows. Stage 2 copies that encoder into the classifier and fine-tunes the
-whole network with Focal Loss, SAM over SGD with momentum, and cosine annealing of the learning rate
-over the run. Each epoch is measured on a validation split carved from the training split (never the
-test split); with ``select_best`` the weights of the epoch with the lowest validation loss are kept
-(macro F1 on a validation split that holds one or two flows of the rarest classes is too noisy to select by).
+from features that describe flows; the autoencoder itself becomes the novelty model (detector/novelty.py).
+Stage 2 copies that encoder into the classifier and fine-tunes the whole network with Focal Loss, SAM over
+SGD with momentum, and cosine annealing of the learning rate over the run. Each epoch is measured on a
+validation split carved from the training split (never the test split); with ``select_best`` the weights
+of the epoch with the lowest validation loss are kept (macro F1 on a validation split that holds one or two
+flows of the rarest classes is too noisy to select by).
 """
 
 from __future__ import annotations
@@ -75,23 +76,37 @@ def build_model(n_features: int, n_classes: int, section: ModelSection) -> ResCA
     return ResCAEBiGRU(config)
 
 
-def pretrain_encoder(
+@dataclass
+class Pretrained:
+    """The trained autoencoder (eval mode, CPU), the encoder weights for the classifier, the loss per epoch."""
+
+    autoencoder: ResCAE
+    encoder_state: dict[str, torch.Tensor] | None
+    losses: list[float]
+
+
+def pretrain_autoencoder(
     x: np.ndarray,
     section: ModelSection,
     cfg: PretrainConfig,
     device: torch.device,
     seed: int,
     reporter: Reporter,
-) -> tuple[dict[str, torch.Tensor], list[float]]:
-    """Train the autoencoder on unlabeled rows; returns the encoder's weights and the loss per epoch."""
+    *,
+    epochs: int,
+    snapshot_epoch: int | None,
+) -> Pretrained:
+    """Train the autoencoder on unlabeled rows for ``epochs``; the encoder's weights after ``snapshot_epoch``
+    epochs (None: not needed) are what the classifier starts from, whatever the autoencoder does later."""
     autoencoder = ResCAE(x.shape[1], tuple(section.filters)).to(device)
     optimizer = torch.optim.Adam(autoencoder.parameters(), lr=cfg.lr)
     data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     generator = torch.Generator().manual_seed(seed)
-    losses = []
-    steps = cfg.epochs * _n_batches(len(data), cfg.batch_size)
+    losses: list[float] = []
+    encoder_state = None
+    steps = epochs * _n_batches(len(data), cfg.batch_size)
     with reporter.task("pre-train autoencoder", steps) as advance:
-        for epoch in range(cfg.epochs):
+        for epoch in range(epochs):
             autoencoder.train()
             total = 0.0
             for index in torch.randperm(len(data), generator=generator).split(cfg.batch_size):
@@ -103,8 +118,10 @@ def pretrain_encoder(
                 total += loss.item() * len(index)
                 advance(1)
             losses.append(total / len(data))
-            reporter.note(f"  pre-train epoch {epoch + 1}/{cfg.epochs}  reconstruction MSE {losses[-1]:.6f}")
-    return copy.deepcopy(autoencoder.encoder.state_dict()), losses
+            reporter.note(f"  pre-train epoch {epoch + 1}/{epochs}  reconstruction MSE {losses[-1]:.6f}")
+            if epoch + 1 == snapshot_epoch:
+                encoder_state = copy.deepcopy(autoencoder.encoder.state_dict())
+    return Pretrained(autoencoder.cpu().eval(), encoder_state, losses)
 
 
 def finetune(

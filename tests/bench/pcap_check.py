@@ -125,6 +125,7 @@ class CaptureResult:
     flows: int = 0
     labels: Counter[str] = field(default_factory=Counter)
     attacks: int = 0
+    novel: int | None = None  # None: the bundle has no novelty model
     agreeing: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     reasons: set[str] = field(default_factory=set)
@@ -234,6 +235,8 @@ def read_verdicts(jsonl: Path, results: dict[str, CaptureResult], kinds: dict[st
                 continue
             result.labels[row["label"]] += 1
             result.attacks += bool(row["is_attack"])
+            if "novelty" in row:
+                result.novel = (result.novel or 0) + bool(row["novelty"]["is_novel"])
             kind = kinds.get(result.name)
             result.agreeing += bool(kind and agrees(row["label"], row["is_attack"], kind))
 
@@ -253,8 +256,9 @@ def _share(part: int, whole: int) -> str:
 
 def table(results: list[CaptureResult], expectations: dict[str, Expectation | None]) -> str:
     lines = [
-        "| capture | content says | flows | rejected | flagged attack | as expected | predicted labels (of scored) |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| capture | content says | flows | rejected | flagged attack | as expected | novel "
+        "| predicted labels (of scored) |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for result in results:
         expectation = expectations[result.name]
@@ -264,6 +268,7 @@ def table(results: list[CaptureResult], expectations: dict[str, Expectation | No
             f"| {result.name} | {expectation.content if expectation else 'unknown'} | {result.flows:,} "
             f"| {rejected:,} | {_share(result.attacks, result.scored)} "
             f"| {_share(result.agreeing, result.scored) if expectation else '–'} "
+            f"| {_share(result.novel, result.scored) if result.novel is not None else '–'} "
             f"| {labels or result.note or '–'} |"
         )
     return "\n".join(lines)

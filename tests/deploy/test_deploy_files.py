@@ -28,6 +28,7 @@ COUNTERS = {
     "flowwarden_verdicts_total",
     "flowwarden_alerts_out_total",
     "flowwarden_dead_letters_total",
+    "flowwarden_novel_flows_total",
     "flowwarden_model_swaps_total",
 }
 HISTOGRAMS = {

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector.bundle import BundleError, archive_bundle, load_bundle
+from detector.bundle import BundleError, archive_bundle, file_sha256, load_bundle
 from detector.scoring import Scorer
 from tests.support.bundles import decoded_generated_flows, make_bundle
 
@@ -14,6 +14,11 @@ from tests.support.bundles import decoded_generated_flows, make_bundle
 @pytest.fixture
 def bundle_dir(tmp_path):
     return make_bundle(tmp_path / "bundle")
+
+
+@pytest.fixture
+def novelty_bundle_dir(tmp_path):
+    return make_bundle(tmp_path / "bundle", novelty=True)
 
 
 def test_a_written_bundle_loads_and_scores_like_the_model_that_wrote_it(bundle_dir):
@@ -94,12 +99,42 @@ def test_weights_are_safetensors_not_pickle(bundle_dir):
     assert torch.__version__  # torch is only used to build the tensors, never to unpickle
 
 
-def test_loading_a_bundle_imports_no_training_dependency(bundle_dir):
+def test_loading_a_bundle_imports_no_training_dependency(novelty_bundle_dir):
     code = (
         "import sys; from detector.bundle import load_bundle; from detector.scoring import Scorer; "
-        f"Scorer(load_bundle({str(bundle_dir)!r}), device='cpu'); "
+        f"Scorer(load_bundle({str(novelty_bundle_dir)!r}), device='cpu'); "
         "bad = [m for m in ('sklearn', 'imblearn', 'pandas', 'matplotlib', 'trainer') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_novelty_model_loads_and_a_changed_byte_in_it_is_refused(novelty_bundle_dir):
+    assert load_bundle(novelty_bundle_dir).novelty is not None
+    weights = novelty_bundle_dir / "novelty.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"checksum mismatch for novelty\.safetensors"):
+        load_bundle(novelty_bundle_dir)
+
+
+def test_novelty_files_come_in_pairs(novelty_bundle_dir):
+    path = novelty_bundle_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["files"]["novelty.json"]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"lists novelty\.safetensors without novelty\.json"):
+        load_bundle(novelty_bundle_dir)
+
+
+def test_a_novelty_calibration_without_a_positive_threshold_is_refused(novelty_bundle_dir):
+    calibration = novelty_bundle_dir / "novelty.json"
+    calibration.write_text(json.dumps({**json.loads(calibration.read_text()), "threshold": 0}))
+    manifest_path = novelty_bundle_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["novelty.json"]["sha256"] = file_sha256(calibration)  # a consistent, but wrong, bundle
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"novelty\.json.*threshold must be a positive number"):
+        load_bundle(novelty_bundle_dir)

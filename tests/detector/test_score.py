@@ -137,3 +137,16 @@ def test_the_command_runs_without_trainer_sklearn_or_pandas(bundle, flows):
     assert "detector.scoring" in imported and "torch" in imported, "the import log was read"
     heavy = {name for name in imported if name.split(".")[0] in {"trainer", "sklearn", "pandas", "matplotlib"}}
     assert heavy == set()
+
+
+def test_a_bundle_with_a_novelty_model_scores_novelty_per_row_and_counts_the_novel(tmp_path, capsys):
+    from tests.support.generated import unlike_training
+
+    bundle = make_bundle(tmp_path / "novelty", novelty=True)
+    like, unlike = generated_rows(seed=7)[:40], unlike_training(generated_rows(seed=8)[:40])
+    path = write_generated_csv(tmp_path / "mixed.csv", like + unlike)
+    assert score("--bundle", bundle, path) == 0
+    captured = capsys.readouterr()
+    novel = [orjson.loads(line)["novelty"]["is_novel"] for line in captured.out.splitlines()]
+    assert sum(novel[:40]) < 10 < 36 < sum(novel[40:])  # a 5 % calibration quantile, 40 rows: noisy
+    assert f"novel {sum(novel)} ({100 * sum(novel) / 80:.1f} %)" in captured.err

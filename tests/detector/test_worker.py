@@ -14,7 +14,7 @@ from detector.bundle import load_bundle
 from detector.decode import FlowDecoder
 from detector.scoring import Scorer
 from tests.support.bundles import make_bundle
-from tests.support.generated import FEATURES, generated_rows
+from tests.support.generated import FEATURES, generated_rows, unlike_training
 from tests.support.kafka import client_config, consume_exactly, unique_name
 from tests.support.worker import (
     WorkerThread,
@@ -126,6 +126,41 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_worker_keeps_scoring(ka
     assert attacks == sum(
         metric_value(exposition, "flowwarden_verdicts_total", label=label, is_attack="true") or 0.0
         for label in ("DoS Hulk", "Portscan", "Web Attack - XSS")
+    )
+
+
+def test_emit_flagged_streams_attacks_and_novel_flows_and_counts_the_novel_ones(kafka_bootstrap, new_topic, tmp_path):
+    bundle = make_bundle(tmp_path / "novelty", version="n1", novelty=True)
+    rows = generated_rows(3)[:100] + unlike_training(generated_rows(4)[:40])
+    decoder = FlowDecoder(FEATURES)
+    expected = Scorer(load_bundle(bundle), "cpu").score([decoder.decode_mapping(row) for row in rows])
+    flagged = {i for i, verdict in enumerate(expected) if verdict.is_attack or verdict.is_novel}
+    novel = sum(verdict.is_novel for verdict in expected)
+    assert any(v.is_novel and not v.is_attack for v in expected), "the check needs novel flows called benign"
+    names = topics(new_topic, partitions=2)
+    where = produce_spread(kafka_bootstrap, names["input_topic"], flow_values(rows), partitions=2)
+    settings = worker_settings(
+        kafka_bootstrap, **names, group_id=unique_name("detector"), bundle=bundle, emit="flagged", max_batch=32
+    )
+    with WorkerThread(settings) as worker:
+        alerts = consume_exactly(kafka_bootstrap, names["output_topic"], len(flagged), read_committed=True, timeout=120)
+        worker.wait_until(
+            lambda: novel_counted(http_get(worker.worker.metrics_port, "/metrics")[1]) == novel,
+            "flowwarden_novel_flows_total to count every novel flow",
+        )
+        assert worker.stop() == 0
+
+    assert {where[source] for source in alert_sources(alerts)} == flagged
+    for message in alerts:
+        alert = orjson.loads(message.value())
+        verdict = expected[where[(alert["source"]["partition"], alert["source"]["offset"])]]
+        assert alert["novelty"]["is_novel"] is verdict.is_novel
+
+
+def novel_counted(exposition: str) -> float:
+    return sum(
+        metric_value(exposition, "flowwarden_novel_flows_total", label=label) or 0.0
+        for label in ("BENIGN", "DoS Hulk", "Portscan", "Web Attack - XSS")
     )
 
 

@@ -1,10 +1,13 @@
 """Tiny bundles for tests: generated rows, fitted preprocessing, an *untrained* model (random weights).
 
-They exercise the bundle format, loading and scoring paths; they say nothing about accuracy.
+They exercise the bundle format, loading and scoring paths; they say nothing about accuracy. With
+``novelty=True`` the bundle also holds an autoencoder fitted briefly to generated flows and calibrated on
+other generated flows, so that flows unlike them score as novel.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +15,11 @@ import torch
 
 from detector.bundle import write_bundle
 from detector.decode import DecodedFlow, FlowDecoder
-from detector.model import ModelConfig, ResCAEBiGRU
+from detector.model import ModelConfig, ResCAE, ResCAEBiGRU
+from detector.novelty import Novelty
 from detector.preprocess import Preprocessor
 from tests.support.generated import FEATURES, generated_rows
+from trainer.novelty import calibrate
 
 CLASSES = ("BENIGN", "DoS Hulk", "Portscan", "Web Attack - XSS")
 
@@ -26,11 +31,10 @@ def decoded_generated_flows(seed: int = 0) -> list[DecodedFlow]:
     return flows  # type: ignore[return-value]
 
 
-def make_bundle(directory: Path, *, seed: int = 0, version: str | None = None) -> Path:
+def make_bundle(directory: Path, *, seed: int = 0, version: str | None = None, novelty: bool = False) -> Path:
     """Write a complete, valid bundle for the generated dialect into ``directory``."""
     torch.manual_seed(seed)
-    flows = decoded_generated_flows(seed)
-    preprocessor = Preprocessor.fit(np.stack([f.numeric for f in flows]), FEATURES, log_scale=True)
+    preprocessor = fitted_preprocessor(seed)
     model = ResCAEBiGRU(ModelConfig(n_features=preprocessor.width, n_classes=len(CLASSES))).eval()
     return write_bundle(
         directory,
@@ -40,4 +44,33 @@ def make_bundle(directory: Path, *, seed: int = 0, version: str | None = None) -
         benign_class="BENIGN",
         version=version,
         training_data={"note": "generated test fixture"},
+        novelty=fitted_novelty(seed) if novelty else None,
     )
+
+
+def fitted_preprocessor(seed: int = 0) -> Preprocessor:
+    flows = decoded_generated_flows(seed)
+    return Preprocessor.fit(np.stack([f.numeric for f in flows]), FEATURES, log_scale=True)
+
+
+NOVELTY_QUANTILE = 0.95
+
+
+@cache  # a few seconds of training; bundles only read it
+def fitted_novelty(seed: int = 0) -> Novelty:
+    """An autoencoder fitted to generated flows (seed), calibrated on other generated flows (seed + 100)."""
+    preprocessor = fitted_preprocessor(seed)
+    fitted = torch.from_numpy(_scaled(preprocessor, seed))
+    torch.manual_seed(seed)
+    autoencoder = ResCAE(preprocessor.width)
+    optimizer = torch.optim.Adam(autoencoder.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = torch.nn.functional.mse_loss(autoencoder(fitted), fitted)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return calibrate(autoencoder, _scaled(preprocessor, seed + 100), NOVELTY_QUANTILE, torch.device("cpu"))
+
+
+def _scaled(preprocessor: Preprocessor, seed: int) -> np.ndarray:
+    return preprocessor.transform(np.stack([f.numeric for f in decoded_generated_flows(seed)]))

@@ -84,6 +84,13 @@ def _row(label: str, i: int, rng: np.random.Generator) -> dict[str, object]:
     return {**metadata, **values, "Label": label}
 
 
+def unlike_training(rows: list[dict[str, object]], factor: float = 10.0) -> list[dict[str, object]]:
+    """The rows with every volume and timing feature ``factor`` times larger: flows no generated class has
+    (a stand-in for flows of an unknown kind, or from another flow meter)."""
+    fixed = {"Dst Port", "Protocol", "SYN Flag Count", "ACK Flag Count"}
+    return [{k: (v * factor if k in FEATURES and k not in fixed else v) for k, v in row.items()} for row in rows]
+
+
 def write_generated_csv(path: Path, rows: list[dict[str, object]] | None = None, *, encoding: str = "cp1252") -> Path:
     """Write rows as a CICFlowMeter-style CSV (gzip when the name ends in .gz). cp1252, like CICIDS2017."""
     rows = generated_rows() if rows is None else rows

@@ -76,3 +76,19 @@ def test_evaluating_a_tampered_bundle_is_refused(tmp_path, good_csv):
     assert done.returncode == 2
     assert "checksum mismatch for model.safetensors" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_evaluate_reports_how_much_of_the_data_is_novel(tmp_path):
+    from tests.support.bundles import make_bundle
+    from tests.support.generated import unlike_training
+
+    bundle = make_bundle(tmp_path / "bundle", novelty=True)
+    like = write_generated_csv(tmp_path / "like.csv", generated_rows(seed=11))
+    unlike = write_generated_csv(tmp_path / "unlike.csv", unlike_training(generated_rows(seed=12)))
+    rates = {}
+    for name, data in (("like", like), ("unlike", unlike)):
+        done = run_trainer("evaluate", "--bundle", str(bundle), "--data", str(data), "--out", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+        assert "novel flows" in done.stderr
+        rates[name] = json.loads((tmp_path / name / "report.json").read_text())["novelty"]["novel_rate"]
+    assert rates["like"] < 0.15 < 0.9 < rates["unlike"]

@@ -26,7 +26,7 @@ assert all(isinstance(f, DecodedFlow) for f in flows), [f for f in flows if not 
 verdicts = scorer.score(flows)
 heavy = sorted(m for m in ("sklearn", "imblearn", "pandas", "matplotlib", "trainer") if m in sys.modules)
 print(json.dumps({"labels": [v.label for v in verdicts], "confidence": [v.confidence for v in verdicts],
-                  "heavy_modules": heavy}))
+                  "novelty": [v.novelty for v in verdicts], "heavy_modules": heavy}))
 """
 
 
@@ -83,6 +83,39 @@ def test_a_detector_only_process_predicts_exactly_what_the_trainer_predicted(fit
     assert served["heavy_modules"] == []
     assert served["labels"] == [row["predicted"] for row in expected]
     assert served["confidence"] == pytest.approx([float(row["confidence"]) for row in expected], abs=1e-5)
+    assert served["novelty"] == pytest.approx([float(row["novelty"]) for row in expected], rel=1e-4)
+
+
+def test_fit_calibrates_a_novelty_model_on_the_validation_rows_and_reports_it(fitted_run):
+    run, report = fitted_run
+    novelty = report["novelty"]
+    assert novelty["quantile"] == 0.995 and novelty["threshold"] > 0
+    assert novelty["calibration_rows"] == report["steps"]["split"]["validation_rows"]
+    assert 0 <= novelty["novel_rate"] < 0.05, "test rows are drawn like the validation rows"
+    assert set(novelty["novel_rate_by_class"]) == set(report["per_class"])
+    assert "novel flows" in (run / "report.md").read_text()
+    assert {"novelty.safetensors", "novelty.json"} <= set(
+        json.loads((run / "bundle/manifest.json").read_text())["files"]
+    )
+
+
+def test_the_novelty_model_leaves_the_classifier_as_it_would_be_without_it(fitted_run, tmp_path):
+    run, report = fitted_run
+    without = load_config("quick").with_changes(
+        {"finetune": {"epochs": 12, "min_steps": 0}, "pretrain": {"epochs": 2}, "novelty": {"enabled": False}}
+    )
+    data = write_generated_csv(tmp_path / "generated_flows.csv.gz", generated_rows(seed=3, scale=3))
+    plain = commands.fit([str(data)], tmp_path / "run", without, reporter=Reporter(enabled=False))
+    assert (
+        "novelty" not in plain
+        and "novelty.json" not in json.loads((tmp_path / "run/bundle/manifest.json").read_text())["files"]
+    )
+    assert len(report["history"]["pretrain_loss"]) == 10 > len(plain["history"]["pretrain_loss"]) == 2
+    with (
+        gzip.open(run / "test_predictions.csv.gz", "rt") as a,
+        gzip.open(tmp_path / "run/test_predictions.csv.gz", "rt") as b,
+    ):
+        assert [row["confidence"] for row in csv.DictReader(a)] == [row["confidence"] for row in csv.DictReader(b)]
 
 
 @pytest.mark.parametrize("oversample_benign", [True, False])
