@@ -1,6 +1,7 @@
 """Throughput of the detector, side by side on the same generated flows: ``make bench`` (never ``make test``).
 
-1. model only: ``Scorer.score`` on flows decoded beforehand, in batches of ``max_batch``;
+1. model only: ``Scorer.score`` on flows decoded beforehand, in batches of ``max_batch``; and the same
+   with a bundle that also has a novelty model (the same classifier plus the autoencoder's pass);
 2. decode + score: ``FlowDecoder.decode_bytes`` on the JSON bytes, then ``Scorer.score``;
 3. batch processing: ``BatchProcessor.process`` on Kafka messages (decode, score, alerts as JSON);
 4. the worker end to end through the embedded broker (consume, batch, score, produce, commit), for each
@@ -92,6 +93,7 @@ def test_bench_detector(kafka_bootstrap, new_topic, tmp_path):
     rows = generated_rows(0, scale=SCALE)
     values = flow_values(rows)
     scorer = Scorer(bundle, "cpu")
+    with_novelty = Scorer(load_bundle(make_bundle(tmp_path / "novelty", version="bench", novelty=True)), "cpu")
     pre = bundle.preprocessor
     decoder = FlowDecoder(pre.numeric, tuple(pre.categories))
     decoded = [decoder.decode_bytes(v) for v in values]
@@ -103,6 +105,7 @@ def test_bench_detector(kafka_bootstrap, new_topic, tmp_path):
     processor = BatchProcessor(bundle, output_topic="alerts", dlq_topic="dlq", emit="attacks", device="cpu")
     stages = {
         "model only (Scorer on decoded flows)": lambda: [scorer.score(b) for b in batches(decoded, MAX_BATCH)],
+        "model + novelty model": lambda: [with_novelty.score(b) for b in batches(decoded, MAX_BATCH)],
         "decode + score": lambda: [
             scorer.score([decoder.decode_bytes(v) for v in b]) for b in batches(values, MAX_BATCH)
         ],
@@ -135,3 +138,47 @@ def test_bench_detector(kafka_bootstrap, new_topic, tmp_path):
     )
     for name, value in best.items():
         print(f"  {name:<42} {value:>10,.0f} flows/s   {value / model:6.2f} x model-only")
+
+
+@pytest.mark.skipif(
+    not os.environ.get("BENCH_BUNDLE"), reason="set BENCH_BUNDLE (and BENCH_CSV) to bench a real bundle"
+)
+def test_bench_a_real_bundle_with_and_without_its_novelty_model():
+    """A trained bundle on its own test split (``BENCH_BUNDLE=runs/q/bundle BENCH_CSV=runs/q/test_split.csv.gz``):
+    the classifier alone, then with the novelty model's pass, on the same decoded flows."""
+    from dataclasses import replace
+
+    from detector.csvsource import read_rows
+
+    bundle = load_bundle(os.environ["BENCH_BUNDLE"])
+    if bundle.novelty is None:
+        pytest.skip("this bundle has no novelty model")
+    csv_path = os.environ.get("BENCH_CSV") or str(bundle.path.parent / "test_split.csv.gz")
+    pre = bundle.preprocessor
+    decoder = FlowDecoder(pre.numeric, tuple(pre.categories))
+    flows = [f for f in (decoder.decode_mapping(row) for row in read_rows(csv_path)) if isinstance(f, DecodedFlow)]
+    scorers = {
+        "classifier": Scorer(replace(bundle, novelty=None), "cpu"),
+        "classifier + novelty": Scorer(bundle, "cpu"),
+    }
+    best = dict.fromkeys(scorers, 0.0)
+
+    def measure() -> None:
+        scorers["classifier"].score(flows[:MAX_BATCH])
+        for _ in range(REPEAT):
+            for name, scorer in scorers.items():
+                best[name] = max(
+                    best[name],
+                    rate(len(flows), timed(lambda s=scorer: [s.score(b) for b in batches(flows, MAX_BATCH)])),
+                )
+
+    thread = threading.Thread(target=measure)
+    thread.start()
+    thread.join()
+    print()
+    print(
+        f"real bundle {bundle.version}: {len(flows)} flows of {csv_path}, {len(pre.output_names)} inputs, "
+        f"batches of {MAX_BATCH}"
+    )
+    for name, value in best.items():
+        print(f"  {name:<24} {value:>10,.0f} flows/s   {value / best['classifier']:6.2f} x classifier")
