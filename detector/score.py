@@ -44,6 +44,7 @@ from detector.scoring import DeviceError, Scorer
 
 DEFAULT_BATCH = 1024
 EXIT_OK, EXIT_NOTHING_SCORED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+NOVEL_HINT_FACTOR = 5  # a novel share this many times the calibrated one is no longer noise
 PORTABLE_HINT = (
     "rows lack features the bundle needs: their flow meter does not write them. Train on this meter's flows, "
     "or train a bundle with `[features] portable = true`, which needs only what every CIC meter writes"
@@ -60,6 +61,7 @@ class ScoreSummary:
     errors: Counter[str] = field(default_factory=Counter)
     attacks: Counter[str] = field(default_factory=Counter)
     novel: int | None = None  # None: the bundle has no novelty model
+    novel_expected: float = 0.0  # the share of novel flows the calibration expects on flows like the training data
     truth_pairs: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def line(self, files: int, seconds: float) -> str:
@@ -87,6 +89,12 @@ class ScoreSummary:
             hints.append("no row could be scored (see the error lines for each row's reason)")
         if self.errors["missing_features"]:
             hints.append(PORTABLE_HINT)
+        if self.novel and self.novel > NOVEL_HINT_FACTOR * self.novel_expected * self.scored:
+            hints.append(
+                f"{100 * self.novel / self.scored:.1f} % of the scored flows are novel, against about "
+                f"{100 * self.novel_expected:.1f} % for flows like the training data: these flows are unlike it "
+                "(another flow meter or network, or unknown traffic), so their labels are guesses"
+            )
         return hints
 
 
@@ -183,6 +191,8 @@ def run_command(args: argparse.Namespace) -> int:
         soft_wrap=True,
     )
     summary = ScoreSummary()
+    if bundle.novelty is not None:
+        summary.novel_expected = 1 - bundle.novelty.calibration.quantile
     status = EXIT_OK
     try:
         if args.out:

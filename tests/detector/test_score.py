@@ -150,3 +150,6 @@ def test_a_bundle_with_a_novelty_model_scores_novelty_per_row_and_counts_the_nov
     novel = [orjson.loads(line)["novelty"]["is_novel"] for line in captured.out.splitlines()]
     assert sum(novel[:40]) < 10 < 36 < sum(novel[40:])  # a 5 % calibration quantile, 40 rows: noisy
     assert f"novel {sum(novel)} ({100 * sum(novel) / 80:.1f} %)" in captured.err
+    assert "of the scored flows are novel" in captured.err, "about half novel against 5 % calibrated: say so"
+    assert score("--bundle", bundle, write_generated_csv(tmp_path / "like.csv", generated_rows(seed=9))) == 0
+    assert "of the scored flows are novel" not in capsys.readouterr().err
