@@ -97,10 +97,6 @@ class Scorer:
         novelty = self.novelty.scores(matrix, self.device) if self.novelty is not None else None
         return Scores(probabilities, novelty)
 
-    def probabilities(self, flows: Sequence[DecodedFlow]) -> np.ndarray:
-        """Class probabilities for decoded flows, in the bundle's class order (no novelty)."""
-        return predict_proba(self.model, self._matrix(flows), self.device)
-
     def score(self, flows: Sequence[DecodedFlow]) -> list[Verdict]:
         """One verdict per flow, in order."""
         return self.verdicts(self.scores(flows))

@@ -26,7 +26,7 @@ def test_a_written_bundle_loads_and_scores_like_the_model_that_wrote_it(bundle_d
     flows = decoded_generated_flows()
     scorer = Scorer(bundle, device="cpu")
     again = Scorer(load_bundle(bundle_dir), device="cpu")
-    np.testing.assert_array_equal(scorer.probabilities(flows), again.probabilities(flows))
+    np.testing.assert_array_equal(scorer.scores(flows).probabilities, again.scores(flows).probabilities)
     assert bundle.classes == ("BENIGN", "DoS Hulk", "Portscan", "Web Attack - XSS")
     assert bundle.benign_class == "BENIGN"
     assert len(bundle.sha256) == 64
