@@ -121,7 +121,7 @@ class Demo:
         pairs, duplicates, without_truth, read = read_verdicts(bootstrap, VERDICTS, expected, self.console)
         self._say(
             f"{read:,} verdicts read ({expected:,} produced by the worker); duplicates by alert_id: {duplicates}; "
-            f"without ground truth: {without_truth}"
+            f"without ground truth: {without_truth}; novel (unlike the training data): {sum(final.novel.values()):,.0f}"
         )
 
         self._step("online evaluation: streamed verdicts vs ground truth, next to the offline report")

@@ -36,6 +36,7 @@ class Snapshot:
     verdicts: dict[tuple[str, bool], float] = field(default_factory=dict)
     alerts: dict[str, float] = field(default_factory=dict)
     dead_letters: dict[str, float] = field(default_factory=dict)
+    novel: dict[str, float] = field(default_factory=dict)  # by predicted class
     end_to_end: Buckets = field(default_factory=list)
     batch: Buckets = field(default_factory=list)
     lag: float = 0.0
@@ -69,6 +70,8 @@ def parse_metrics(text: str) -> Snapshot:
                 snap.alerts[labels.get("label", "")] = value
             elif name == "flowwarden_dead_letters_total":
                 snap.dead_letters[labels.get("reason_code", "")] = value
+            elif name == "flowwarden_novel_flows_total":
+                snap.novel[labels.get("label", "")] = value
             elif name == "flowwarden_consumer_lag":
                 snap.lag += max(value, 0.0)
             elif name.endswith("_bucket") and name[: -len("_bucket")] in _HISTOGRAMS:
@@ -149,8 +152,10 @@ def _classes(now: Snapshot) -> Table:
     table.add_column("class")
     table.add_column("verdicts", justify="right")
     table.add_column("alert?", justify="center")
+    table.add_column("novel", justify="right")  # unlike the training data: the label is a guess
     for (label, attack), count in sorted(now.verdicts.items(), key=lambda item: -item[1]):
-        table.add_row(f"[red]{label}[/red]" if attack else label, f"{count:,.0f}", "⚠" if attack else "")
+        novel = f"{now.novel.get(label, 0):,.0f}"
+        table.add_row(f"[red]{label}[/red]" if attack else label, f"{count:,.0f}", "⚠" if attack else "", novel)
     return table
 
 

@@ -25,6 +25,7 @@ def test_metrics_are_read_by_their_contract_names():
     verdicts.labels("DDoS", "true").inc(3)
     verdicts.labels("BENIGN", "false").inc(4)
     PromCounter("flowwarden_dead_letters", "", ["reason_code"], registry=registry).labels("not_json").inc()
+    PromCounter("flowwarden_novel_flows", "", ["label"], registry=registry).labels("BENIGN").inc(2)
     latency = Histogram("flowwarden_end_to_end_seconds", "", buckets=(0.1, 0.5, 1.0), registry=registry)
     for value in (0.05, 0.2, 0.3, 0.7):
         latency.observe(value)
@@ -32,6 +33,7 @@ def test_metrics_are_read_by_their_contract_names():
     assert snap.ok and snap.records_in == 7
     assert snap.verdicts == {("DDoS", True): 3, ("BENIGN", False): 4} and snap.scored == 7
     assert snap.dead_letters == {"not_json": 1} and snap.dead == 1
+    assert snap.novel == {"BENIGN": 2}
     assert snap.end_to_end == [(0.1, 1), (0.5, 3), (1.0, 4), (float("inf"), 4)]
 
 
