@@ -12,24 +12,21 @@ Three promises the rest of the trainer relies on:
   :mod:`detector.decode` does. The fast path converts a whole column with Python's ``float`` semantics;
   only the cells it rejects go through ``parse_number`` one by one.
 * **No silent loss.** A row that cannot be used is dropped and counted under one reason (the first that
-  applies, in this order): :data:`BLANK_LINE`, :data:`WRONG_FIELD_COUNT`, :data:`REPEATED_HEADER`,
-  :data:`MISSING_LABEL`, ``TEXT_IN_NUMERIC.format(feature=...)``. For every file,
+  applies, in this order): :data:`~trainer.csvtext.BLANK_LINE`, :data:`~trainer.csvtext.WRONG_FIELD_COUNT`,
+  :data:`REPEATED_HEADER`, :data:`MISSING_LABEL`, ``TEXT_IN_NUMERIC.format(feature=...)``. For every file,
   ``rows_read == rows_kept + sum(dropped.values())``. NaN and ±inf are *not* a reason to drop: such rows are
   kept and counted in :attr:`FlowTable.nonfinite_rows`; the stored preprocessing handles them.
 * **Clear errors.** A problem with a whole file (missing, empty, no label column, no known features, nothing
   usable) raises :class:`DataError` naming the file and the problem, before any large file is parsed where
   the header already tells.
 
-Files are decoded as UTF-8 and, when that fails, as cp1252: the original CICIDS2017 CSVs write the
-en dash of ``Web Attack – Brute Force`` as the cp1252 byte 0x96, which :func:`detector.labels.normalize_label`
-then folds into ``Web Attack - Brute Force``.
+Reading the text and splitting it into records is :mod:`trainer.csvtext`'s job (UTF-8, else cp1252, whose
+en dash :func:`detector.labels.normalize_label` then folds into ``Web Attack - Brute Force``).
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import itertools
 import tomllib
 import zlib
@@ -52,10 +49,10 @@ from detector.features import (
 )
 from detector.labels import apply_label_map, normalize_label, resolve_label
 from detector.values import parse_number
+from trainer.csvtext import decode, open_binary, read_text, split_records
 
-#: Drop reasons, exactly as they appear in :attr:`FlowTable.dropped` and in reports.
-BLANK_LINE = "blank line"
-WRONG_FIELD_COUNT = "wrong number of fields"
+#: Drop reasons, exactly as they appear in :attr:`FlowTable.dropped` and in reports (with
+#: :data:`trainer.csvtext.BLANK_LINE` and :data:`trainer.csvtext.WRONG_FIELD_COUNT`).
 REPEATED_HEADER = "repeated header line"
 MISSING_LABEL = "missing label"
 TEXT_IN_NUMERIC = "text in numeric feature {feature}"
@@ -303,8 +300,8 @@ def _read_header(path: Path) -> list[str]:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
     try:
-        with _open_binary(path) as handle:
-            header = _decode(handle.readline())[0]
+        with open_binary(path) as handle:
+            header = decode(handle.readline())[0]
             has_data = any(line.strip() for line in handle)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
@@ -360,9 +357,12 @@ def _load_file(
     label_map: Mapping[str, str],
     limit: int | None,
 ) -> _Loaded:
-    text, encoding = _read_text(source.path, limit)
     try:
-        cells, structural, rows_read = _split_records(text, len(source.names))
+        text, encoding = read_text(source.path, limit)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{source.path}: cannot read: {exc}") from None
+    try:
+        cells, structural, rows_read = split_records(text, len(source.names))
     except (pd.errors.ParserError, csv.Error) as exc:  # e.g. a quote that is never closed
         raise DataError(f"{source.path}: not a readable CSV: {str(exc).strip()}") from None
     reasons = pd.Series(None, index=cells.index, dtype=object)
@@ -405,115 +405,6 @@ def _load_file(
 def _mark(reasons: pd.Series, mask: pd.Series | np.ndarray, reason: str) -> None:
     """Give ``reason`` to the rows in ``mask`` that have no reason yet (the first reason wins)."""
     reasons[np.asarray(mask) & reasons.isna().to_numpy()] = reason
-
-
-# ---- reading text
-
-
-def _read_text(path: Path, limit: int | None) -> tuple[str, str]:
-    """The file's text (header plus at most ``limit`` lines) and the encoding that decoded it."""
-    try:
-        with _open_binary(path) as handle:
-            data = handle.read() if limit is None else b"".join(itertools.islice(handle, limit + 1))
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
-    return _decode(data)
-
-
-def _open_binary(path: Path):  # -> BinaryIO; gzip and plain files alike
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")
-    return path.open("rb")
-
-
-def _decode(data: bytes) -> tuple[str, str]:
-    """UTF-8 (a BOM is dropped); if the bytes are not UTF-8, cp1252, the original CICIDS2017's encoding."""
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace"), "cp1252"
-
-
-# ---- splitting records
-
-
-def _split_records(text: str, n_fields: int) -> tuple[pd.DataFrame, Counter[str], int]:
-    """Data cells of the well-formed records (as str, columns 0..n-1), counts of malformed ones, rows read.
-
-    Without quote characters a record is a line, so fields are counted with ``str.count`` and malformed
-    lines are removed before pandas' fast C parser sees them. Quoted files (rare in flow data) go through
-    Python's csv reader, which understands quoted commas and newlines. Raises ``csv.Error`` for broken
-    quoting, which no row count could describe.
-    """
-    if '"' in text:
-        return _split_quoted(text, n_fields)
-    return _split_plain(text, n_fields)
-
-
-def _split_plain(text: str, n_fields: int) -> tuple[pd.DataFrame, Counter[str], int]:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    body = text.partition("\n")[2]
-    lines = body.split("\n")
-    if lines[-1] == "":  # the terminator of the last line, not a line
-        lines.pop()
-    expected = n_fields - 1
-    counts = [line.count(",") for line in lines]
-    malformed: Counter[str] = Counter()
-    if any(count != expected for count in counts):
-        good = []
-        for line, count in zip(lines, counts, strict=True):
-            if count == expected:
-                good.append(line)
-            else:
-                malformed[BLANK_LINE if not line.strip() else WRONG_FIELD_COUNT] += 1
-        body = "\n".join(good)
-    cells = _read_cells(body, n_fields) if len(lines) > sum(malformed.values()) else _no_cells(n_fields)
-    return cells, malformed, len(lines)
-
-
-def _split_quoted(text: str, n_fields: int) -> tuple[pd.DataFrame, Counter[str], int]:
-    """Like :func:`_split_plain` for text with quotes, through Python's csv reader in strict mode.
-
-    Strict, because a stray quote would otherwise swallow every line up to the next quote into one field.
-    """
-    records = csv.reader(io.StringIO(text), strict=True)
-    malformed: Counter[str] = Counter()
-    good: list[list[str]] = []
-    rows_read = 0
-    try:
-        next(records)  # the header, already read
-        for record in records:
-            rows_read += 1
-            if len(record) == n_fields:
-                good.append(record)
-            elif not record or (len(record) == 1 and not record[0].strip()):
-                malformed[BLANK_LINE] += 1
-            else:
-                malformed[WRONG_FIELD_COUNT] += 1
-    except csv.Error as exc:
-        raise csv.Error(f"line {records.line_num}: {exc}") from None
-    cells = pd.DataFrame(good, columns=list(range(n_fields)), dtype=str) if good else _no_cells(n_fields)
-    return cells, malformed, rows_read
-
-
-def _read_cells(body: str, n_fields: int) -> pd.DataFrame:
-    """Cells of lines already known to hold ``n_fields`` fields each and no quotes, as strings."""
-    return pd.read_csv(
-        io.StringIO(body),
-        header=None,
-        names=list(range(n_fields)),
-        index_col=False,
-        dtype=str,
-        keep_default_na=False,
-        na_filter=False,
-        skip_blank_lines=False,
-        quoting=csv.QUOTE_NONE,
-        engine="c",
-    )
-
-
-def _no_cells(n_fields: int) -> pd.DataFrame:
-    return pd.DataFrame({i: pd.Series([], dtype=str) for i in range(n_fields)})
 
 
 # ---- rows that are not flows

@@ -18,12 +18,11 @@ import pytest
 from detector.decode import FlowDecoder
 from detector.labels import BENIGN
 from detector.values import parse_number
+from trainer.csvtext import BLANK_LINE, WRONG_FIELD_COUNT
 from trainer.load import (
-    BLANK_LINE,
     MISSING_LABEL,
     REPEATED_HEADER,
     TEXT_IN_NUMERIC,
-    WRONG_FIELD_COUNT,
     DataError,
     FlowTable,
     load_flows,
