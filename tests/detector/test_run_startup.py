@@ -22,6 +22,7 @@ def bundle_path(tmp_path_factory):
         (["--bundle", "/nonexistent/bundle"], "invalid settings: bundle: "),
         (["--max-batch", "0"], "max_batch: Input should be greater than or equal to 1"),
         (["--guarantee", "maybe"], "guarantee: Input should be 'exactly-once' or 'at-least-once'"),
+        (["--emit", "novel"], "emit: Input should be 'attacks', 'flagged' or 'all'"),
         (["--kafka-option", "no-equals-sign"], "--kafka-option needs KEY=VALUE"),
         (["--kafka-option", "no.such.property=1"], "invalid Kafka client settings: No such configuration property"),
         (["--kafka-option", "enable.auto.commit=true"], "enable.auto.commit=true is not allowed"),
