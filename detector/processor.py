@@ -140,13 +140,11 @@ class BatchProcessor:
         batch.model_seconds = time.perf_counter() - started
         # The same ranking Scorer.verdicts uses, so the counted label is the alert's label.
         best = np.argsort(-scores.probabilities, axis=1)[:, 0]
-        for index, count in enumerate(np.bincount(best, minlength=len(self._classes))):
-            if count:
-                batch.verdicts[(self._classes[index], index != self._benign)] += int(count)
+        for index, count in self._per_class(best):
+            batch.verdicts[(self._classes[index], index != self._benign)] += count
         novel = scores.novelty > 1.0 if scores.novelty is not None else np.zeros(len(flows), dtype=bool)
-        for index, count in enumerate(np.bincount(best[novel], minlength=len(self._classes))):
-            if count:
-                batch.novel[self._classes[index]] += int(count)
+        for index, count in self._per_class(best[novel]):
+            batch.novel[self._classes[index]] += count
         chosen = self._chosen(best, novel)
         verdicts = self.scorer.verdicts(scores.take(chosen))
         model, topic = self.model, self.output_topic
@@ -156,6 +154,11 @@ class BatchProcessor:
             batch.outputs.append(Output(topic, alert_key(alert["flow"], source), orjson.dumps(alert)))
             batch.alerts[verdict.label] += 1
         batch.alert_timestamps = timestamps[chosen]
+
+    def _per_class(self, classes: np.ndarray) -> list[tuple[int, int]]:
+        """(class index, count) for each class that occurs in ``classes``."""
+        counts = np.bincount(classes, minlength=len(self._classes))
+        return [(int(index), int(counts[index])) for index in np.flatnonzero(counts)]
 
     def _chosen(self, best: np.ndarray, novel: np.ndarray) -> np.ndarray:
         """Positions of the flows that become messages under the ``--emit`` policy."""
