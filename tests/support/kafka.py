@@ -7,12 +7,13 @@ bounded and every failure says what was expected and what arrived.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
@@ -152,6 +153,33 @@ def consume_exactly(
 
     Assigning partitions directly skips the group join (seconds on Tansu) and commits nothing.
     """
+    with _reader(bootstrap_servers, topic, read_committed, config) as consumer:
+        return drain(consumer, count, timeout=timeout, idle_after=idle_after)
+
+
+def consume_until_idle(
+    bootstrap_servers: str, topic: str, *, read_committed: bool = False, idle_after: float = 2.0, timeout: float = 30.0
+) -> list[Message]:
+    """Everything visible in ``topic`` from the beginning: reads until nothing arrives for ``idle_after``
+    seconds (or ``timeout`` passes). For when the count is what the test wants to learn."""
+    received: list[Message] = []
+    errors: list[KafkaError] = []
+    with _reader(bootstrap_servers, topic, read_committed, None) as consumer:
+        deadline = time.monotonic() + timeout
+        quiet_until = time.monotonic() + idle_after
+        while time.monotonic() < min(deadline, quiet_until):
+            before = len(received)
+            _poll_into(consumer, received, errors, 0.2)
+            if len(received) > before:
+                quiet_until = time.monotonic() + idle_after
+    assert not errors, f"consumer errors: {errors[:3]}"
+    return received
+
+
+@contextlib.contextmanager
+def _reader(
+    bootstrap_servers: str, topic: str, read_committed: bool, config: Mapping[str, str | int | bool] | None
+) -> Iterator[Consumer]:
     consumer = Consumer(
         {
             **client_config(bootstrap_servers),
@@ -166,7 +194,7 @@ def consume_exactly(
         partitions = metadata.topics[topic].partitions
         assert partitions, f"topic {topic!r} has no partitions in metadata: {metadata.topics[topic].error}"
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)])
-        return drain(consumer, count, timeout=timeout, idle_after=idle_after)
+        yield consumer
     finally:
         consumer.close()
 

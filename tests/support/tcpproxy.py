@@ -5,6 +5,11 @@ The embedded broker keeps everything in memory, so an outage cannot be simulated
 ``proxied_broker`` fixture) and call :meth:`TcpProxy.cut`: every live connection is reset and new ones are
 accepted and reset at once, which clients see as a broker that is down. :meth:`TcpProxy.restore` lets
 traffic through again; clients reconnect on their own.
+
+:meth:`TcpProxy.drop_responses` is the subtler fault: requests still reach the broker (and take effect) but
+the answers to one kind of request never come back, as when a connection dies after the broker acted on a
+request and before its reply arrived. The proxy follows the Kafka framing (a 4-byte size before every
+request and response) to pair each response with its request's API key through the correlation id.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from types import TracebackType
 from typing import Self
 
 _CHUNK = 64 * 1024
+PRODUCE_API_KEY = 0
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST instead of FIN
 
 
@@ -43,6 +49,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._cut = False
+        self._drop_api_key: int | None = None
+        self.dropped_responses = 0
         self._closed = False
         self._accept_thread: threading.Thread | None = None
         self.accepted = 0
@@ -73,6 +81,11 @@ class TcpProxy:
         """Forward new connections again."""
         with self._lock:
             self._cut = False
+
+    def drop_responses(self, api_key: int | None) -> None:
+        """Swallow the broker's responses to requests with Kafka API key ``api_key`` (e.g.
+        :data:`PRODUCE_API_KEY`) from now on; ``None`` lets them through again. Counted in ``dropped_responses``."""
+        self._drop_api_key = api_key
 
     def close(self) -> None:
         """Stop accepting and reset every connection. Idempotent."""
@@ -117,10 +130,11 @@ class TcpProxy:
             threading.Thread(target=self._pump, args=(client, upstream), name="tcpproxy-pump", daemon=True).start()
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
-        """Copy bytes both ways until either side closes or the proxy resets the pair."""
-        peers = {client: upstream, upstream: client}
+        """Copy whole Kafka frames both ways until either side closes or the proxy resets the pair."""
+        requests, responses = _Frames(), _Frames()
+        api_keys: dict[int, int] = {}  # correlation id -> API key of the request awaiting its response
         with selectors.DefaultSelector() as selector:
-            for sock in peers:
+            for sock in (client, upstream):
                 selector.register(sock, selectors.EVENT_READ)
             try:
                 while True:
@@ -130,7 +144,19 @@ class TcpProxy:
                         data = source.recv(_CHUNK)
                         if not data:
                             return
-                        peers[source].sendall(data)
+                        if source is client:
+                            for frame in requests.feed(data):
+                                api_key, correlation_id = struct.unpack_from(">hxxi", frame, 4)
+                                api_keys[correlation_id] = api_key
+                                upstream.sendall(frame)
+                        else:
+                            for frame in responses.feed(data):
+                                (correlation_id,) = struct.unpack_from(">i", frame, 4)
+                                api_key = api_keys.pop(correlation_id, None)
+                                if api_key is not None and api_key == self._drop_api_key:
+                                    self.dropped_responses += 1
+                                    continue
+                                client.sendall(frame)
                     if client not in self._connections:
                         return
             except (OSError, ValueError):
@@ -139,8 +165,27 @@ class TcpProxy:
                 with self._lock:
                     self._connections.discard(client)
                     self._connections.discard(upstream)
-                for sock in peers:
+                for sock in (client, upstream):
                     if self._cut:
                         _reset(sock)
                     else:
                         sock.close()
+
+
+class _Frames:
+    """Splits a byte stream into Kafka frames (a big-endian int32 size, then that many bytes)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The frames that ``data`` completes, each with its size prefix; a partial frame waits for more."""
+        self._buffer += data
+        frames = []
+        while len(self._buffer) >= 4:
+            end = 4 + int.from_bytes(self._buffer[:4], "big")
+            if len(self._buffer) < end:
+                break
+            frames.append(bytes(self._buffer[:end]))
+            del self._buffer[:end]
+        return frames
