@@ -16,7 +16,8 @@ and back-pressure is a matter of pausing partitions, not of blocking.
   produce alerts and dead letters → ``send_offsets_to_transaction`` (with the consumer's group metadata,
   which fences a zombie of an older generation) → ``commit_transaction``. A retriable failure aborts the
   transaction and rewinds to the batch's first offsets; a fatal one (e.g. fenced by a newer producer with
-  the same transactional id) raises :class:`DeliveryFatal`.
+  the same transactional id) raises :class:`DeliveryFatal`. An abort replaces the producer (see
+  :meth:`ExactlyOnce._abort` for why) instead of calling ``abort_transaction``.
 
 Rewinding is reported to the caller (:attr:`Progress.rewind`), which owns the consumer's position and the
 records buffered after the batch: it must seek those partitions back and drop what it buffered for them.
@@ -248,7 +249,9 @@ class ExactlyOnce:
     def __init__(
         self, new_producer: ProducerFactory, consumer: Consumer, *, log: Any, call_timeout: float = TXN_CALL_TIMEOUT_S
     ) -> None:
+        self._new_producer = new_producer
         self.producer = new_producer()
+        self._successor: Producer | None = None
         self._consumer = consumer
         self._log = log
         self._call_timeout = call_timeout
@@ -356,21 +359,46 @@ class ExactlyOnce:
         self._reset()
 
     def _abort(self, progress: Progress) -> None:
+        """Abort the open transaction by starting a successor producer with the same transactional id.
+
+        Its ``init_transactions`` fences this producer and has the coordinator abort the open transaction, and
+        it starts a new producer epoch. ``abort_transaction`` keeps the epoch, which is not safe enough:
+
+        * when the batch's messages reached the broker but their acknowledgements were lost, librdkafka may
+          number the redo's messages like the aborted ones; a broker that still holds those sequence numbers
+          for the epoch takes the redo for duplicates, acknowledges it and writes nothing, and the redo's
+          offsets then commit with no alert behind them (seen on Tansu after a session expiry);
+        * when messages timed out, librdkafka must bump the epoch before the abort completes, and a broker
+          that refuses the bump (Tansu answers UNKNOWN_SERVER_ERROR) leaves the abort unfinished for good.
+
+        A retriable failure (the coordinator unreachable) leaves the abort pending: the next call resumes it.
+        """
         flight = self._flight
         assert flight is not None
+        if self._successor is None:
+            self._retire(self.producer)
+            self._successor = self._new_producer()
+            self.producer = self._successor
         try:
-            self.producer.abort_transaction(self._call_timeout)
+            self._successor.init_transactions(self._call_timeout)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
-            if _fatal(error):
-                raise DeliveryFatal(f"transactional producer failed fatally while aborting: {error.str()}") from exc
-            self._log.warning("abort_transaction failed; will retry", error=error.str())
+            if error.fatal() or not error.retriable():
+                raise DeliveryFatal(f"cannot start a producer to abort the transaction: {error.str()}") from exc
+            self._log.warning("abort: the successor producer cannot start yet; will retry", error=error.str())
             return
+        self._successor = None
         for tp, offset in flight.batch.first_offsets.items():
             progress.rewind[tp] = min(offset, progress.rewind.get(tp, offset))
         rewind = {f"{t}/{p}": o for (t, p), o in progress.rewind.items()}
         self._log.info("transaction aborted: rewinding", rewind=rewind)
         self._reset()
+
+    @staticmethod
+    def _retire(producer: Producer) -> None:
+        """Drop what the old producer still holds: it belongs to the aborted transaction."""
+        producer.purge()
+        producer.flush(0)
 
     def _classify(self, exc: KafkaException, during: str) -> None:
         error: KafkaError = exc.args[0]
