@@ -194,6 +194,38 @@ def test_an_aborted_transaction_does_not_move_the_group_offsets(kafka_bootstrap,
     assert committed_offsets(kafka_bootstrap, group, source, 1) == {0: -1001}
 
 
+@tansu_limitation("an aborted transaction's offsets stay pending and commit with the producer's next transaction")
+def test_an_aborted_transactions_offsets_never_commit_later(kafka_bootstrap, new_topic):
+    # Tansu finishes a transaction only once no other open transaction overlaps it on an output partition
+    # (here: another producer's). Until then an aborted transaction keeps its offsets, and the same producer's
+    # next commit applies them. (The worker aborts by starting a new producer epoch, which keeps them apart.)
+    source, sink = new_topic(partitions=2, prefix="source"), new_topic(prefix="sink")
+    group = unique_name("abort-overlap")
+    metadata = group_consumer(kafka_bootstrap, group)
+    producer, neighbour = transactional_producer(kafka_bootstrap), transactional_producer(kafka_bootstrap)
+    try:
+        neighbour.begin_transaction()
+        neighbour.produce(sink, value=b"open")
+        assert neighbour.flush(10) == 0
+        producer.begin_transaction()
+        producer.produce(sink, value=b"aborted")
+        assert producer.flush(10) == 0
+        producer.send_offsets_to_transaction(
+            [TopicPartition(source, 0, 5)], metadata.consumer_group_metadata(), TXN_TIMEOUT_S
+        )
+        producer.abort_transaction(TXN_TIMEOUT_S)
+        producer.begin_transaction()
+        producer.produce(sink, value=b"committed")
+        producer.send_offsets_to_transaction(
+            [TopicPartition(source, 1, 3)], metadata.consumer_group_metadata(), TXN_TIMEOUT_S
+        )
+        producer.commit_transaction(TXN_TIMEOUT_S)
+        neighbour.abort_transaction(TXN_TIMEOUT_S)
+    finally:
+        metadata.close()
+    assert committed_offsets(kafka_bootstrap, group, source, 2) == {0: -1001, 1: 3}
+
+
 @tansu_limitation("offsets of a transaction without records commit only in a producer's first transaction")
 def test_a_transaction_with_only_offsets_commits_them(kafka_bootstrap, new_topic):
     source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
