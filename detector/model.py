@@ -14,8 +14,10 @@ This module is imported by the detector at serving time; it must not import anyt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -142,3 +144,25 @@ def as_image(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 4:
         return x
     return x.reshape(x.shape[0], 1, 1, x.shape[-1])
+
+
+INFERENCE_BATCH = 4096
+
+
+@torch.inference_mode()
+def in_batches(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    matrix: np.ndarray,
+    device: torch.device,
+    batch_size: int = INFERENCE_BATCH,
+) -> list[np.ndarray]:
+    """``fn`` applied to a float32 matrix ``batch_size`` rows at a time on ``device``, each result back on the CPU.
+
+    One array per batch (none for an empty matrix): inference memory stays bounded whatever the input size.
+    Modules ``fn`` calls must be in eval mode.
+    """
+    results = []
+    for start in range(0, len(matrix), batch_size):
+        chunk = torch.from_numpy(np.ascontiguousarray(matrix[start : start + batch_size], dtype=np.float32))
+        results.append(fn(chunk.to(device)).cpu().numpy())
+    return results

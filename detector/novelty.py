@@ -22,12 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from detector.model import ResCAE
+from detector.model import ResCAE, in_batches
 
 NOVELTY_WEIGHTS = "novelty.safetensors"
 NOVELTY_CONFIG = "novelty.json"
 STATISTIC = "mean squared reconstruction error of the scaled inputs"
-_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,7 @@ class Novelty:
         return reconstruction_error(self.autoencoder, matrix, device) / self.calibration.threshold
 
 
-@torch.inference_mode()
 def reconstruction_error(autoencoder: ResCAE, matrix: np.ndarray, device: torch.device) -> np.ndarray:
     """Mean squared reconstruction error per row ``[N]`` (float64); the autoencoder must be in eval mode."""
-    errors = []
-    for start in range(0, len(matrix), _BATCH):
-        chunk = torch.from_numpy(np.ascontiguousarray(matrix[start : start + _BATCH], dtype=np.float32)).to(device)
-        errors.append(((autoencoder(chunk) - chunk) ** 2).mean(dim=1).double().cpu().numpy())
+    errors = in_batches(lambda x: ((autoencoder(x) - x) ** 2).mean(dim=1).double(), matrix, device)
     return np.concatenate(errors) if errors else np.zeros(0)

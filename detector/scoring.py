@@ -15,8 +15,9 @@ from torch import nn
 
 from detector.bundle import Bundle
 from detector.decode import DecodedFlow, FlowDecoder
+from detector.model import INFERENCE_BATCH, in_batches
 
-DEFAULT_BATCH = 4096
+DEFAULT_BATCH = INFERENCE_BATCH
 
 
 class DeviceError(ValueError):
@@ -34,15 +35,11 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-@torch.inference_mode()
 def predict_proba(
     model: nn.Module, matrix: np.ndarray, device: torch.device, batch_size: int = DEFAULT_BATCH
 ) -> np.ndarray:
     """Softmax probabilities ``[N, classes]`` for a preprocessed matrix; the model must be in eval mode."""
-    outputs = []
-    for start in range(0, len(matrix), batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(matrix[start : start + batch_size])).to(device)
-        outputs.append(torch.softmax(model(chunk), dim=1).float().cpu().numpy())
+    outputs = in_batches(lambda x: torch.softmax(model(x), dim=1).float(), matrix, device, batch_size)
     if not outputs:
         return np.zeros((0, model.config.n_classes), dtype=np.float32)
     return np.concatenate(outputs)

@@ -54,7 +54,7 @@ def fit(
         environment=environment(),
     )
     if result.novelty is not None and result.test_novelty is not None:
-        truth = np.asarray(prepared.classes, dtype=object)[prepared.test_y].tolist()
+        truth = prepared.names(prepared.test_y)
         report["novelty"] = novelty_summary(truth, result.test_novelty, result.novelty.calibration)
     bundle_dir = save_bundle(
         result,
@@ -198,11 +198,10 @@ def publish_bundle(bundle: str, registry: str, reporter: Reporter | None = None)
 
 def _export_test_split(table: FlowTable, result: FitResult, out: Path) -> None:
     prepared = result.prepared
-    classes = np.asarray(prepared.classes, dtype=object)
     write_test_split(table, prepared.test_rows, out)
     write_test_predictions(
-        classes[prepared.test_y].tolist(),
-        classes[result.test_predictions].tolist(),
+        prepared.names(prepared.test_y),
+        prepared.names(result.test_predictions),
         result.test_probabilities.max(axis=1),
         out,
         novelty=result.test_novelty,
@@ -225,8 +224,7 @@ def _load(data: Sequence[str], label_map: str | None, reporter: Reporter) -> Flo
 
 
 def _model_report(table: FlowTable, prepared: PreparedData, predictions: np.ndarray, started: float) -> dict:
-    classes = np.asarray(prepared.classes, dtype=object)
-    truth, predicted = classes[prepared.test_y].tolist(), classes[np.asarray(predictions)].tolist()
+    truth, predicted = prepared.names(prepared.test_y), prepared.names(predictions)
     metrics = classification_metrics(truth, predicted, prepared.classes, prepared.benign_class)
     split = prepared.steps.get("split", {})
     return {

@@ -52,6 +52,10 @@ class PreparedData:
     pretrain_x: np.ndarray  # the cleaned, scaled training rows before resampling (no labels needed)
     steps: dict[str, Any] = field(default_factory=dict)
 
+    def names(self, indices: np.ndarray) -> list[str]:
+        """The class names of label indices (e.g. ``test_y`` or a model's predictions)."""
+        return [self.classes[int(i)] for i in indices]
+
 
 @dataclass
 class FitResult:
