@@ -124,6 +124,11 @@ class WorkerMetrics:
         self.model_swaps = Counter(
             "flowwarden_model_swaps", "Hot swaps of the model, by result.", ["result"], registry=r
         )
+        self.rewinds = Counter(
+            "flowwarden_rewinds",
+            "Rewinds to redo uncommitted batches (a failed delivery or an aborted transaction).",
+            registry=r,
+        )
         self.ready = Gauge("flowwarden_ready", "1 when the worker can score.", registry=r)
         for result in ("ok", "rejected"):
             self.model_swaps.labels(result=result)

@@ -334,6 +334,7 @@ class Worker:
             except KafkaException as exc:
                 # Going on would skip the batch: exit and let the restart resume from the committed offsets.
                 raise WorkerError(f"cannot rewind {topic}/{partition} to offset {offset}: {exc.args[0].str()}") from exc
+        self.metrics.rewinds.inc()
         self.log.warning(
             "rewound for redelivery",
             positions={f"{t}/{p}": o for (t, p), o in positions.items()},

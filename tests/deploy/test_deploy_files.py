@@ -30,6 +30,7 @@ COUNTERS = {
     "flowwarden_dead_letters_total",
     "flowwarden_novel_flows_total",
     "flowwarden_model_swaps_total",
+    "flowwarden_rewinds_total",
 }
 HISTOGRAMS = {
     "flowwarden_batch_size",
@@ -461,6 +462,7 @@ def test_alert_rules_cover_the_operational_risks() -> None:
     used = {name for rule in rules() for name in METRIC.findall(rule["expr"])}
     assert "flowwarden_consumer_lag" in used
     assert "flowwarden_dead_letters_total" in used
+    assert "flowwarden_rewinds_total" in used
     assert {"flowwarden_ready", "flowwarden_model_info"} <= used
     assert "flowwarden_end_to_end_seconds_bucket" in used
     assert any('up{job="flowwarden-detector"}' in rule["expr"] for rule in rules())

@@ -20,6 +20,7 @@ NAMES = (
     "flowwarden_paused_partitions",
     "flowwarden_model_info",
     "flowwarden_model_swaps_total",
+    "flowwarden_rewinds_total",
     "flowwarden_ready",
 )
 

@@ -20,6 +20,7 @@ from tests.support.worker import (
     alert_sources,
     consume_covering,
     flow_values,
+    metric_value,
     produce_spread,
     worker_settings,
 )
@@ -99,6 +100,7 @@ def test_an_outage_pauses_the_worker_and_loses_nothing(proxied_broker: ProxiedBr
         failed = worker.events(DELIVERY_FAILED)
         rewound = worker.events("rewound for redelivery")
         assert len(rewound) >= len(failed), "timed-out deliveries are redone, not committed"
+        assert metric_value(worker.worker.metrics.exposition().decode(), "flowwarden_rewinds_total") == len(rewound)
         return
     duplicated = sorted(source for source, n in counts.items() if n > 1)
     if duplicated and EMBEDDED and worker.events("transaction aborted: rewinding"):
