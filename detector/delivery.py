@@ -132,6 +132,12 @@ def _partitions(offsets: dict[TopicPartitionKey, int]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
 
 
+def _retire(producer: Producer, flush_timeout: float) -> None:
+    """Drop what a replaced producer still holds (it belongs to abandoned work) and let it finish its requests."""
+    producer.purge()
+    producer.flush(flush_timeout)
+
+
 def _commit(consumer: Consumer, offsets: dict[TopicPartitionKey, int]) -> None:
     """Synchronous commit; raises KafkaException for the request or for any partition."""
     for tp in consumer.commit(offsets=_partitions(offsets), asynchronous=False) or []:
@@ -219,8 +225,7 @@ class AtLeastOnce:
 
     def _replace_producer(self) -> None:
         retired, self.producer = self.producer, self._new_producer()
-        retired.purge()  # what it still holds belongs to abandoned batches, which are redone
-        retired.flush(RETIRE_TIMEOUT_S)
+        _retire(retired, RETIRE_TIMEOUT_S)
 
     def _abandon_queue(self) -> dict[TopicPartitionKey, int]:
         positions: dict[TopicPartitionKey, int] = {}
@@ -251,7 +256,7 @@ class ExactlyOnce:
     ) -> None:
         self._new_producer = new_producer
         self.producer = new_producer()
-        self._successor: Producer | None = None
+        self._successor_pending = False  # self.producer replaces an aborted one and is not initialised yet
         self._consumer = consumer
         self._log = log
         self._call_timeout = call_timeout
@@ -375,30 +380,24 @@ class ExactlyOnce:
         """
         flight = self._flight
         assert flight is not None
-        if self._successor is None:
-            self._retire(self.producer)
-            self._successor = self._new_producer()
-            self.producer = self._successor
+        if not self._successor_pending:
+            _retire(self.producer, 0)
+            self.producer = self._new_producer()
+            self._successor_pending = True
         try:
-            self._successor.init_transactions(self._call_timeout)
+            self.producer.init_transactions(self._call_timeout)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.fatal() or not error.retriable():
                 raise DeliveryFatal(f"cannot start a producer to abort the transaction: {error.str()}") from exc
             self._log.warning("abort: the successor producer cannot start yet; will retry", error=error.str())
             return
-        self._successor = None
+        self._successor_pending = False
         for tp, offset in flight.batch.first_offsets.items():
             progress.rewind[tp] = min(offset, progress.rewind.get(tp, offset))
         rewind = {f"{t}/{p}": o for (t, p), o in progress.rewind.items()}
         self._log.info("transaction aborted: rewinding", rewind=rewind)
         self._reset()
-
-    @staticmethod
-    def _retire(producer: Producer) -> None:
-        """Drop what the old producer still holds: it belongs to the aborted transaction."""
-        producer.purge()
-        producer.flush(0)
 
     def _classify(self, exc: KafkaException, during: str) -> None:
         error: KafkaError = exc.args[0]

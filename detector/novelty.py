@@ -27,6 +27,7 @@ from detector.model import ResCAE, in_batches
 NOVELTY_WEIGHTS = "novelty.safetensors"
 NOVELTY_CONFIG = "novelty.json"
 STATISTIC = "mean squared reconstruction error of the scaled inputs"
+NOVEL_ABOVE = 1.0  # scores are error ÷ threshold: a flow above the threshold is novel
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ class Novelty:
         return Novelty(self.autoencoder.to(device).eval(), self.calibration)
 
     def scores(self, matrix: np.ndarray, device: torch.device) -> np.ndarray:
-        """Novelty score per row of a preprocessed matrix: reconstruction error ÷ threshold (> 1: novel)."""
+        """Novelty score per row of a preprocessed matrix: reconstruction error ÷ threshold (novel above
+        :data:`NOVEL_ABOVE`)."""
         return reconstruction_error(self.autoencoder, matrix, device) / self.calibration.threshold
 
 

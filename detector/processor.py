@@ -23,6 +23,7 @@ from detector.alerts import alert_key, build_alert, utc_now
 from detector.bundle import Bundle
 from detector.deadletter import dead_letter_headers, dead_letter_value
 from detector.decode import DecodedFlow, FlowDecoder, Rejected
+from detector.novelty import NOVEL_ABOVE
 from detector.scoring import Scorer
 
 TopicPartitionKey = tuple[str, int]
@@ -142,7 +143,7 @@ class BatchProcessor:
         best = np.argsort(-scores.probabilities, axis=1)[:, 0]
         for index, count in self._per_class(best):
             batch.verdicts[(self._classes[index], index != self._benign)] += count
-        novel = scores.novelty > 1.0 if scores.novelty is not None else np.zeros(len(flows), dtype=bool)
+        novel = scores.novelty > NOVEL_ABOVE if scores.novelty is not None else np.zeros(len(flows), dtype=bool)
         for index, count in self._per_class(best[novel]):
             batch.novel[self._classes[index]] += count
         chosen = self._chosen(best, novel)

@@ -16,8 +16,7 @@ from torch import nn
 from detector.bundle import Bundle
 from detector.decode import DecodedFlow, FlowDecoder
 from detector.model import INFERENCE_BATCH, in_batches
-
-DEFAULT_BATCH = INFERENCE_BATCH
+from detector.novelty import NOVEL_ABOVE
 
 
 class DeviceError(ValueError):
@@ -36,7 +35,7 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def predict_proba(
-    model: nn.Module, matrix: np.ndarray, device: torch.device, batch_size: int = DEFAULT_BATCH
+    model: nn.Module, matrix: np.ndarray, device: torch.device, batch_size: int = INFERENCE_BATCH
 ) -> np.ndarray:
     """Softmax probabilities ``[N, classes]`` for a preprocessed matrix; the model must be in eval mode."""
     outputs = in_batches(lambda x: torch.softmax(model(x), dim=1).float(), matrix, device, batch_size)
@@ -58,7 +57,7 @@ class Verdict:
     @property
     def is_novel(self) -> bool:
         """The flow is unlike the training data (see :mod:`detector.novelty`)."""
-        return self.novelty is not None and self.novelty > 1.0
+        return self.novelty is not None and self.novelty > NOVEL_ABOVE
 
 
 @dataclass(frozen=True, slots=True)

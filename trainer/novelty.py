@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from detector.model import ResCAE
-from detector.novelty import Novelty, NoveltyCalibration, reconstruction_error
+from detector.novelty import NOVEL_ABOVE, Novelty, NoveltyCalibration, reconstruction_error
 
 _FLOOR = 1e-12  # a threshold of 0 (a perfect reconstruction of every row) would divide by zero
 
@@ -32,7 +32,7 @@ def calibrate(autoencoder: ResCAE, rows: np.ndarray, quantile: float, device: to
 def novelty_summary(labels: Sequence[str], scores: np.ndarray, calibration: NoveltyCalibration) -> dict[str, Any]:
     """The share of novel flows overall and per true class, with the calibration that decided it."""
     labels_array = np.asarray(labels, dtype=object)
-    novel = scores > 1.0
+    novel = scores > NOVEL_ABOVE
     by_class = {str(label): round(float(novel[labels_array == label].mean()), 6) for label in sorted(set(labels_array))}
     return {
         **calibration.to_json(),

@@ -24,6 +24,7 @@ from tests.support.kafka import (
     unique_name,
     values_of,
 )
+from tests.support.worker import committed_offsets
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 EMBEDDED = not os.environ.get(BOOTSTRAP_ENV)
@@ -46,16 +47,6 @@ def wait_for_assignment(consumers: list[Consumer], done, timeout: float = 30.0) 
 
 def assigned(consumers: list[Consumer]) -> list[set[int]]:
     return [{tp.partition for tp in consumer.assignment()} for consumer in consumers]
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offsets as a fresh member sees them (-1001 = none)."""
-    consumer = group_consumer(bootstrap, group)
-    try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return {tp.partition: tp.offset for tp in tps}
-    finally:
-        consumer.close()
 
 
 def transactional_producer(bootstrap: str) -> Producer:

@@ -153,7 +153,7 @@ def consume_exactly(
 
     Assigning partitions directly skips the group join (seconds on Tansu) and commits nothing.
     """
-    with _reader(bootstrap_servers, topic, read_committed, config) as consumer:
+    with reader(bootstrap_servers, topic, read_committed, config) as consumer:
         return drain(consumer, count, timeout=timeout, idle_after=idle_after)
 
 
@@ -164,7 +164,7 @@ def consume_until_idle(
     seconds (or ``timeout`` passes). For when the count is what the test wants to learn."""
     received: list[Message] = []
     errors: list[KafkaError] = []
-    with _reader(bootstrap_servers, topic, read_committed, None) as consumer:
+    with reader(bootstrap_servers, topic, read_committed, None) as consumer:
         deadline = time.monotonic() + timeout
         quiet_until = time.monotonic() + idle_after
         while time.monotonic() < min(deadline, quiet_until):
@@ -177,9 +177,13 @@ def consume_until_idle(
 
 
 @contextlib.contextmanager
-def _reader(
-    bootstrap_servers: str, topic: str, read_committed: bool, config: Mapping[str, str | int | bool] | None
+def reader(
+    bootstrap_servers: str,
+    topic: str,
+    read_committed: bool = False,
+    config: Mapping[str, str | int | bool] | None = None,
 ) -> Iterator[Consumer]:
+    """A consumer outside any group, assigned every partition of ``topic`` from the beginning; closed on exit."""
     consumer = Consumer(
         {
             **client_config(bootstrap_servers),

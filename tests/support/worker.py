@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any, Self
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 from jsonschema import Draft202012Validator
 
 from detector.logging import configure_logging
 from detector.runner import build_worker
 from detector.settings import RunSettings
 from detector.worker import Worker
-from tests.support.kafka import client_config, client_config_from_env, group_consumer, produce_values, unique_name
+from tests.support.kafka import client_config_from_env, group_consumer, produce_values, reader
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas"
@@ -333,18 +333,8 @@ def consume_covering(
     """Read alerts from the beginning until every wanted input ``(partition, offset)`` has one, then ``idle_after``
     seconds more; returns every alert read, duplicates included (for at-least-once and crash tests)."""
     missing = set(wanted)
-    consumer = Consumer(
-        {
-            **client_config(bootstrap),
-            "group.id": unique_name("reader"),
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-        }
-    )
     received: list[Message] = []
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    with reader(bootstrap, topic, read_committed) as consumer:
         deadline = time.monotonic() + timeout
         quiet_until: float | None = None if missing else time.monotonic() + idle_after
         while quiet_until is None or time.monotonic() < quiet_until:
@@ -358,8 +348,6 @@ def consume_covering(
             missing.difference_update(alert_sources([message]))
             if not missing and quiet_until is None:
                 quiet_until = time.monotonic() + idle_after
-    finally:
-        consumer.close()
     return received
 
 
