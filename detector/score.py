@@ -34,7 +34,7 @@ import orjson
 from rich.console import Console
 
 from detector.alerts import build_alert
-from detector.bundle import BundleError, load_bundle
+from detector.bundle import Bundle, BundleError, load_bundle
 from detector.csvsource import CsvSourceError, csv_files, read_header, read_rows
 from detector.decode import DecodedFlow, Rejected
 from detector.online_eval import from_confusion
@@ -63,6 +63,12 @@ class ScoreSummary:
     novel: int | None = None  # None: the bundle has no novelty model
     novel_expected: float = 0.0  # the share of novel flows the calibration expects on flows like the training data
     truth_pairs: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @classmethod
+    def for_bundle(cls, bundle: Bundle) -> ScoreSummary:
+        """An empty summary that knows the novel share the bundle's calibration expects."""
+        expected = 1 - bundle.novelty.calibration.quantile if bundle.novelty is not None else 0.0
+        return cls(novel_expected=expected)
 
     def line(self, files: int, seconds: float) -> str:
         errors = sum(self.errors.values())
@@ -113,7 +119,7 @@ def score_files(
     summary: ScoreSummary | None = None,
 ) -> ScoreSummary:
     """Score every row of ``files`` and write one JSON line per row to ``out``; counts go into ``summary``."""
-    summary = summary if summary is not None else ScoreSummary()
+    summary = summary if summary is not None else ScoreSummary.for_bundle(scorer.bundle)
     pending: list[_Pending] = []
     for item in _decoded_rows(files, scorer):
         summary.rows += 1
@@ -190,9 +196,7 @@ def run_command(args: argparse.Namespace) -> int:
         highlight=False,
         soft_wrap=True,
     )
-    summary = ScoreSummary()
-    if bundle.novelty is not None:
-        summary.novel_expected = 1 - bundle.novelty.calibration.quantile
+    summary = ScoreSummary.for_bundle(bundle)
     status = EXIT_OK
     try:
         if args.out:

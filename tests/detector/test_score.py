@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from detector.cli import main
 from detector.csvsource import read_rows
 from detector.decode import DecodedFlow
 from detector.registry import publish
+from detector.score import score_files
 from detector.scoring import Scorer
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows, write_generated_csv
@@ -139,10 +141,15 @@ def test_the_command_runs_without_trainer_sklearn_or_pandas(bundle, flows):
     assert heavy == set()
 
 
-def test_a_bundle_with_a_novelty_model_scores_novelty_per_row_and_counts_the_novel(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def novelty_bundle(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("score") / "novelty", novelty=True)
+
+
+def test_a_bundle_with_a_novelty_model_scores_novelty_per_row_and_counts_the_novel(novelty_bundle, tmp_path, capsys):
     from tests.support.generated import unlike_training
 
-    bundle = make_bundle(tmp_path / "novelty", novelty=True)
+    bundle = novelty_bundle
     like, unlike = generated_rows(seed=7)[:40], unlike_training(generated_rows(seed=8)[:40])
     path = write_generated_csv(tmp_path / "mixed.csv", like + unlike)
     assert score("--bundle", bundle, path) == 0
@@ -153,3 +160,17 @@ def test_a_bundle_with_a_novelty_model_scores_novelty_per_row_and_counts_the_nov
     assert "of the scored flows are novel" in captured.err, "about half novel against 5 % calibrated: say so"
     assert score("--bundle", bundle, write_generated_csv(tmp_path / "like.csv", generated_rows(seed=9))) == 0
     assert "of the scored flows are novel" not in capsys.readouterr().err
+
+
+def test_score_files_called_as_a_library_knows_the_novel_share_the_bundle_expects(novelty_bundle, tmp_path):
+    from tests.support.generated import unlike_training
+
+    scorer = Scorer(load_bundle(novelty_bundle), device="cpu")
+    like = write_generated_csv(tmp_path / "like.csv", generated_rows(seed=9))
+    summary = score_files([like], scorer, io.BytesIO())
+    assert summary.novel_expected == pytest.approx(0.05)
+    assert summary.novel is not None and summary.novel < 0.25 * summary.scored
+    assert not any("novel" in hint for hint in summary.hints()), "flows like the training data are not news"
+
+    unlike = write_generated_csv(tmp_path / "unlike.csv", unlike_training(generated_rows(seed=8)[:40]))
+    assert any("are novel" in hint for hint in score_files([unlike], scorer, io.BytesIO()).hints())

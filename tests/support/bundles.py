@@ -15,11 +15,14 @@ import torch
 
 from detector.bundle import write_bundle
 from detector.decode import DecodedFlow, FlowDecoder
-from detector.model import ModelConfig, ResCAE, ResCAEBiGRU
+from detector.model import ModelConfig, ResCAEBiGRU
 from detector.novelty import Novelty
 from detector.preprocess import Preprocessor
 from tests.support.generated import FEATURES, generated_rows
+from trainer.config import ModelSection, PretrainConfig
 from trainer.novelty import calibrate
+from trainer.progress import Reporter
+from trainer.train import pretrain_autoencoder
 
 CLASSES = ("BENIGN", "DoS Hulk", "Portscan", "Web Attack - XSS")
 
@@ -60,16 +63,21 @@ NOVELTY_QUANTILE = 0.95
 def fitted_novelty(seed: int = 0) -> Novelty:
     """An autoencoder fitted to generated flows (seed), calibrated on other generated flows (seed + 100)."""
     preprocessor = fitted_preprocessor(seed)
-    fitted = torch.from_numpy(_scaled(preprocessor, seed))
+    fitted = _scaled(preprocessor, seed)
     torch.manual_seed(seed)
-    autoencoder = ResCAE(preprocessor.width)
-    optimizer = torch.optim.Adam(autoencoder.parameters(), lr=1e-2)
-    for _ in range(300):
-        loss = torch.nn.functional.mse_loss(autoencoder(fitted), fitted)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return calibrate(autoencoder, _scaled(preprocessor, seed + 100), NOVELTY_QUANTILE, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    # One full batch per epoch at a high rate: the trainer's own stage 1, sized for a few hundred rows.
+    pretrained = pretrain_autoencoder(
+        fitted,
+        ModelSection(),
+        PretrainConfig(batch_size=len(fitted), lr=1e-2),
+        cpu,
+        seed,
+        Reporter(enabled=False),
+        epochs=300,
+        snapshot_epoch=None,
+    )
+    return calibrate(pretrained.autoencoder, _scaled(preprocessor, seed + 100), NOVELTY_QUANTILE, cpu)
 
 
 def _scaled(preprocessor: Preprocessor, seed: int) -> np.ndarray:
