@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
@@ -137,7 +138,7 @@ class WorkerThread:
     def stop(self, timeout: float = 60.0) -> int | None:
         self.worker.stop()
         self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"the worker did not stop within {timeout:g} s"
+        assert not self._thread.is_alive(), f"the worker did not stop within {timeout:g} s; {self.where()}"
         if self.error is not None:
             raise self.error
         return self.exit_code
@@ -154,7 +155,14 @@ class WorkerThread:
         return [e for e in events if name is None or e.get("event") == name]
 
     def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-        wait_until(condition, what, timeout, alive=lambda: self.alive)
+        wait_until(condition, what, timeout, alive=lambda: self.alive, log=self.where)
+
+    def where(self) -> str:
+        """Where the worker's thread is now and its last log events: what a test failure needs to be read."""
+        frame = sys._current_frames().get(self._thread.ident or -1)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(not running)\n"
+        events = "\n".join(orjson.dumps(event).decode() for event in self.events()[-15:])
+        return f"last events:\n{events}\nworker thread at:\n{stack}"
 
     def __enter__(self) -> Self:
         return self.start()
