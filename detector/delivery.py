@@ -1,15 +1,15 @@
 """Getting a scored batch's outputs to Kafka and its input offsets committed, under one of two guarantees.
 
 Both strategies share one small, non-blocking interface that the worker drives from its loop
-(:meth:`submit` a batch, call :meth:`service` every iteration, :meth:`finish` before a rebalance or
-shutdown), so the consumer keeps polling while deliveries are outstanding: the group session stays alive
+(:meth:`submit` a batch, call :meth:`service` every iteration, :meth:`finish` inside a rebalance
+callback), so the consumer keeps polling while deliveries are outstanding: the group session stays alive
 and back-pressure is a matter of pausing partitions, not of blocking.
 
 * :class:`AtLeastOnce`: an idempotent producer (``acks=all``); up to ``max_in_flight`` batches are in the
-  producer at once. A batch's offsets (last offset + 1 per partition) are committed synchronously once
-  every message of that batch and of every earlier batch is acknowledged. A failed delivery commits
-  nothing: the batch and every later one are abandoned and the consumer is rewound to their first
-  offsets, so they are read, scored and produced again (duplicates carry the same ``alert_id``). The
+  producer at once. A batch's offsets (last offset + 1 per partition) are committed (asynchronously, see
+  :mod:`detector.commits`) once every message of that batch and of every earlier batch is acknowledged. A
+  failed delivery commits nothing: the batch and every later one are abandoned and the consumer is rewound
+  to their first offsets, so they are read, scored and produced again (duplicates carry the same ``alert_id``). The
   producer is replaced by a fresh one at the same time: after failed deliveries an idempotent producer
   may be left unable to produce (its epoch bump refused, as Tansu does), and a new one costs little.
 * :class:`ExactlyOnce`: a transactional producer; one transaction per batch: ``begin_transaction`` →
@@ -18,6 +18,10 @@ and back-pressure is a matter of pausing partitions, not of blocking.
   transaction and rewinds to the batch's first offsets; a fatal one (e.g. fenced by a newer producer with
   the same transactional id) raises :class:`DeliveryFatal`. An abort replaces the producer (see
   :meth:`ExactlyOnce._abort` for why) instead of calling ``abort_transaction``.
+
+Both commit plain offsets through :class:`~detector.commits.OffsetCommitter`, whose results arrive through
+the consumer's ``on_commit`` callback: the caller must route it to :meth:`on_commit` and keep polling the
+consumer while :meth:`busy`.
 
 Rewinding is reported to the caller (:attr:`Progress.rewind`), which owns the consumer's position and the
 records buffered after the batch: it must seek those partitions back and drop what it buffered for them.
@@ -33,10 +37,10 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from detector.commits import OffsetCommitter
 from detector.processor import ScoredBatch, TopicPartitionKey
 
 TXN_CALL_TIMEOUT_S = 10.0
-COMMIT_RETRY_S = 1.0
 RETIRE_TIMEOUT_S = 2.0
 ProducerFactory = Callable[[], Producer]
 # librdkafka reports some fencing errors as abortable, but a fenced producer can never go on (and aborting
@@ -78,6 +82,7 @@ class Delivery(Protocol):
     def service(self) -> Progress: ...
     def finish(self, timeout: float) -> tuple[bool, Progress]: ...
     def forget(self, partitions: set[TopicPartitionKey]) -> Progress: ...
+    def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None: ...
 
 
 class _InFlight:
@@ -138,27 +143,18 @@ def _retire(producer: Producer, flush_timeout: float) -> None:
     producer.flush(flush_timeout)
 
 
-def _commit(consumer: Consumer, offsets: dict[TopicPartitionKey, int]) -> None:
-    """Synchronous commit; raises KafkaException for the request or for any partition."""
-    for tp in consumer.commit(offsets=_partitions(offsets), asynchronous=False) or []:
-        if tp.error is not None:
-            raise KafkaException(tp.error)
-
-
 class AtLeastOnce:
-    """Idempotent producer, pipelined batches, synchronous offset commits after acknowledgement."""
+    """Idempotent producer, pipelined batches, offset commits after acknowledgement."""
 
     name = "at-least-once"
 
     def __init__(self, new_producer: ProducerFactory, consumer: Consumer, *, max_in_flight: int, log: Any) -> None:
         self._new_producer = new_producer
         self.producer = new_producer()
-        self._consumer = consumer
         self._max_in_flight = max_in_flight
         self._log = log
         self._queue: deque[_InFlight] = deque()
-        self._uncommitted: dict[TopicPartitionKey, int] = {}
-        self._retry_commit_at = 0.0
+        self._commits = OffsetCommitter(consumer, log=log)
 
     def start(self, timeout: float) -> None:
         """Nothing to set up: an idempotent producer needs no handshake before the first message."""
@@ -167,7 +163,7 @@ class AtLeastOnce:
         return len(self._queue) < self._max_in_flight and not (self._queue and self._queue[-1].unsent)
 
     def busy(self) -> bool:
-        return bool(self._queue) or bool(self._uncommitted)
+        return bool(self._queue) or not self._commits.settled
 
     def submit(self, batch: ScoredBatch) -> None:
         flight = _InFlight(batch)
@@ -192,31 +188,32 @@ class AtLeastOnce:
                 self._replace_producer()
                 break
             self._queue.popleft()
-            self._uncommitted.update(head.batch.next_offsets)
+            self._commits.add(head.batch.next_offsets)
             progress.completed.append(head.batch)
-        if self._uncommitted and time.monotonic() >= self._retry_commit_at:
-            self._commit()
+        self._commits.service()
         return progress
 
     def finish(self, timeout: float) -> tuple[bool, Progress]:
-        """Wait until every batch handed over is acknowledged and committed, or ``timeout`` passes."""
+        """Wait until every batch handed over is acknowledged (or ``timeout`` passes), then commit synchronously.
+
+        For rebalance callbacks, which cannot poll the consumer for asynchronous commit results.
+        """
         deadline = time.monotonic() + timeout
         total = Progress()
-        while True:
-            self._retry_commit_at = 0.0
+        while self._queue:
             total.merge(self.service())
-            if total.rewind:
-                return False, total
-            if not self.busy():
-                return True, total
-            if time.monotonic() >= deadline:
+            if total.rewind or time.monotonic() >= deadline:
                 return False, total
             self.producer.poll(0.05)
+        try:
+            self._commits.commit_now()
+        except KafkaException:
+            return False, total
+        return True, total
 
     def forget(self, partitions: set[TopicPartitionKey]) -> Progress:
         """Never commit offsets of ``partitions`` (revoked or lost); their batches may still be delivered."""
-        for tp in partitions:
-            self._uncommitted.pop(tp, None)
+        self._commits.forget(partitions)
         for flight in self._queue:
             for tp in partitions:
                 flight.batch.next_offsets.pop(tp, None)
@@ -235,14 +232,8 @@ class AtLeastOnce:
         self._queue.clear()
         return positions
 
-    def _commit(self) -> None:
-        try:
-            _commit(self._consumer, self._uncommitted)
-        except KafkaException as exc:
-            self._retry_commit_at = time.monotonic() + COMMIT_RETRY_S
-            self._log.warning("offset commit failed; will retry", error=exc.args[0].str())
-            return
-        self._uncommitted.clear()
+    def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        self._commits.on_commit(error, partitions)
 
 
 class ExactlyOnce:
@@ -258,6 +249,7 @@ class ExactlyOnce:
         self.producer = new_producer()
         self._successor_pending = False  # self.producer replaces an aborted one and is not initialised yet
         self._consumer = consumer
+        self._commits = OffsetCommitter(consumer, log=log)
         self._log = log
         self._call_timeout = call_timeout
         self._state = self._IDLE
@@ -270,10 +262,12 @@ class ExactlyOnce:
         self.producer.init_transactions(timeout)
 
     def can_accept(self) -> bool:
-        return self._state == self._IDLE
+        # A plain commit still outstanding could land after the next transaction's offsets and move the group
+        # back: the next transaction waits for it.
+        return self._state == self._IDLE and self._commits.settled
 
     def busy(self) -> bool:
-        return self._state != self._IDLE or bool(self._done)
+        return self._state != self._IDLE or bool(self._done) or not self._commits.settled
 
     def submit(self, batch: ScoredBatch) -> None:
         if self._state != self._IDLE:
@@ -289,6 +283,7 @@ class ExactlyOnce:
 
     def service(self) -> Progress:
         self.producer.poll(0)
+        self._commits.service()
         progress = Progress(completed=self._done)
         self._done = []
         if self._state == self._OPEN:
@@ -311,12 +306,18 @@ class ExactlyOnce:
         return progress
 
     def finish(self, timeout: float) -> tuple[bool, Progress]:
-        """Complete the open transaction within ``timeout``, else abort it. True when it committed."""
+        """Complete the open transaction within ``timeout``, else abort it; commit a plain commit still
+        outstanding synchronously (for rebalance callbacks, which cannot poll the consumer for its result).
+        True when everything committed."""
         deadline = time.monotonic() + timeout
         total = Progress()
         while True:
             total.merge(self.service())
             if self._state == self._IDLE:
+                try:
+                    self._commits.commit_now()
+                except KafkaException:
+                    return False, total
                 return not total.rewind, total
             if time.monotonic() >= deadline:
                 if self._state in (self._OPEN, self._COMMIT):
@@ -330,6 +331,7 @@ class ExactlyOnce:
         """Never commit ``partitions`` from here on: abort an open transaction that holds them (their new
         owner redoes that work); the rewind returned is for the partitions this worker keeps."""
         progress = Progress()
+        self._commits.forget(partitions)
         flight = self._flight
         if flight is None or not partitions & flight.batch.next_offsets.keys():
             return progress
@@ -409,15 +411,17 @@ class ExactlyOnce:
         self._log.warning(f"{during} failed: aborting the transaction", error=error.str())
         self._state = self._ABORT
 
+    def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        self._commits.on_commit(error, partitions)
+
     def _commit_offsets_only(self, batch: ScoredBatch) -> None:
         """A batch that produced nothing has nothing to make atomic with its offsets: a plain commit will do.
 
-        If it fails, the worst case is that these records are read again later and again produce nothing.
+        Until it is confirmed no transaction begins (see :meth:`can_accept`); a failed one is retried, and at
+        worst these records are read again later and again produce nothing.
         """
-        try:
-            _commit(self._consumer, batch.next_offsets)
-        except KafkaException as exc:
-            self._log.warning("offset commit of an output-less batch failed", error=exc.args[0].str())
+        self._commits.add(batch.next_offsets)
+        self._commits.service()
         self._done.append(batch)
 
     def _guard(self, call: Any) -> None:

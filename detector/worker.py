@@ -10,8 +10,12 @@ One thread drives everything (librdkafka's own threads do the network I/O). Each
 3. between batches, poll the bundle registry and hot-swap a newly verified model;
 4. back-pressure: pause every assigned partition while ``2 × max_batch`` records wait (the producer is not
    keeping up: queue full, broker unreachable), resume below ``max_batch``;
-5. ``consumer.consume`` (always, even paused: it runs the group protocol, rebalance callbacks and
-   statistics, and keeps ``max.poll.interval.ms`` satisfied).
+5. ``consumer.consume`` (always, even paused: it runs the group protocol, rebalance callbacks, statistics
+   and the results of the asynchronous offset commits, and keeps ``max.poll.interval.ms`` satisfied).
+
+Nothing in the loop waits on the network without a bound, so a broker outage never stops it from serving
+rebalances, health checks and SIGTERM (offset commits are asynchronous for that reason: see
+:mod:`detector.commits`).
 
 Rebalances: ``on_revoke`` finishes the in-flight work (delivers and commits it, within
 :data:`REVOKE_TIMEOUT_S`) or, failing that, makes sure it is never committed (at-least-once: its
@@ -20,7 +24,9 @@ the revoked partitions are dropped: they are uncommitted, so their new owner rea
 starts clean: the consumer resumes from the group's committed offsets. ``on_lost`` commits nothing.
 
 :meth:`Worker.stop` (SIGTERM/SIGINT) stops consuming, scores and delivers what is buffered, commits,
-closes the consumer (leaving the group) and flushes the producer.
+closes the consumer (leaving the group) and flushes the producer, within :data:`SHUTDOWN_TIMEOUT_S` +
+:data:`CLOSE_TIMEOUT_S` even when the broker is out of reach (exit status 1 then: the uncommitted records are
+read again by the next owner).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ IDLE_WAIT_S = 0.1
 BUSY_WAIT_S = 0.02
 REVOKE_TIMEOUT_S = 10.0
 SHUTDOWN_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 10.0
 INIT_TIMEOUT_S = 30.0
 ERROR_LOG_EVERY_S = 10.0
 
@@ -94,6 +101,7 @@ class Worker:
                 **self._consumer_config,
                 "error_cb": self._on_error,
                 "stats_cb": self._on_stats,
+                "on_commit": self._on_commit,
                 "logger": librdkafka_logger("librdkafka.consumer"),
             }
         )
@@ -223,6 +231,7 @@ class Worker:
     def _shutdown(self) -> int:
         self.health.stopping = True
         self.log.info("stopping: finishing the buffered records", buffered=len(self.batcher))
+        self._pause_input()
         deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
         clean = True
         while True:
@@ -240,12 +249,13 @@ class Worker:
                 clean = False
                 break
             self.delivery.producer.poll(BUSY_WAIT_S)
+            self._serve_consumer()
         # Leaving the group runs on_revoke: after a clean finish it finds nothing in flight; after a timeout it
         # must not wait again for what did not finish (an open transaction is aborted by its timeout).
         self._closing_hard = not clean
-        self.consumer.close()
+        closed = self._close_consumer()
         left = self.delivery.producer.flush(10 if clean else 1)
-        clean = clean and left == 0 and self._fatal is None
+        clean = clean and closed and left == 0 and self._fatal is None
         self._summary()
         self.log.info("stopped", clean=clean, undelivered=left)
         return 0 if clean else 1
@@ -258,10 +268,48 @@ class Worker:
 
     def _close_hard(self) -> None:
         self._closing_hard = True
+        self._close_consumer()
+
+    def _pause_input(self) -> None:
+        """Stop fetching for good (shutdown): the loop still polls the consumer, for commit results only."""
         try:
-            self.consumer.close()
-        except (KafkaException, RuntimeError) as exc:
-            self.log.warning("closing the consumer failed", error=str(exc))
+            self.consumer.pause(_partitions(self._assigned))
+        except KafkaException as exc:
+            self.log.warning("could not pause the input for shutdown", error=str(exc))
+
+    def _serve_consumer(self) -> None:
+        """Serve the consumer's callbacks (commit results, rebalances) without taking input. A record fetched
+        before the pause is left for the next reader: nothing at or after its offset is committed."""
+        self.consumer.consume(self._buffer_limit, 0)
+        if self._fatal is not None:
+            fatal, self._fatal = self._fatal, None
+            raise fatal
+
+    def _close_consumer(self) -> bool:
+        """Leave the group, waiting at most :data:`CLOSE_TIMEOUT_S`; False when that did not happen in time.
+
+        ``Consumer.close`` waits for every outstanding commit, and a commit caught by a lost connection waits
+        for the coordinator to come back (:mod:`detector.commits`). So it runs in a helper thread; past the
+        timeout the worker goes on without it and the group drops this member when its session expires.
+        """
+        failure: list[BaseException] = []
+
+        def close() -> None:
+            try:
+                self.consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                failure.append(exc)
+
+        closer = threading.Thread(target=close, name="consumer-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            self.log.error("could not leave the consumer group in time", timeout_s=CLOSE_TIMEOUT_S)
+            return False
+        if failure:
+            self.log.warning("closing the consumer failed", error=str(failure[0]))
+            return False
+        return True
 
     # --- the batch path ----------------------------------------------------------------------------------
 
@@ -443,6 +491,9 @@ class Worker:
         if now - self._error_logged.get(error.code(), -ERROR_LOG_EVERY_S) >= ERROR_LOG_EVERY_S:
             self._error_logged[error.code()] = now
             self.log.warning("kafka client error", code=error.name(), error=error.str())
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        self.delivery.on_commit(error, partitions)
 
     def _on_stats(self, stats_json: str) -> None:
         for partition, (end, committed) in partition_ends(stats_json, self.topic).items():

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from detector.delivery import AtLeastOnce, DeliveryFatal, ExactlyOnce, Progress
 from detector.logging import get_logger
@@ -40,14 +40,25 @@ def batch(source: str, offsets: range, sink: str, outputs: int | None = None, *,
     )
 
 
-def drive(delivery, until, timeout: float = 30.0) -> Progress:
+def drive(delivery, consumer: Consumer, until, timeout: float = 30.0) -> Progress:
+    """Call ``service`` and poll the consumer (for commit results) as the worker's loop does, until ``until``."""
     total = Progress()
     deadline = time.monotonic() + timeout
     while not until(total):
         assert time.monotonic() < deadline, f"delivery made no such progress in {timeout:g} s: {total}"
         total.merge(delivery.service())
-        time.sleep(0.02)
+        consumer.poll(0.02)
     return total
+
+
+def wired(delivery_class, new_producer, bootstrap: str, group: str, *, read_committed: bool = False, **kwargs):
+    """A delivery and its consumer, the consumer's commit results routed to it as the worker routes them."""
+    routed: list = []
+    on_commit = lambda error, partitions: routed[0].on_commit(error, partitions)  # noqa: E731
+    consumer = group_consumer(bootstrap, group, read_committed=read_committed, config={"on_commit": on_commit})
+    delivery = delivery_class(new_producer, consumer, **kwargs)
+    routed.append(delivery)
+    return delivery, consumer
 
 
 def idempotent(bootstrap: str, **extra) -> Callable[[], Producer]:
@@ -61,13 +72,14 @@ def transactional(bootstrap: str, transactional_id: str, **extra) -> Callable[[]
 def test_at_least_once_commits_each_batch_after_its_messages_are_acknowledged(kafka_bootstrap, new_topic):
     source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
     group = unique_name("alo")
-    consumer = group_consumer(kafka_bootstrap, group)
-    delivery = AtLeastOnce(idempotent(kafka_bootstrap), consumer, max_in_flight=2, log=LOG)
+    delivery, consumer = wired(
+        AtLeastOnce, idempotent(kafka_bootstrap), kafka_bootstrap, group, max_in_flight=2, log=LOG
+    )
     try:
         delivery.submit(batch(source, range(0, 5), sink))
         delivery.submit(batch(source, range(5, 9), sink))
         assert not delivery.can_accept(), "two batches in flight is the limit"
-        progress = drive(delivery, lambda p: len(p.completed) == 2 and not delivery.busy())
+        progress = drive(delivery, consumer, lambda p: len(p.completed) == 2 and not delivery.busy())
         assert [b.next_offsets for b in progress.completed] == [{(source, 0): 5}, {(source, 0): 9}]
         assert not progress.rewind
     finally:
@@ -79,19 +91,20 @@ def test_at_least_once_commits_each_batch_after_its_messages_are_acknowledged(ka
 def test_exactly_once_commits_outputs_and_offsets_in_one_transaction(kafka_bootstrap, new_topic):
     source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
     group = unique_name("eos")
-    consumer = group_consumer(kafka_bootstrap, group, read_committed=True)
-    delivery = ExactlyOnce(transactional(kafka_bootstrap, unique_name("txn")), consumer, log=LOG)
+    new_producer = transactional(kafka_bootstrap, unique_name("txn"))
+    delivery, consumer = wired(ExactlyOnce, new_producer, kafka_bootstrap, group, read_committed=True, log=LOG)
     try:
         delivery.start(15)
         delivery.submit(batch(source, range(0, 4), sink))
         assert not delivery.can_accept(), "one transaction at a time"
-        drive(delivery, lambda p: len(p.completed) == 1)
+        drive(delivery, consumer, lambda p: len(p.completed) == 1)
         assert committed_offsets(kafka_bootstrap, group, source, 1) == {0: 4}
 
         # A batch that produced nothing (all benign under --emit attacks) commits its offsets without a
         # transaction: nothing needs to be atomic with them (and Tansu drops offsets-only transactions).
         delivery.submit(batch(source, range(4, 10), sink, outputs=0))
-        progress = drive(delivery, lambda p: len(p.completed) == 1)
+        assert not delivery.can_accept(), "no transaction begins before the plain commit is confirmed"
+        progress = drive(delivery, consumer, lambda p: len(p.completed) == 1 and not delivery.busy())
         assert progress.completed[0].next_offsets == {(source, 0): 10}
         assert committed_offsets(kafka_bootstrap, group, source, 1) == {0: 10}
     finally:
@@ -102,16 +115,16 @@ def test_exactly_once_commits_outputs_and_offsets_in_one_transaction(kafka_boots
 
 def test_a_fenced_exactly_once_producer_is_fatal(kafka_bootstrap, new_topic):
     source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
-    consumer = group_consumer(kafka_bootstrap, unique_name("fenced"), read_committed=True)
     transactional_id = unique_name("txn")
-    zombie = ExactlyOnce(transactional(kafka_bootstrap, transactional_id), consumer, log=LOG)
+    new_producer = transactional(kafka_bootstrap, transactional_id)
+    zombie, consumer = wired(ExactlyOnce, new_producer, kafka_bootstrap, unique_name("fenced"), log=LOG)
     try:
         zombie.start(15)
         zombie.submit(batch(source, range(0, 2), sink))
         successor = Producer({**client_config(kafka_bootstrap), "transactional.id": transactional_id})
         successor.init_transactions(15)
         with pytest.raises(DeliveryFatal, match="fatal"):
-            drive(zombie, lambda p: False, timeout=20)
+            drive(zombie, consumer, lambda p: False, timeout=20)
     finally:
         consumer.close()
 
@@ -128,32 +141,31 @@ def test_exactly_once_redoes_a_batch_whose_acknowledgements_were_lost(proxied_br
     source, sink = unique_name("source"), unique_name("sink")
     ensure_topics(bootstrap, [source, sink])
     group = unique_name("eos-lost-acks")
-    consumer = group_consumer(bootstrap, group, read_committed=True)
     timeouts = {"message.timeout.ms": 2000, "request.timeout.ms": 1500} if how == "the messages time out" else {}
     new_producer = transactional(bootstrap, unique_name("txn"), **timeouts)
-    delivery = ExactlyOnce(new_producer, consumer, log=LOG, call_timeout=2.0)
+    delivery, consumer = wired(ExactlyOnce, new_producer, bootstrap, group, log=LOG, call_timeout=2.0)
     proxy = proxied_broker.proxy
     try:
         delivery.start(15)
         delivery.submit(batch(source, range(0, 3), sink))
-        drive(delivery, lambda p: len(p.completed) == 1)
+        drive(delivery, consumer, lambda p: len(p.completed) == 1)
         proxy.drop_responses(PRODUCE_API_KEY)
         delivery.submit(batch(source, range(3, 6), sink, tag=b"aborted"))
-        drive(delivery, lambda p: proxy.dropped_responses > 0)
+        drive(delivery, consumer, lambda p: proxy.dropped_responses > 0)
         if how == "the messages time out":
-            progress = drive(delivery, lambda p: bool(p.rewind))
+            progress = drive(delivery, consumer, lambda p: bool(p.rewind))
         else:
             finished, progress = delivery.finish(timeout=0.5)
             assert not finished
             proxy.cut()  # the connection dies with the acknowledgements in it
             proxy.drop_responses(None)
             proxy.restore()
-            progress.merge(drive(delivery, lambda p: not delivery.busy()))
+            progress.merge(drive(delivery, consumer, lambda p: not delivery.busy()))
         assert progress.rewind == {(source, 0): 3} and not progress.completed
         proxy.drop_responses(None)
 
         delivery.submit(batch(source, range(3, 6), sink, tag=b"redo"))
-        drive(delivery, lambda p: len(p.completed) == 1 and not delivery.busy())
+        drive(delivery, consumer, lambda p: len(p.completed) == 1 and not delivery.busy())
         assert committed_offsets(bootstrap, group, source, 1) == {0: 6}
     finally:
         proxy.drop_responses(None)
@@ -176,15 +188,15 @@ def test_at_least_once_rewinds_instead_of_committing_when_delivery_fails(proxied
     source, sink = unique_name("source"), unique_name("sink")
     ensure_topics(bootstrap, [source, sink])
     group = unique_name("alo-fail")
-    consumer = group_consumer(bootstrap, group)
-    delivery = AtLeastOnce(idempotent(bootstrap, **{"message.timeout.ms": 1500}), consumer, max_in_flight=4, log=LOG)
+    new_producer = idempotent(bootstrap, **{"message.timeout.ms": 1500})
+    delivery, consumer = wired(AtLeastOnce, new_producer, bootstrap, group, max_in_flight=4, log=LOG)
     try:
         delivery.submit(batch(source, range(0, 3), sink))
-        drive(delivery, lambda p: len(p.completed) == 1 and not delivery.busy())
+        drive(delivery, consumer, lambda p: len(p.completed) == 1 and not delivery.busy())
         proxied_broker.proxy.cut()
         delivery.submit(batch(source, range(3, 6), sink))
         delivery.submit(batch(source, range(6, 8), sink))
-        progress = drive(delivery, lambda p: bool(p.rewind), timeout=20)
+        progress = drive(delivery, consumer, lambda p: bool(p.rewind), timeout=20)
         assert progress.rewind == {(source, 0): 3}, "both failed batches are redone from the first one's start"
         assert not progress.completed and not delivery.busy()
         proxied_broker.proxy.restore()
@@ -192,7 +204,7 @@ def test_at_least_once_rewinds_instead_of_committing_when_delivery_fails(proxied
 
         # The redo goes through a fresh producer: on Tansu the old one's epoch bump leaves it fenced for good.
         delivery.submit(batch(source, range(3, 8), sink))
-        drive(delivery, lambda p: len(p.completed) == 1 and not delivery.busy())
+        drive(delivery, consumer, lambda p: len(p.completed) == 1 and not delivery.busy())
         assert committed_offsets(bootstrap, group, source, 1) == {0: 8}
     finally:
         proxied_broker.proxy.restore()

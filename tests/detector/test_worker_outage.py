@@ -15,6 +15,7 @@ from detector.topics import ensure_topics
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
 from tests.support.kafka import BOOTSTRAP_ENV, ProxiedBroker, consume_exactly, unique_name
+from tests.support.tcpproxy import OFFSET_COMMIT_API_KEY
 from tests.support.worker import (
     WorkerThread,
     alert_sources,
@@ -22,6 +23,7 @@ from tests.support.worker import (
     flow_values,
     metric_value,
     produce_spread,
+    wait_until,
     worker_settings,
 )
 
@@ -138,6 +140,33 @@ def test_an_outage_that_outlasts_the_session_loses_the_partitions_and_they_come_
             raise
         assert worker.stop() == 0
 
+    assert set(alert_sources(alerts)) == set(where), "no record lost"
+
+
+def test_a_commit_caught_by_the_outage_stalls_neither_the_group_protocol_nor_a_stop(
+    proxied_broker: ProxiedBroker, tmp_path
+):
+    # An offset commit whose connection dies before its answer arrives is retried by librdkafka until the
+    # coordinator answers again, however long that takes. A worker waiting on it would not see its session
+    # expire, would not stop on SIGTERM, and would beat no health check until the path came back.
+    bootstrap = proxied_broker.bootstrap_servers
+    proxy = proxied_broker.proxy
+    output_topic, where, settings = _stream_for_a_worker(bootstrap, tmp_path, "at-least-once", {})
+    with WorkerThread(settings) as worker:
+        consume_exactly(bootstrap, output_topic, 100, timeout=120)
+        proxy.drop_responses(OFFSET_COMMIT_API_KEY)
+        wait_until(lambda: proxy.dropped_responses > 0, "an offset commit whose answer is lost")
+        proxy.cut()
+        worker.wait_until(lambda: worker.events(LOST), "the session to expire while the path is cut", timeout=60)
+        exit_code = worker.stop()
+        assert proxy.is_cut, "the worker stopped while the broker was still out of reach"
+    assert exit_code == 1, "records it could not commit are left to the next owner: an unclean stop"
+
+    proxy.drop_responses(None)
+    proxy.restore()
+    with WorkerThread(settings) as successor:
+        alerts = consume_covering(bootstrap, output_topic, where, timeout=180)
+        assert successor.stop() == 0
     assert set(alert_sources(alerts)) == set(where), "no record lost"
 
 

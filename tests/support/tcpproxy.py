@@ -24,6 +24,7 @@ from typing import Self
 
 _CHUNK = 64 * 1024
 PRODUCE_API_KEY = 0
+OFFSET_COMMIT_API_KEY = 8
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST instead of FIN
 
 

@@ -1,0 +1,123 @@
+"""Asynchronous offset commits against a real Kafka-protocol broker: confirmed, retried, forgotten, never stuck."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from detector.commits import OffsetCommitter
+from detector.logging import get_logger
+from detector.topics import ensure_topics
+from tests.support.kafka import ProxiedBroker, group_consumer, unique_name
+from tests.support.tcpproxy import OFFSET_COMMIT_API_KEY
+from tests.support.worker import committed_offsets
+
+pytestmark = pytest.mark.kafka
+
+
+class RecordingLog:
+    """The structlog calls the committer makes, kept for the test to read (and passed on to the real log)."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self._log = get_logger("test")
+
+    def warning(self, event: str, **fields: object) -> None:
+        self.warnings.append(event)
+        self._log.warning(event, **fields)
+
+
+def committer_for(bootstrap: str, group: str) -> tuple[OffsetCommitter, Consumer, RecordingLog]:
+    """A committer and its consumer, the consumer's commit results routed to it as the worker routes them."""
+    routed: list[OffsetCommitter] = []
+    on_commit = lambda error, partitions: routed[0].on_commit(error, partitions)  # noqa: E731
+    consumer = group_consumer(bootstrap, group, config={"on_commit": on_commit, "reconnect.backoff.max.ms": 500})
+    log = RecordingLog()
+    routed.append(OffsetCommitter(consumer, log=log, retry_after=0.2))
+    return routed[0], consumer, log
+
+
+def settle(committer: OffsetCommitter, consumer: Consumer, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not committer.settled:
+        assert time.monotonic() < deadline, f"the commits did not settle in {timeout:g} s"
+        committer.service()
+        consumer.poll(0.02)
+
+
+def test_offsets_added_are_committed_and_confirmed(kafka_bootstrap, new_topic):
+    topic, group = new_topic(partitions=2), unique_name("commits")
+    committer, consumer, _ = committer_for(kafka_bootstrap, group)
+    try:
+        committer.add({(topic, 0): 5})
+        committer.service()
+        committer.add({(topic, 0): 9, (topic, 1): 2})  # while the first request is outstanding
+        assert not committer.settled
+        settle(committer, consumer)
+    finally:
+        consumer.close()
+    assert committed_offsets(kafka_bootstrap, group, topic, 2) == {0: 9, 1: 2}
+
+
+def test_forgotten_partitions_are_not_committed(kafka_bootstrap, new_topic):
+    topic, group = new_topic(partitions=2), unique_name("commits")
+    committer, consumer, _ = committer_for(kafka_bootstrap, group)
+    try:
+        committer.add({(topic, 0): 4, (topic, 1): 7})
+        committer.forget({(topic, 1)})
+        settle(committer, consumer)
+        committer.commit_now()  # nothing left to commit: returns at once
+    finally:
+        consumer.close()
+    assert committed_offsets(kafka_bootstrap, group, topic, 2) == {0: 4, 1: -1001}
+
+
+def test_a_failed_commit_is_retried(kafka_bootstrap, new_topic):
+    topic, group = new_topic(), unique_name("commits")
+    committer, consumer, log = committer_for(kafka_bootstrap, group)
+    try:
+        committer.add({(topic, 0): 8})
+        committer.service()
+        # What librdkafka reports when the coordinator moved while the request was on its way:
+        committer.on_commit(KafkaError(KafkaError.NOT_COORDINATOR), [TopicPartition(topic, 0, 8)])
+        assert log.warnings == ["offset commit failed; will retry"]
+        assert not committer.settled, "the failed offsets wait for another try"
+        settle(committer, consumer)
+    finally:
+        consumer.close()
+    assert committed_offsets(kafka_bootstrap, group, topic, 1) == {0: 8}
+
+
+def test_a_commit_whose_answer_is_lost_blocks_nothing_until_the_coordinator_is_back(proxied_broker: ProxiedBroker):
+    # librdkafka retries such a request until the coordinator answers, however long: a synchronous commit
+    # would block as long as the outage lasts.
+    bootstrap = proxied_broker.bootstrap_servers
+    proxy = proxied_broker.proxy
+    topic, group = unique_name("commits"), unique_name("commits")
+    ensure_topics(bootstrap, [topic])
+    committer, consumer, _ = committer_for(bootstrap, group)
+    try:
+        proxy.drop_responses(OFFSET_COMMIT_API_KEY)
+        committer.add({(topic, 0): 6})
+        committer.service()
+        deadline = time.monotonic() + 30
+        while proxy.dropped_responses == 0:
+            assert time.monotonic() < deadline, "the commit never reached the broker"
+            consumer.poll(0.05)
+        proxy.cut()
+        polling = threading.Thread(target=lambda: [committer.service() or consumer.poll(0.1) for _ in range(30)])
+        polling.start()
+        polling.join(60)
+        assert not polling.is_alive(), "serving the committer blocked while its request was caught by the outage"
+        assert not committer.settled
+        proxy.drop_responses(None)
+        proxy.restore()
+        settle(committer, consumer, timeout=60)
+    finally:
+        proxy.drop_responses(None)
+        proxy.restore()
+        consumer.close()
+    assert committed_offsets(bootstrap, group, topic, 1) == {0: 6}
