@@ -135,8 +135,11 @@ class TcpProxy:
         requests, responses = _Frames(), _Frames()
         api_keys: dict[int, int] = {}  # correlation id -> API key of the request awaiting its response
         with selectors.DefaultSelector() as selector:
-            for sock in (client, upstream):
-                selector.register(sock, selectors.EVENT_READ)
+            try:
+                for sock in (client, upstream):
+                    selector.register(sock, selectors.EVENT_READ)
+            except (ValueError, OSError):
+                return  # cut() reset the pair before this thread got to it
             try:
                 while True:
                     for key, _ in selector.select(timeout=1.0):
