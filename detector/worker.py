@@ -281,6 +281,10 @@ class Worker:
         """Serve the consumer's callbacks (commit results, rebalances) without taking input. A record fetched
         before the pause is left for the next reader: nothing at or after its offset is committed."""
         self.consumer.consume(self._buffer_limit, 0)
+        self._raise_fatal()
+
+    def _raise_fatal(self) -> None:
+        """Raise what a librdkafka callback recorded: callbacks must hand control back to librdkafka first."""
         if self._fatal is not None:
             fatal, self._fatal = self._fatal, None
             raise fatal
@@ -322,9 +326,7 @@ class Worker:
             wait = 0.0
         room = max(1, self._buffer_limit - len(self.batcher))
         messages = self.consumer.consume(room, wait)
-        if self._fatal is not None:
-            fatal, self._fatal = self._fatal, None
-            raise fatal
+        self._raise_fatal()
         if not messages:
             return
         records = [m for m in messages if m.error() is None]
