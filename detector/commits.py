@@ -55,7 +55,7 @@ class OffsetCommitter:
             return
         request, self._pending = self._pending, {}
         try:
-            self._consumer.commit(offsets=_partitions(request), asynchronous=True)
+            self._consumer.commit(offsets=topic_partitions(request), asynchronous=True)
         except KafkaException as exc:
             self._failed(request, exc.args[0])
             return
@@ -88,7 +88,7 @@ class OffsetCommitter:
             return
         self._pending, self._in_flight = {}, {}
         try:
-            results = self._consumer.commit(offsets=_partitions(request), asynchronous=False) or []
+            results = self._consumer.commit(offsets=topic_partitions(request), asynchronous=False) or []
         except KafkaException as exc:
             self._failed(request, exc.args[0])
             raise
@@ -110,5 +110,6 @@ class OffsetCommitter:
         self._log.warning("offset commit failed; will retry", error=error.str() if error is not None else None)
 
 
-def _partitions(offsets: dict[TopicPartitionKey, int]) -> list[TopicPartition]:
+def topic_partitions(offsets: dict[TopicPartitionKey, int]) -> list[TopicPartition]:
+    """librdkafka's form of per-partition offsets."""
     return [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from detector.commits import OffsetCommitter
+from detector.commits import OffsetCommitter, topic_partitions
 from detector.processor import ScoredBatch, TopicPartitionKey
 
 TXN_CALL_TIMEOUT_S = 10.0
@@ -131,10 +131,6 @@ def _send(producer: Producer, flight: _InFlight) -> bool:
     finally:
         flight.sent = index
     return True
-
-
-def _partitions(offsets: dict[TopicPartitionKey, int]) -> list[TopicPartition]:
-    return [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
 
 
 def _retire(producer: Producer, flush_timeout: float) -> None:
@@ -355,7 +351,9 @@ class ExactlyOnce:
         try:
             if not self._offsets_sent:
                 self.producer.send_offsets_to_transaction(
-                    _partitions(flight.batch.next_offsets), self._consumer.consumer_group_metadata(), self._call_timeout
+                    topic_partitions(flight.batch.next_offsets),
+                    self._consumer.consumer_group_metadata(),
+                    self._call_timeout,
                 )
                 self._offsets_sent = True
             self.producer.commit_transaction(self._call_timeout)

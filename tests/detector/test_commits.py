@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from detector.commits import OffsetCommitter
 from detector.logging import get_logger
 from detector.topics import ensure_topics
-from tests.support.kafka import ProxiedBroker, group_consumer, unique_name
+from tests.support.kafka import CommitRoute, ProxiedBroker, group_consumer, unique_name
 from tests.support.tcpproxy import OFFSET_COMMIT_API_KEY
 from tests.support.worker import committed_offsets
 
@@ -32,12 +32,11 @@ class RecordingLog:
 
 def committer_for(bootstrap: str, group: str) -> tuple[OffsetCommitter, Consumer, RecordingLog]:
     """A committer and its consumer, the consumer's commit results routed to it as the worker routes them."""
-    routed: list[OffsetCommitter] = []
-    on_commit = lambda error, partitions: routed[0].on_commit(error, partitions)  # noqa: E731
-    consumer = group_consumer(bootstrap, group, config={"on_commit": on_commit, "reconnect.backoff.max.ms": 500})
+    route = CommitRoute()
+    consumer = group_consumer(bootstrap, group, config={"on_commit": route, "reconnect.backoff.max.ms": 500})
     log = RecordingLog()
-    routed.append(OffsetCommitter(consumer, log=log, retry_after=0.2))
-    return routed[0], consumer, log
+    route.target = OffsetCommitter(consumer, log=log, retry_after=0.2)
+    return route.target, consumer, log
 
 
 def settle(committer: OffsetCommitter, consumer: Consumer, timeout: float = 30.0) -> None:

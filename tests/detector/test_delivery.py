@@ -14,6 +14,7 @@ from detector.logging import get_logger
 from detector.processor import Output, ScoredBatch
 from detector.topics import ensure_topics
 from tests.support.kafka import (
+    CommitRoute,
     ProxiedBroker,
     client_config,
     consume_exactly,
@@ -53,12 +54,10 @@ def drive(delivery, consumer: Consumer, until, timeout: float = 30.0) -> Progres
 
 def wired(delivery_class, new_producer, bootstrap: str, group: str, *, read_committed: bool = False, **kwargs):
     """A delivery and its consumer, the consumer's commit results routed to it as the worker routes them."""
-    routed: list = []
-    on_commit = lambda error, partitions: routed[0].on_commit(error, partitions)  # noqa: E731
-    consumer = group_consumer(bootstrap, group, read_committed=read_committed, config={"on_commit": on_commit})
-    delivery = delivery_class(new_producer, consumer, **kwargs)
-    routed.append(delivery)
-    return delivery, consumer
+    route = CommitRoute()
+    consumer = group_consumer(bootstrap, group, read_committed=read_committed, config={"on_commit": route})
+    route.target = delivery_class(new_producer, consumer, **kwargs)
+    return route.target, consumer
 
 
 def idempotent(bootstrap: str, **extra) -> Callable[[], Producer]:

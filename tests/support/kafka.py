@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
@@ -66,6 +67,17 @@ def client_config_from_env() -> dict[str, str]:
 def client_config(bootstrap_servers: str) -> dict[str, str | int | bool]:
     """``bootstrap.servers`` plus the environment's extra settings: the base of every test client."""
     return {**client_config_from_env(), "bootstrap.servers": bootstrap_servers}
+
+
+class CommitRoute:
+    """A consumer's ``on_commit`` callback that forwards to ``target.on_commit``, set once the target exists:
+    the committing object needs the consumer first, as in the worker."""
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    def __call__(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        self.target.on_commit(error, partitions)
 
 
 def group_consumer(
