@@ -18,6 +18,9 @@ and back-pressure is a matter of pausing partitions, not of blocking.
   transaction and rewinds to the batch's first offsets; a fatal one (e.g. fenced by a newer producer with
   the same transactional id) raises :class:`DeliveryFatal`. An abort replaces the producer (see
   :meth:`ExactlyOnce._abort` for why) instead of calling ``abort_transaction``.
+  ``send_offsets_to_transaction`` runs in a helper thread (:class:`_BackgroundCall`): librdkafka ignores its
+  timeout while the group coordinator is out of reach (confluentinc/librdkafka#5456), and a loop blocked
+  there would neither see its session expire nor stop on SIGTERM until the broker came back.
 
 Both commit plain offsets through :class:`~detector.commits.OffsetCommitter`, whose results arrive through
 the consumer's ``on_commit`` callback: the caller must route it to :meth:`on_commit` and keep polling the
@@ -29,6 +32,7 @@ records buffered after the batch: it must seek those partitions back and drop wh
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -42,6 +46,9 @@ from detector.processor import ScoredBatch, TopicPartitionKey
 
 TXN_CALL_TIMEOUT_S = 10.0
 RETIRE_TIMEOUT_S = 2.0
+# How long one service() waits in line for the offsets of a transaction: they usually take a round trip or
+# two, and waiting here keeps a batch's commit in the same loop iteration; past it the loop goes on.
+OFFSETS_WAIT_S = 0.2
 ProducerFactory = Callable[[], Producer]
 # librdkafka reports some fencing errors as abortable, but a fenced producer can never go on (and aborting
 # may not even complete): treat them as fatal.
@@ -131,6 +138,34 @@ def _send(producer: Producer, flight: _InFlight) -> bool:
     finally:
         flight.sent = index
     return True
+
+
+class _BackgroundCall:
+    """One blocking client call run in a daemon thread, for calls that may block past their own timeout.
+
+    The caller checks :attr:`done` (or :meth:`wait`) and then :attr:`failure`; it must keep the client alive
+    and unused by anything that could free it until the call is done.
+    """
+
+    def __init__(self, call: Callable[[], object], name: str) -> None:
+        self.failure: BaseException | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._run, args=(call,), name=name, daemon=True).start()
+
+    def _run(self, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the owner's thread, which decides
+            self.failure = exc
+        finally:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
 
 
 def _retire(producer: Producer, flush_timeout: float) -> None:
@@ -251,6 +286,9 @@ class ExactlyOnce:
         self._state = self._IDLE
         self._flight: _InFlight | None = None
         self._offsets_sent = False
+        self._offsets_call: _BackgroundCall | None = None
+        # Producers replaced by an abort while their offsets call was still blocked: retired when it returns.
+        self._orphans: list[tuple[Producer, _BackgroundCall]] = []
         self._done: list[ScoredBatch] = []
 
     def start(self, timeout: float) -> None:
@@ -280,6 +318,7 @@ class ExactlyOnce:
     def service(self) -> Progress:
         self.producer.poll(0)
         self._commits.service()
+        self._retire_orphans()
         progress = Progress(completed=self._done)
         self._done = []
         if self._state == self._OPEN:
@@ -348,20 +387,36 @@ class ExactlyOnce:
     def _commit(self, progress: Progress) -> None:
         flight = self._flight
         assert flight is not None
+        if not self._offsets_sent and not self._send_offsets(flight):
+            return
         try:
-            if not self._offsets_sent:
-                self.producer.send_offsets_to_transaction(
-                    topic_partitions(flight.batch.next_offsets),
-                    self._consumer.consumer_group_metadata(),
-                    self._call_timeout,
-                )
-                self._offsets_sent = True
             self.producer.commit_transaction(self._call_timeout)
         except KafkaException as exc:
             self._classify(exc, "commit")
             return
         progress.completed.append(flight.batch)
         self._reset()
+
+    def _send_offsets(self, flight: _InFlight) -> bool:
+        """Add the batch's offsets to the transaction; False while that is under way or after it failed."""
+        if self._offsets_call is None:
+            producer, timeout = self.producer, self._call_timeout
+            offsets = topic_partitions(flight.batch.next_offsets)
+            metadata = self._consumer.consumer_group_metadata()
+            self._offsets_call = _BackgroundCall(
+                lambda: producer.send_offsets_to_transaction(offsets, metadata, timeout), "flowwarden-txn-offsets"
+            )
+        call = self._offsets_call
+        if not call.wait(OFFSETS_WAIT_S):
+            return False
+        self._offsets_call = None
+        if isinstance(call.failure, KafkaException):
+            self._classify(call.failure, "commit")
+            return False
+        if call.failure is not None:
+            raise call.failure
+        self._offsets_sent = True
+        return True
 
     def _abort(self, progress: Progress) -> None:
         """Abort the open transaction by starting a successor producer with the same transactional id.
@@ -381,7 +436,11 @@ class ExactlyOnce:
         flight = self._flight
         assert flight is not None
         if not self._successor_pending:
-            _retire(self.producer, 0)
+            call, self._offsets_call = self._offsets_call, None
+            if call is not None and not call.done:
+                self._orphans.append((self.producer, call))
+            else:
+                _retire(self.producer, 0)
             self.producer = self._new_producer()
             self._successor_pending = True
         try:
@@ -398,6 +457,15 @@ class ExactlyOnce:
         rewind = {f"{t}/{p}": o for (t, p), o in progress.rewind.items()}
         self._log.info("transaction aborted: rewinding", rewind=rewind)
         self._reset()
+
+    def _retire_orphans(self) -> None:
+        blocked = []
+        for producer, call in self._orphans:
+            if call.done:
+                _retire(producer, 0)
+            else:
+                blocked.append((producer, call))
+        self._orphans = blocked
 
     def _classify(self, exc: KafkaException, during: str) -> None:
         error: KafkaError = exc.args[0]

@@ -23,7 +23,7 @@ from tests.support.kafka import (
     unique_name,
     values_of,
 )
-from tests.support.tcpproxy import PRODUCE_API_KEY
+from tests.support.tcpproxy import PRODUCE_API_KEY, TXN_OFFSET_COMMIT_API_KEY
 from tests.support.worker import committed_offsets
 
 pytestmark = pytest.mark.kafka
@@ -180,6 +180,44 @@ def test_exactly_once_redoes_a_batch_whose_acknowledgements_were_lost(proxied_br
         b"redo-4",
         b"redo-5",
     ], "the redo's outputs are committed together with its offsets"
+
+
+def test_exactly_once_keeps_serving_while_its_offsets_wait_for_the_coordinator(proxied_broker: ProxiedBroker):
+    # librdkafka's send_offsets_to_transaction() ignores its timeout while the group coordinator does not answer
+    # (confluentinc/librdkafka#5456). A delivery blocked there would stop the worker's loop: no session expiry
+    # seen, no rebalance served, no stop. The loop must go on, and losing the partitions must abort the batch.
+    bootstrap = proxied_broker.bootstrap_servers
+    source, sink = unique_name("source"), unique_name("sink")
+    ensure_topics(bootstrap, [source, sink])
+    group = unique_name("eos-offsets-unanswered")
+    new_producer = transactional(bootstrap, unique_name("txn"))
+    delivery, consumer = wired(ExactlyOnce, new_producer, bootstrap, group, log=LOG, call_timeout=2.0)
+    proxy = proxied_broker.proxy
+    try:
+        delivery.start(15)
+        proxy.drop_responses(TXN_OFFSET_COMMIT_API_KEY)
+        unanswered_for = time.monotonic()
+        delivery.submit(batch(source, range(0, 3), sink, tag=b"aborted"))
+        drive(delivery, consumer, lambda p: proxy.dropped_responses > 0)
+        for _ in range(5):
+            assert not delivery.service().completed
+        # librdkafka answers the blocked call itself only after socket.timeout.ms (60 s): well beyond this.
+        assert time.monotonic() - unanswered_for < 30, "service() waited for the unanswered offsets"
+        assert delivery.busy() and not delivery.can_accept()
+
+        progress = delivery.forget({(source, 0)})  # the session expired: the partition is gone
+        progress.merge(drive(delivery, consumer, lambda p: not delivery.busy()))
+        assert progress.rewind == {} and not progress.completed, "a lost partition is its new owner's to redo"
+        proxy.drop_responses(None)
+
+        delivery.submit(batch(source, range(0, 3), sink, tag=b"redo"))
+        drive(delivery, consumer, lambda p: len(p.completed) == 1 and not delivery.busy())
+        assert committed_offsets(bootstrap, group, source, 1) == {0: 3}
+    finally:
+        proxy.drop_responses(None)
+        consumer.close()
+    visible = values_of(consume_until_idle(bootstrap, sink, read_committed=True))
+    assert [v for v in visible if not v.startswith(b"aborted")] == [b"redo-0", b"redo-1", b"redo-2"]
 
 
 def test_at_least_once_rewinds_instead_of_committing_when_delivery_fails(proxied_broker: ProxiedBroker):

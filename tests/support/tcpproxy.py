@@ -25,6 +25,7 @@ from typing import Self
 _CHUNK = 64 * 1024
 PRODUCE_API_KEY = 0
 OFFSET_COMMIT_API_KEY = 8
+TXN_OFFSET_COMMIT_API_KEY = 28
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST instead of FIN
 
 
