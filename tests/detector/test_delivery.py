@@ -68,6 +68,19 @@ def transactional(bootstrap: str, transactional_id: str, **extra) -> Callable[[]
     return lambda: Producer({**client_config(bootstrap), "transactional.id": transactional_id, **extra})
 
 
+def redo(delivery, consumer: Consumer, source: str, offsets: range, sink: str) -> None:
+    """Submit the redo of an aborted batch (outputs tagged ``redo``) and drive it until it is committed."""
+    delivery.submit(batch(source, offsets, sink, tag=b"redo"))
+    drive(delivery, consumer, lambda p: len(p.completed) == 1 and not delivery.busy())
+
+
+def committed_outputs_but_aborted(bootstrap: str, sink: str) -> list[bytes]:
+    """What a read_committed reader sees of ``sink``, less the aborted batch's outputs (tagged ``aborted``):
+    Tansu shows aborted messages to read_committed readers too (docs/tansu.md)."""
+    visible = values_of(consume_until_idle(bootstrap, sink, read_committed=True))
+    return [value for value in visible if not value.startswith(b"aborted")]
+
+
 def test_at_least_once_commits_each_batch_after_its_messages_are_acknowledged(kafka_bootstrap, new_topic):
     source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
     group = unique_name("alo")
@@ -163,16 +176,13 @@ def test_exactly_once_redoes_a_batch_whose_acknowledgements_were_lost(proxied_br
         assert progress.rewind == {(source, 0): 3} and not progress.completed
         proxy.drop_responses(None)
 
-        delivery.submit(batch(source, range(3, 6), sink, tag=b"redo"))
-        drive(delivery, consumer, lambda p: len(p.completed) == 1 and not delivery.busy())
+        redo(delivery, consumer, source, range(3, 6), sink)
         assert committed_offsets(bootstrap, group, source, 1) == {0: 6}
     finally:
         proxy.drop_responses(None)
         proxy.restore()
         consumer.close()
-    # Tansu also shows aborted messages to read_committed readers (docs/tansu.md): leave them out.
-    visible = values_of(consume_until_idle(bootstrap, sink, read_committed=True))
-    assert [v for v in visible if not v.startswith(b"aborted")] == [
+    assert committed_outputs_but_aborted(bootstrap, sink) == [
         b"out-0",
         b"out-1",
         b"out-2",
@@ -210,14 +220,12 @@ def test_exactly_once_keeps_serving_while_its_offsets_wait_for_the_coordinator(p
         assert progress.rewind == {} and not progress.completed, "a lost partition is its new owner's to redo"
         proxy.drop_responses(None)
 
-        delivery.submit(batch(source, range(0, 3), sink, tag=b"redo"))
-        drive(delivery, consumer, lambda p: len(p.completed) == 1 and not delivery.busy())
+        redo(delivery, consumer, source, range(0, 3), sink)
         assert committed_offsets(bootstrap, group, source, 1) == {0: 3}
     finally:
         proxy.drop_responses(None)
         consumer.close()
-    visible = values_of(consume_until_idle(bootstrap, sink, read_committed=True))
-    assert [v for v in visible if not v.startswith(b"aborted")] == [b"redo-0", b"redo-1", b"redo-2"]
+    assert committed_outputs_but_aborted(bootstrap, sink) == [b"redo-0", b"redo-1", b"redo-2"]
 
 
 def test_at_least_once_rewinds_instead_of_committing_when_delivery_fails(proxied_broker: ProxiedBroker):
