@@ -8,8 +8,12 @@ traffic through again; clients reconnect on their own.
 
 :meth:`TcpProxy.drop_responses` is the subtler fault: requests still reach the broker (and take effect) but
 the answers to one kind of request never come back, as when a connection dies after the broker acted on a
-request and before its reply arrived. The proxy follows the Kafka framing (a 4-byte size before every
-request and response) to pair each response with its request's API key through the correlation id.
+request and before its reply arrived. :meth:`TcpProxy.hold_next` delays instead: the next request of one
+kind, and everything after it on its connection, waits in the proxy until :meth:`TcpProxy.release`, as a
+request does that a client sends into a dead path and retries once the path is back.
+
+The proxy follows the Kafka framing (a 4-byte size before every request and response) to pair each
+response with its request's API key through the correlation id.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ class TcpProxy:
         self._cut = False
         self._drop_api_key: int | None = None
         self.dropped_responses = 0
+        self._hold_api_key: int | None = None
+        self._holding: socket.socket | None = None  # the client connection whose requests are held
+        self._released = threading.Event()
+        self.held_requests = 0
         self._closed = False
         self._accept_thread: threading.Thread | None = None
         self.accepted = 0
@@ -88,6 +96,25 @@ class TcpProxy:
         """Swallow the broker's responses to requests with Kafka API key ``api_key`` (e.g.
         :data:`PRODUCE_API_KEY`) from now on; ``None`` lets them through again. Counted in ``dropped_responses``."""
         self._drop_api_key = api_key
+
+    def hold_next(self, api_key: int) -> None:
+        """Hold back the next request with Kafka API key ``api_key`` and every later request on its
+        connection (other connections flow) until :meth:`release`. Counted in ``held_requests``."""
+        with self._lock:
+            self._hold_api_key, self._holding = api_key, None
+            self._released.clear()
+
+    def release(self) -> None:
+        """Forward what :meth:`hold_next` held back, in order, and stop holding."""
+        with self._lock:
+            self._hold_api_key = None
+            self._released.set()
+
+    def _holds(self, client: socket.socket, api_key: int) -> bool:
+        with self._lock:
+            if self._holding is None and api_key == self._hold_api_key:
+                self._holding = client
+            return self._holding is client and not self._released.is_set()
 
     def close(self) -> None:
         """Stop accepting and reset every connection. Idempotent."""
@@ -135,6 +162,7 @@ class TcpProxy:
         """Copy whole Kafka frames both ways until either side closes or the proxy resets the pair."""
         requests, responses = _Frames(), _Frames()
         api_keys: dict[int, int] = {}  # correlation id -> API key of the request awaiting its response
+        held: list[bytes] = []
         with selectors.DefaultSelector() as selector:
             try:
                 for sock in (client, upstream):
@@ -143,7 +171,11 @@ class TcpProxy:
                 return  # cut() reset the pair before this thread got to it
             try:
                 while True:
-                    for key, _ in selector.select(timeout=1.0):
+                    if held and self._released.is_set():
+                        for frame in held:
+                            upstream.sendall(frame)
+                        held.clear()
+                    for key, _ in selector.select(timeout=0.1):
                         source = key.fileobj
                         assert isinstance(source, socket.socket)
                         data = source.recv(_CHUNK)
@@ -153,7 +185,11 @@ class TcpProxy:
                             for frame in requests.feed(data):
                                 api_key, correlation_id = struct.unpack_from(">hxxi", frame, 4)
                                 api_keys[correlation_id] = api_key
-                                upstream.sendall(frame)
+                                if held or self._holds(client, api_key):
+                                    held.append(frame)
+                                    self.held_requests += 1
+                                else:
+                                    upstream.sendall(frame)
                         else:
                             for frame in responses.feed(data):
                                 (correlation_id,) = struct.unpack_from(">i", frame, 4)
