@@ -20,7 +20,10 @@ and back-pressure is a matter of pausing partitions, not of blocking.
   :meth:`ExactlyOnce._abort` for why) instead of calling ``abort_transaction``.
   ``send_offsets_to_transaction`` runs in a helper thread (:class:`_BackgroundCall`): librdkafka ignores its
   timeout while the group coordinator is out of reach (confluentinc/librdkafka#5456), and a loop blocked
-  there would neither see its session expire nor stop on SIGTERM until the broker came back.
+  there would neither see its session expire nor stop on SIGTERM until the broker came back. An abort
+  waits (up to ``orphan_wait``) for such a call to end before the successor producer starts: offsets that
+  reached the group coordinator only after the abort could be applied by a later commit of the same
+  producer id on a broker that does not check the epoch there.
 
 Both commit plain offsets through :class:`~detector.commits.OffsetCommitter`, whose results arrive through
 the consumer's ``on_commit`` callback: the caller must route it to :meth:`on_commit` and keep polling the
@@ -46,6 +49,9 @@ from detector.processor import ScoredBatch, TopicPartitionKey
 
 TXN_CALL_TIMEOUT_S = 10.0
 RETIRE_TIMEOUT_S = 2.0
+# The longest an abort waits for the aborted transaction's offsets call: once the path to the coordinator
+# works, librdkafka ends that call within socket.timeout.ms (60 s); this only guards against one that never ends.
+ORPHAN_WAIT_S = 300.0
 # How long one service() waits in line for the offsets of a transaction: they usually take a round trip or
 # two, and waiting here keeps a batch's commit in the same loop iteration; past it the loop goes on.
 OFFSETS_WAIT_S = 0.2
@@ -168,6 +174,16 @@ class _BackgroundCall:
         return self._done.wait(timeout)
 
 
+@dataclass
+class _Orphan:
+    """A producer replaced by an abort while its offsets call was blocked; an abort waits for the call until
+    ``wait_until`` (monotonic), and the producer is retired once the call ends."""
+
+    producer: Producer
+    call: _BackgroundCall
+    wait_until: float
+
+
 def _retire(producer: Producer, flush_timeout: float) -> None:
     """Drop what a replaced producer still holds (it belongs to abandoned work) and let it finish its requests."""
     producer.purge()
@@ -274,7 +290,13 @@ class ExactlyOnce:
     _IDLE, _OPEN, _COMMIT, _ABORT = "idle", "open", "commit", "abort"
 
     def __init__(
-        self, new_producer: ProducerFactory, consumer: Consumer, *, log: Any, call_timeout: float = TXN_CALL_TIMEOUT_S
+        self,
+        new_producer: ProducerFactory,
+        consumer: Consumer,
+        *,
+        log: Any,
+        call_timeout: float = TXN_CALL_TIMEOUT_S,
+        orphan_wait: float = ORPHAN_WAIT_S,
     ) -> None:
         self._new_producer = new_producer
         self.producer = new_producer()
@@ -283,12 +305,13 @@ class ExactlyOnce:
         self._commits = OffsetCommitter(consumer, log=log)
         self._log = log
         self._call_timeout = call_timeout
+        self._orphan_wait = orphan_wait
         self._state = self._IDLE
         self._flight: _InFlight | None = None
         self._offsets_sent = False
         self._offsets_call: _BackgroundCall | None = None
         # Producers replaced by an abort while their offsets call was still blocked: retired when it returns.
-        self._orphans: list[tuple[Producer, _BackgroundCall]] = []
+        self._orphans: list[_Orphan] = []
         self._done: list[ScoredBatch] = []
 
     def start(self, timeout: float) -> None:
@@ -431,6 +454,12 @@ class ExactlyOnce:
         * when messages timed out, librdkafka must bump the epoch before the abort completes, and a broker
           that refuses the bump (Tansu answers UNKNOWN_SERVER_ERROR) leaves the abort unfinished for good.
 
+        Before that, a ``send_offsets_to_transaction`` of this transaction that is still blocked must end
+        (:data:`ORPHAN_WAIT_S`): its offsets could otherwise reach the group coordinator after the abort,
+        stay pending there for this producer id and be committed by the successor's next transaction (Kafka
+        before transaction verification keys pending offsets by producer id alone), moving the group past
+        records that nobody redoes, e.g. of a partition this worker has lost meanwhile.
+
         A retriable failure (the coordinator unreachable) leaves the abort pending: the next call resumes it.
         """
         flight = self._flight
@@ -438,11 +467,14 @@ class ExactlyOnce:
         if not self._successor_pending:
             call, self._offsets_call = self._offsets_call, None
             if call is not None and not call.done:
-                self._orphans.append((self.producer, call))
+                self._orphans.append(_Orphan(self.producer, call, time.monotonic() + self._orphan_wait))
+                self._log.warning("abort: waiting for the transaction's offsets call to end before aborting")
             else:
                 _retire(self.producer, 0)
             self.producer = self._new_producer()
             self._successor_pending = True
+        if any(not orphan.call.done and time.monotonic() < orphan.wait_until for orphan in self._orphans):
+            return
         try:
             self.producer.init_transactions(self._call_timeout)
         except KafkaException as exc:
@@ -460,11 +492,11 @@ class ExactlyOnce:
 
     def _retire_orphans(self) -> None:
         blocked = []
-        for producer, call in self._orphans:
-            if call.done:
-                _retire(producer, 0)
+        for orphan in self._orphans:
+            if orphan.call.done:
+                _retire(orphan.producer, 0)
             else:
-                blocked.append((producer, call))
+                blocked.append(orphan)
         self._orphans = blocked
 
     def _classify(self, exc: KafkaException, during: str) -> None:

@@ -195,7 +195,9 @@ def test_exactly_once_redoes_a_batch_whose_acknowledgements_were_lost(proxied_br
 def test_exactly_once_keeps_serving_while_its_offsets_wait_for_the_coordinator(proxied_broker: ProxiedBroker):
     # librdkafka's send_offsets_to_transaction() ignores its timeout while the group coordinator does not answer
     # (confluentinc/librdkafka#5456). A delivery blocked there would stop the worker's loop: no session expiry
-    # seen, no rebalance served, no stop. The loop must go on, and losing the partitions must abort the batch.
+    # seen, no rebalance served, no stop. The loop must go on, and losing the partitions must abort the batch,
+    # but only once the blocked call has ended: offsets reaching the coordinator after the abort could be
+    # committed later on a broker that does not check the producer epoch there.
     bootstrap = proxied_broker.bootstrap_servers
     source, sink = unique_name("source"), unique_name("sink")
     ensure_topics(bootstrap, [source, sink])
@@ -205,10 +207,10 @@ def test_exactly_once_keeps_serving_while_its_offsets_wait_for_the_coordinator(p
     proxy = proxied_broker.proxy
     try:
         delivery.start(15)
-        proxy.drop_responses(TXN_OFFSET_COMMIT_API_KEY)
+        proxy.hold_next(TXN_OFFSET_COMMIT_API_KEY)
         unanswered_for = time.monotonic()
         delivery.submit(batch(source, range(0, 3), sink, tag=b"aborted"))
-        drive(delivery, consumer, lambda p: proxy.dropped_responses > 0)
+        drive(delivery, consumer, lambda p: proxy.held_requests > 0)
         for _ in range(5):
             assert not delivery.service().completed
         # librdkafka answers the blocked call itself only after socket.timeout.ms (60 s): well beyond this.
@@ -216,14 +218,42 @@ def test_exactly_once_keeps_serving_while_its_offsets_wait_for_the_coordinator(p
         assert delivery.busy() and not delivery.can_accept()
 
         progress = delivery.forget({(source, 0)})  # the session expired: the partition is gone
+        for _ in range(5):
+            progress.merge(delivery.service())
+        assert delivery.busy(), "the abort went ahead while the transaction's offsets could still land"
+        proxy.release()  # the offsets reach the coordinator, inside the transaction still open
         progress.merge(drive(delivery, consumer, lambda p: not delivery.busy()))
         assert progress.rewind == {} and not progress.completed, "a lost partition is its new owner's to redo"
-        proxy.drop_responses(None)
 
         redo(delivery, consumer, source, range(0, 3), sink)
         assert committed_offsets(bootstrap, group, source, 1) == {0: 3}
     finally:
-        proxy.drop_responses(None)
+        proxy.release()
+        consumer.close()
+    assert committed_outputs_but_aborted(bootstrap, sink) == [b"redo-0", b"redo-1", b"redo-2"]
+
+
+def test_an_exactly_once_abort_stops_waiting_for_an_offsets_call_that_never_ends(proxied_broker: ProxiedBroker):
+    bootstrap = proxied_broker.bootstrap_servers
+    source, sink = unique_name("source"), unique_name("sink")
+    ensure_topics(bootstrap, [source, sink])
+    group = unique_name("eos-offsets-never")
+    new_producer = transactional(bootstrap, unique_name("txn"))
+    delivery, consumer = wired(ExactlyOnce, new_producer, bootstrap, group, log=LOG, call_timeout=2.0, orphan_wait=1.0)
+    proxy = proxied_broker.proxy
+    try:
+        delivery.start(15)
+        proxy.hold_next(TXN_OFFSET_COMMIT_API_KEY)
+        delivery.submit(batch(source, range(0, 3), sink, tag=b"aborted"))
+        drive(delivery, consumer, lambda p: proxy.held_requests > 0)
+        finished, progress = delivery.finish(timeout=0.5)  # a revoke that cannot wait: abort
+        assert not finished
+        progress.merge(drive(delivery, consumer, lambda p: not delivery.busy()))
+        assert progress.rewind == {(source, 0): 0}
+        redo(delivery, consumer, source, range(0, 3), sink)
+        assert committed_offsets(bootstrap, group, source, 1) == {0: 3}
+    finally:
+        proxy.release()
         consumer.close()
     assert committed_outputs_but_aborted(bootstrap, sink) == [b"redo-0", b"redo-1", b"redo-2"]
 
