@@ -162,6 +162,26 @@ def test_read_committed_does_not_see_an_open_transaction(kafka_bootstrap, new_to
     assert values_of(consume_exactly(kafka_bootstrap, topic, 1, read_committed=True)) == [b"pending"]
 
 
+@tansu_limitation("a transaction left open never times out: read_committed readers wait behind it for good")
+def test_a_transaction_left_open_is_aborted_once_it_times_out(kafka_bootstrap, new_topic):
+    # A worker that dies inside a transaction, with no successor taking over its transactional.id, leaves the
+    # transaction open: the coordinator must abort it after transaction.timeout.ms, or every read_committed
+    # reader of its partitions waits behind it. Kafka looks for such transactions every 10 s by default.
+    topic = new_topic()
+    abandoned = Producer(
+        {**client_config(kafka_bootstrap), "transactional.id": unique_name("abandoned"), "transaction.timeout.ms": 3000}
+    )
+    abandoned.init_transactions(TXN_TIMEOUT_S)
+    abandoned.begin_transaction()
+    abandoned.produce(topic, value=b"abandoned")
+    assert abandoned.flush(10) == 0
+    producer = transactional_producer(kafka_bootstrap)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"committed")
+    producer.commit_transaction(TXN_TIMEOUT_S)
+    assert values_of(consume_exactly(kafka_bootstrap, topic, 1, read_committed=True, timeout=25)) == [b"committed"]
+
+
 @tansu_limitation("fetch responses carry no aborted-transaction list, so read_committed delivers aborted records")
 def test_read_committed_does_not_see_an_aborted_transaction(kafka_bootstrap, new_topic):
     topic = new_topic()

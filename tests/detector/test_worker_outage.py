@@ -15,7 +15,7 @@ from detector.topics import ensure_topics
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
 from tests.support.kafka import BOOTSTRAP_ENV, ProxiedBroker, consume_exactly, unique_name
-from tests.support.tcpproxy import OFFSET_COMMIT_API_KEY
+from tests.support.tcpproxy import OFFSET_COMMIT_API_KEY, TXN_OFFSET_COMMIT_API_KEY
 from tests.support.worker import (
     WorkerThread,
     alert_sources,
@@ -143,18 +143,23 @@ def test_an_outage_that_outlasts_the_session_loses_the_partitions_and_they_come_
     assert set(alert_sources(alerts)) == set(where), "no record lost"
 
 
+@pytest.mark.parametrize(
+    ("guarantee", "commit_api_key"),
+    [("at-least-once", OFFSET_COMMIT_API_KEY), ("exactly-once", TXN_OFFSET_COMMIT_API_KEY)],
+)
 def test_a_commit_caught_by_the_outage_stalls_neither_the_group_protocol_nor_a_stop(
-    proxied_broker: ProxiedBroker, tmp_path
+    proxied_broker: ProxiedBroker, tmp_path, guarantee: str, commit_api_key: int
 ):
     # An offset commit whose connection dies before its answer arrives is retried by librdkafka until the
-    # coordinator answers again, however long that takes. A worker waiting on it would not see its session
-    # expire, would not stop on SIGTERM, and would beat no health check until the path came back.
+    # coordinator answers again, however long that takes (a transaction's offsets too: librdkafka#5456). A
+    # worker waiting on it would not see its session expire, would not stop on SIGTERM, and would beat no
+    # health check until the path came back.
     bootstrap = proxied_broker.bootstrap_servers
     proxy = proxied_broker.proxy
-    output_topic, where, settings = _stream_for_a_worker(bootstrap, tmp_path, "at-least-once", {})
+    output_topic, where, settings = _stream_for_a_worker(bootstrap, tmp_path, guarantee, {})
     with WorkerThread(settings) as worker:
         consume_exactly(bootstrap, output_topic, 100, timeout=120)
-        proxy.drop_responses(OFFSET_COMMIT_API_KEY)
+        proxy.drop_responses(commit_api_key)
         wait_until(lambda: proxy.dropped_responses > 0, "an offset commit whose answer is lost")
         proxy.cut()
         worker.wait_until(lambda: worker.events(LOST), "the session to expire while the path is cut", timeout=60)
@@ -193,5 +198,8 @@ def _stream_for_a_worker(
         max_batch=MAX_BATCH,
         max_in_flight_batches=1,
         kafka=kafka,
+        # Stable, as a StatefulSet pod name would be: a successor fences and aborts what its predecessor left
+        # open (Tansu never times a transaction out: docs/tansu.md).
+        transactional_id=unique_name("worker-0") if guarantee == "exactly-once" else None,
     )
     return names["output_topic"], where, settings
