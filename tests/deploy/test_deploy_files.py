@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from detector.settings import RunSettings, load_settings
+
 yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -419,6 +421,14 @@ def test_deployment_configuration_sources_match() -> None:
     secret = objects["Secret"]["stringData"]
     assert all(key.startswith("FLOWWARDEN_KAFKA__") for key in secret)
     assert {"FLOWWARDEN_KAFKA__SASL_USERNAME", "FLOWWARDEN_KAFKA__SASL_PASSWORD"} <= set(secret)
+
+
+def test_each_pod_serves_exactly_once_under_its_own_name(monkeypatch) -> None:
+    container = k8s_objects()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["FLOWWARDEN_TRANSACTIONAL_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    monkeypatch.setenv("FLOWWARDEN_TRANSACTIONAL_ID", "flowwarden-detector-7d9f8-x2k4q")
+    assert load_settings(RunSettings, {}).transactional_id == "flowwarden-detector-7d9f8-x2k4q"
 
 
 def test_service_and_pdb_select_the_detector_pods() -> None:
