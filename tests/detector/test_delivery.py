@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ from tests.support.kafka import (
     unique_name,
     values_of,
 )
-from tests.support.tcpproxy import PRODUCE_API_KEY, TXN_OFFSET_COMMIT_API_KEY
+from tests.support.tcpproxy import PRODUCE_API_KEY, TXN_OFFSET_COMMIT_API_KEY, TcpProxy
 from tests.support.worker import committed_offsets
 
 pytestmark = pytest.mark.kafka
@@ -192,6 +194,37 @@ def test_exactly_once_redoes_a_batch_whose_acknowledgements_were_lost(proxied_br
     ], "the redo's outputs are committed together with its offsets"
 
 
+class HeldOffsets(NamedTuple):
+    delivery: ExactlyOnce
+    consumer: Consumer
+    proxy: TcpProxy
+    source: str
+    sink: str
+    group: str
+
+
+@contextmanager
+def offsets_held_back(proxied_broker: ProxiedBroker, group: str, **options) -> Iterator[HeldOffsets]:
+    """An exactly-once delivery whose first batch (offsets 0-2 of ``source``, outputs tagged ``aborted``) waits
+    in ``send_offsets_to_transaction``: the proxy holds its TxnOffsetCommit back until ``proxy.release()``."""
+    bootstrap = proxied_broker.bootstrap_servers
+    source, sink = unique_name("source"), unique_name("sink")
+    ensure_topics(bootstrap, [source, sink])
+    group = unique_name(group)
+    new_producer = transactional(bootstrap, unique_name("txn"))
+    delivery, consumer = wired(ExactlyOnce, new_producer, bootstrap, group, log=LOG, call_timeout=2.0, **options)
+    proxy = proxied_broker.proxy
+    try:
+        delivery.start(15)
+        proxy.hold_next(TXN_OFFSET_COMMIT_API_KEY)
+        delivery.submit(batch(source, range(0, 3), sink, tag=b"aborted"))
+        drive(delivery, consumer, lambda p: proxy.held_requests > 0)
+        yield HeldOffsets(delivery, consumer, proxy, source, sink, group)
+    finally:
+        proxy.release()
+        consumer.close()
+
+
 def test_exactly_once_keeps_serving_while_its_offsets_wait_for_the_coordinator(proxied_broker: ProxiedBroker):
     # librdkafka's send_offsets_to_transaction() ignores its timeout while the group coordinator does not answer
     # (confluentinc/librdkafka#5456). A delivery blocked there would stop the worker's loop: no session expiry
@@ -199,18 +232,9 @@ def test_exactly_once_keeps_serving_while_its_offsets_wait_for_the_coordinator(p
     # but only once the blocked call has ended: offsets reaching the coordinator after the abort could be
     # committed later on a broker that does not check the producer epoch there.
     bootstrap = proxied_broker.bootstrap_servers
-    source, sink = unique_name("source"), unique_name("sink")
-    ensure_topics(bootstrap, [source, sink])
-    group = unique_name("eos-offsets-unanswered")
-    new_producer = transactional(bootstrap, unique_name("txn"))
-    delivery, consumer = wired(ExactlyOnce, new_producer, bootstrap, group, log=LOG, call_timeout=2.0)
-    proxy = proxied_broker.proxy
-    try:
-        delivery.start(15)
-        proxy.hold_next(TXN_OFFSET_COMMIT_API_KEY)
+    with offsets_held_back(proxied_broker, "eos-offsets-unanswered") as held:
+        delivery, consumer, proxy, source, sink, group = held
         unanswered_for = time.monotonic()
-        delivery.submit(batch(source, range(0, 3), sink, tag=b"aborted"))
-        drive(delivery, consumer, lambda p: proxy.held_requests > 0)
         for _ in range(5):
             assert not delivery.service().completed
         # librdkafka answers the blocked call itself only after socket.timeout.ms (60 s): well beyond this.
@@ -227,34 +251,19 @@ def test_exactly_once_keeps_serving_while_its_offsets_wait_for_the_coordinator(p
 
         redo(delivery, consumer, source, range(0, 3), sink)
         assert committed_offsets(bootstrap, group, source, 1) == {0: 3}
-    finally:
-        proxy.release()
-        consumer.close()
     assert committed_outputs_but_aborted(bootstrap, sink) == [b"redo-0", b"redo-1", b"redo-2"]
 
 
 def test_an_exactly_once_abort_stops_waiting_for_an_offsets_call_that_never_ends(proxied_broker: ProxiedBroker):
     bootstrap = proxied_broker.bootstrap_servers
-    source, sink = unique_name("source"), unique_name("sink")
-    ensure_topics(bootstrap, [source, sink])
-    group = unique_name("eos-offsets-never")
-    new_producer = transactional(bootstrap, unique_name("txn"))
-    delivery, consumer = wired(ExactlyOnce, new_producer, bootstrap, group, log=LOG, call_timeout=2.0, orphan_wait=1.0)
-    proxy = proxied_broker.proxy
-    try:
-        delivery.start(15)
-        proxy.hold_next(TXN_OFFSET_COMMIT_API_KEY)
-        delivery.submit(batch(source, range(0, 3), sink, tag=b"aborted"))
-        drive(delivery, consumer, lambda p: proxy.held_requests > 0)
+    with offsets_held_back(proxied_broker, "eos-offsets-never", orphan_wait=1.0) as held:
+        delivery, consumer, _, source, sink, group = held
         finished, progress = delivery.finish(timeout=0.5)  # a revoke that cannot wait: abort
         assert not finished
         progress.merge(drive(delivery, consumer, lambda p: not delivery.busy()))
         assert progress.rewind == {(source, 0): 0}
         redo(delivery, consumer, source, range(0, 3), sink)
         assert committed_offsets(bootstrap, group, source, 1) == {0: 3}
-    finally:
-        proxy.release()
-        consumer.close()
     assert committed_outputs_but_aborted(bootstrap, sink) == [b"redo-0", b"redo-1", b"redo-2"]
 
 

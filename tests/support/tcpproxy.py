@@ -57,9 +57,8 @@ class TcpProxy:
         self._cut = False
         self._drop_api_key: int | None = None
         self.dropped_responses = 0
-        self._hold_api_key: int | None = None
+        self._hold_api_key: int | None = None  # None: nothing held, or release() was called
         self._holding: socket.socket | None = None  # the client connection whose requests are held
-        self._released = threading.Event()
         self.held_requests = 0
         self._closed = False
         self._accept_thread: threading.Thread | None = None
@@ -102,19 +101,18 @@ class TcpProxy:
         connection (other connections flow) until :meth:`release`. Counted in ``held_requests``."""
         with self._lock:
             self._hold_api_key, self._holding = api_key, None
-            self._released.clear()
 
     def release(self) -> None:
         """Forward what :meth:`hold_next` held back, in order, and stop holding."""
-        with self._lock:
-            self._hold_api_key = None
-            self._released.set()
+        self._hold_api_key = None
 
     def _holds(self, client: socket.socket, api_key: int) -> bool:
+        if self._hold_api_key is None:
+            return False
         with self._lock:
             if self._holding is None and api_key == self._hold_api_key:
                 self._holding = client
-            return self._holding is client and not self._released.is_set()
+            return self._holding is client
 
     def close(self) -> None:
         """Stop accepting and reset every connection. Idempotent."""
@@ -171,7 +169,7 @@ class TcpProxy:
                 return  # cut() reset the pair before this thread got to it
             try:
                 while True:
-                    if held and self._released.is_set():
+                    if held and self._hold_api_key is None:
                         for frame in held:
                             upstream.sendall(frame)
                         held.clear()
