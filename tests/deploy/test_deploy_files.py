@@ -345,7 +345,7 @@ def test_kustomization_resources_exist() -> None:
     for name in kustomization["resources"]:
         assert (DEPLOY / "k8s" / name).is_file(), name
     kinds = set(k8s_objects())
-    expected = {"Namespace", "ConfigMap", "Secret", "Deployment", "PersistentVolumeClaim", "Service"}
+    expected = {"Namespace", "ConfigMap", "Secret", "StatefulSet", "PersistentVolumeClaim", "Service"}
     assert expected | {"PodDisruptionBudget"} <= kinds
 
 
@@ -358,7 +358,7 @@ def test_kustomize_builds() -> None:
         [kubectl, "kustomize", str(DEPLOY / "k8s")], check=True, capture_output=True, text=True, timeout=60
     ).stdout
     objects = [doc for doc in yaml.safe_load_all(rendered) if doc]
-    assert {doc["kind"] for doc in objects} >= {"Namespace", "Deployment", "Service", "PodDisruptionBudget"}
+    assert {doc["kind"] for doc in objects} >= {"Namespace", "StatefulSet", "Service", "PodDisruptionBudget"}
     for doc in objects:
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == "flowwarden", doc["kind"]
@@ -372,10 +372,10 @@ def test_every_k8s_object_is_well_formed() -> None:
             assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), path.name
 
 
-def test_deployment_probes_and_lifecycle() -> None:
+def test_workers_probes_and_lifecycle() -> None:
     objects = k8s_objects()
-    deployment = objects["Deployment"]
-    spec = deployment["spec"]
+    workers = objects["StatefulSet"]
+    spec = workers["spec"]
     pod = spec["template"]["spec"]
     container = pod["containers"][0]
     assert spec["replicas"] == 3
@@ -389,8 +389,8 @@ def test_deployment_probes_and_lifecycle() -> None:
     assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
-def test_deployment_is_locked_down() -> None:
-    pod = k8s_objects()["Deployment"]["spec"]["template"]["spec"]
+def test_workers_is_locked_down() -> None:
+    pod = k8s_objects()["StatefulSet"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
@@ -402,9 +402,9 @@ def test_deployment_is_locked_down() -> None:
     assert volumes["registry"]["persistentVolumeClaim"]["claimName"] == "flowwarden-registry"
 
 
-def test_deployment_configuration_sources_match() -> None:
+def test_workers_configuration_sources_match() -> None:
     objects = k8s_objects()
-    container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    container = objects["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]
     sources = {next(iter(s)): s[next(iter(s))] for s in container["envFrom"]}
     assert sources["configMapRef"]["name"] == objects["ConfigMap"]["metadata"]["name"]
     assert sources["secretRef"]["name"] == objects["Secret"]["metadata"]["name"]
@@ -424,17 +424,23 @@ def test_deployment_configuration_sources_match() -> None:
 
 
 def test_each_pod_serves_exactly_once_under_its_own_name(monkeypatch) -> None:
-    container = k8s_objects()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    """A pod's successor takes its stable name, so it fences the predecessor's transactional.id."""
+    objects = k8s_objects()
+    workers = objects["StatefulSet"]["spec"]
+    assert "volumeClaimTemplates" not in workers, "the workers keep no state of their own"
+    assert workers["serviceName"] == objects["Service"]["metadata"]["name"]
+    assert objects["Service"]["spec"]["clusterIP"] == "None", "a StatefulSet's governing Service is headless"
+    container = workers["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["FLOWWARDEN_TRANSACTIONAL_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    monkeypatch.setenv("FLOWWARDEN_TRANSACTIONAL_ID", "flowwarden-detector-7d9f8-x2k4q")
-    assert load_settings(RunSettings, {}).transactional_id == "flowwarden-detector-7d9f8-x2k4q"
+    monkeypatch.setenv("FLOWWARDEN_TRANSACTIONAL_ID", "flowwarden-detector-2")
+    assert load_settings(RunSettings, {}).transactional_id == "flowwarden-detector-2"
 
 
 def test_service_and_pdb_select_the_detector_pods() -> None:
     objects = k8s_objects()
-    labels = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    assert objects["Deployment"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    labels = objects["StatefulSet"]["spec"]["template"]["metadata"]["labels"]
+    assert objects["StatefulSet"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert objects["Service"]["spec"]["selector"].items() <= labels.items()
     assert objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert objects["Service"]["spec"]["ports"][0]["port"] == 9108
