@@ -19,7 +19,9 @@ import hashlib
 import json
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,15 +146,30 @@ def _default_version(created: datetime, weights: Path) -> str:
 def load_bundle(path: str | Path) -> Bundle:
     """Verify and load a bundle directory or ``.tar.gz``; raises :class:`BundleError` when it is bad."""
     source = Path(path)
+    with unpacked(source) as root:
+        return _load_directory(root, reported_as=source)
+
+
+@contextmanager
+def unpacked(path: str | Path) -> Iterator[Path]:
+    """The directory holding a bundle's files: ``path`` itself, or a ``.tar.gz`` unpacked for the duration.
+
+    Raises :class:`BundleError` when ``path`` does not exist or is a file that is not a readable archive.
+    """
+    source = Path(path)
     if not source.exists():
         raise BundleError(f"bundle {source} does not exist")
-    if source.is_file():
-        if not tarfile.is_tarfile(source):
-            raise BundleError(f"bundle {source} is a file but not a .tar.gz archive")
-        with tempfile.TemporaryDirectory(prefix="flowwarden-bundle-") as scratch:
-            root = _extract(source, Path(scratch))
-            return _load_directory(root, reported_as=source)
-    return _load_directory(source, reported_as=source)
+    if not source.is_file():
+        yield source
+        return
+    try:
+        archive = tarfile.is_tarfile(source)
+    except (OSError, EOFError) as exc:
+        raise BundleError(f"bundle {source}: cannot read archive: {exc}") from exc
+    if not archive:
+        raise BundleError(f"bundle {source} is a file but not a .tar.gz archive")
+    with tempfile.TemporaryDirectory(prefix="flowwarden-bundle-") as scratch:
+        yield _extract(source, Path(scratch))
 
 
 def file_sha256(path: Path) -> str:
@@ -225,7 +242,34 @@ def _parse_manifest(raw: bytes, where: Path) -> dict[str, Any]:
     for key in ("model", "classes", "benign_class", "files", "features"):
         if key not in manifest:
             raise BundleError(f"bundle {where}: {MANIFEST} lacks {key!r}")
+    problem = _manifest_type_problem(manifest)
+    if problem:
+        raise BundleError(f"bundle {where}: {MANIFEST}: {problem}")
     return manifest
+
+
+def _manifest_type_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of a manifest's fields (a hand-edited one, say), or None."""
+    model = manifest["model"]
+    if not isinstance(model, dict) or not all(isinstance(model.get(key), str) for key in ("name", "version")):
+        return "'model' must be an object with string 'name' and 'version'"
+    if not model["version"] or Path(model["version"]).name != model["version"]:
+        return f"model version {model['version']!r} is not a plain name"
+    for key in ("classes", "features"):
+        values = manifest[key]
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            return f"{key!r} must be a non-empty list of strings"
+        if len(set(values)) != len(values):
+            return f"{key!r} names some entries twice"
+    if not isinstance(manifest["benign_class"], str):
+        return "'benign_class' must be a string"
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(isinstance(entry, dict) for entry in files.values()):
+        return "'files' must map each file name to an object with its sha256"
+    for key in ("metrics", "training_data"):
+        if not isinstance(manifest.get(key, {}), dict):
+            return f"{key!r} must be an object"
+    return None
 
 
 def _verify_files(root: Path, manifest: dict[str, Any], where: Path) -> None:
@@ -264,8 +308,8 @@ def _extract(archive: Path, scratch: Path) -> Path:
     try:
         with tarfile.open(archive, "r:*") as tar:
             tar.extractall(scratch, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise BundleError(f"bundle {archive}: cannot unpack archive: {exc}") from exc
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:  # EOFError: a truncated .gz
+        raise BundleError(f"bundle {archive}: cannot unpack archive: {exc or type(exc).__name__}") from exc
     if (scratch / MANIFEST).is_file():
         return scratch
     children = [p for p in scratch.iterdir() if p.is_dir()]

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from detector.bundle import Bundle, BundleError, load_bundle
+from detector.bundle import Bundle, BundleError, load_bundle, unpacked
 
 LATEST = "LATEST"
 VERSIONS = "versions"
@@ -34,34 +34,63 @@ def resolve_bundle_path(path: str | Path) -> Path:
     source = Path(path)
     if not is_registry(source):
         return source
-    version = (source / LATEST).read_text(encoding="utf-8").strip()
+    raw = (source / LATEST).read_bytes()
+    try:
+        version = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise BundleError(f"registry {source}: {LATEST} is not UTF-8 text ({raw[:40]!r})") from None
     if not version or Path(version).name != version:
         raise BundleError(f"registry {source}: {LATEST} does not name a version ({version!r})")
     return source / VERSIONS / version
 
 
-def publish(bundle_dir: str | Path, registry: str | Path) -> str:
-    """Add a verified bundle to ``registry`` (created if needed) and point ``LATEST`` at it.
+def check_registry_target(registry: str | Path) -> Path:
+    """Refuse a path that must not become a registry, before any work is done for it.
+
+    A registry is its own directory: a bundle directory, or a folder holding other files, would be turned
+    into a registry by :func:`publish`, and the same path would then load a different model.
+    """
+    root = Path(registry)
+    if root.exists() and not root.is_dir():
+        raise BundleError(f"registry {root} is a file, not a directory")
+    if (root / "manifest.json").exists():
+        raise BundleError(f"registry {root} is a bundle directory; a registry needs a directory of its own")
+    if root.is_dir() and not is_registry(root) and not (root / VERSIONS).is_dir():
+        others = sorted(child.name for child in root.iterdir() if not child.name.startswith("."))
+        if others:
+            raise BundleError(
+                f"registry {root} is a non-empty directory without {LATEST} or {VERSIONS}/ "
+                f"(holds {', '.join(others[:5])}); a registry needs a directory of its own"
+            )
+    existing = next(parent for parent in (root, *root.absolute().parents) if parent.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BundleError(f"registry {root}: {existing} is not writable")
+    return root
+
+
+def publish(bundle_path: str | Path, registry: str | Path) -> str:
+    """Add a verified bundle (directory or ``.tar.gz``) to ``registry`` (created if needed) and point
+    ``LATEST`` at it.
 
     Returns the version name. A version that already exists is an error: versions are immutable.
     """
-    bundle = load_bundle(bundle_dir)
-    root = Path(registry)
-    versions = root / VERSIONS
-    versions.mkdir(parents=True, exist_ok=True)
-    version = bundle.version
-    target = versions / version
-    if target.exists():
-        raise BundleError(f"registry {root}: version {version} already exists (versions are immutable)")
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=versions))
-    try:
-        source = Path(bundle_dir)
-        for name in ["manifest.json", *bundle.manifest["files"]]:
-            shutil.copy2(source / name, staging / name)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    root = check_registry_target(registry)
+    with unpacked(bundle_path) as source:
+        bundle = load_bundle(source)
+        versions = root / VERSIONS
+        versions.mkdir(parents=True, exist_ok=True)
+        version = bundle.version
+        target = versions / version
+        if target.exists():
+            raise BundleError(f"registry {root}: version {version} already exists (versions are immutable)")
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=versions))
+        try:
+            for name in ["manifest.json", *bundle.manifest["files"]]:
+                shutil.copy2(source / name, staging / name)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     load_bundle(target)  # what is served must verify exactly as what was given
     _write_atomically(root / LATEST, version + "\n")
     return version
@@ -95,7 +124,7 @@ class RegistryWatcher:
 
     def poll(self) -> Bundle | None:
         try:
-            version = (self.registry / LATEST).read_text(encoding="utf-8").strip()
+            version = (self.registry / LATEST).read_bytes().decode("utf-8", errors="replace").strip()
         except OSError:
             return None
         if not version or version in {self.current, self._rejected}:

@@ -131,3 +131,33 @@ def test_a_novelty_calibration_without_a_positive_threshold_is_refused(novelty_b
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"novelty\.json.*threshold must be a positive number"):
         load_bundle(novelty_bundle_dir)
+
+
+def test_a_truncated_archive_is_refused_not_a_crash(bundle_dir, tmp_path):
+    archive = archive_bundle(bundle_dir, tmp_path / "bundle.tar.gz")
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(BundleError, match=re.escape("truncated.tar.gz")):
+        load_bundle(truncated)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("classes", None, "'classes' must be a non-empty list of strings"),
+        ("classes", [0, 1, 2, 3], "'classes' must be a non-empty list of strings"),
+        ("classes", ["BENIGN", "BENIGN", "Portscan", "DoS Hulk"], "'classes' names some entries twice"),
+        ("features", None, "'features' must be a non-empty list of strings"),
+        ("model", "x", "'model' must be an object"),
+        ("model", {"name": "rescae-bigru", "version": "../v1"}, "not a plain name"),
+        ("benign_class", 1, "'benign_class' must be a string"),
+        ("files", [], "'files' must map each file name"),
+        ("metrics", None, "'metrics' must be an object"),
+    ],
+)
+def test_a_hand_edited_manifest_of_the_wrong_shape_is_refused(bundle_dir, field, value, message):
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest[field] = value
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=re.escape(message)):
+        load_bundle(bundle_dir)

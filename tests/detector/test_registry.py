@@ -46,3 +46,43 @@ def test_the_watcher_loads_a_new_version_and_refuses_a_bad_one_once(tmp_path):
         watcher.poll()
     assert watcher.poll() is None  # reported once; the caller keeps serving v2
     assert watcher.current == "v2"
+
+
+def test_a_tar_gz_bundle_is_published_like_its_directory(tmp_path):
+    from detector.bundle import archive_bundle, load_bundle
+
+    bundle = make_bundle(tmp_path / "a", version="v1")
+    archive = archive_bundle(bundle, tmp_path / "a.tar.gz")
+    assert publish(archive, tmp_path / "registry") == "v1"
+    assert load_bundle(resolve_bundle_path(tmp_path / "registry")).sha256 == load_bundle(bundle).sha256
+
+
+def test_a_bundle_directory_is_never_turned_into_a_registry(tmp_path):
+    target = make_bundle(tmp_path / "served", version="v1")
+    before = sorted(p.name for p in target.iterdir())
+    with pytest.raises(BundleError, match="is a bundle directory"):
+        publish(make_bundle(tmp_path / "b", seed=1, version="v2"), target)
+    assert sorted(p.name for p in target.iterdir()) == before
+    assert resolve_bundle_path(target) == target
+
+
+def test_a_folder_of_other_files_is_not_a_registry(tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(BundleError, match="non-empty directory without LATEST"):
+        publish(make_bundle(tmp_path / "a", version="v1"), folder)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert publish(make_bundle(tmp_path / "b", version="v2"), tmp_path / "empty") == "v2"
+
+
+def test_a_latest_pointer_that_is_not_text_is_a_bundle_error(tmp_path):
+    registry = tmp_path / "registry"
+    publish(make_bundle(tmp_path / "a", version="v1"), registry)
+    watcher = RegistryWatcher(registry, "v1")
+    (registry / LATEST).write_bytes(b"\xff\xfev2\n")
+    with pytest.raises(BundleError, match="not UTF-8"):
+        resolve_bundle_path(registry)
+    with pytest.raises(BundleError, match="not UTF-8"):
+        watcher.poll()
+    assert watcher.poll() is None and watcher.current == "v1"
