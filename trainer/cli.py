@@ -17,13 +17,16 @@ from trainer import commands
 from trainer.config import PROFILES, ConfigError
 from trainer.load import DataError
 from trainer.progress import Reporter
+from trainer.rundir import RunDirError
 from trainer.split import SplitError
 
-USER_ERRORS = (DataError, ConfigError, BundleError, SplitError, DeviceError)
+DEVICES = ("auto", "cpu", "cuda")
+DEVICE_HELP = "where the network runs: auto (a GPU when there is one), cpu, cuda"
+USER_ERRORS = (DataError, ConfigError, BundleError, SplitError, DeviceError, RunDirError)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trainer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="trainer", description=__doc__.splitlines()[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
 
     fit = sub.add_parser("fit", help="train ResCAE-BiGRU, evaluate on a held-out split, write a bundle")
@@ -34,19 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="score a bundle (or registry) on labeled data")
     evaluate.add_argument("--bundle", required=True, help="bundle directory, .tar.gz, or registry")
     _data_arguments(evaluate)
-    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    evaluate.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
 
     baselines = sub.add_parser("baselines", help="Decision Tree and Random Forest on the same split")
     _data_arguments(baselines)
-    _config_arguments(baselines)
+    _config_arguments(baselines, trains_the_model=False)
 
     ablate = sub.add_parser("ablate", help="the paper's Table 6: base, +SAM, +iForest, +SMOTE, full")
     _data_arguments(ablate)
     _config_arguments(ablate)
 
     publish = sub.add_parser("publish", help="add a bundle to a registry and move LATEST to it")
-    publish.add_argument("--bundle", required=True)
-    publish.add_argument("--registry", required=True)
+    publish.add_argument("--bundle", required=True, help="bundle directory or .tar.gz (it is verified first)")
+    publish.add_argument(
+        "--registry", required=True, help="registry directory (created if needed; a directory of its own)"
+    )
     return parser
 
 
@@ -57,24 +62,31 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="paper", choices=PROFILES)
-    parser.add_argument("--config", help="TOML file overriding the profile")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--seed", type=int)
+def _config_arguments(parser: argparse.ArgumentParser, *, trains_the_model: bool = True) -> None:
     parser.add_argument(
-        "--epochs", type=int, help="exactly this many fine-tuning epochs (overrides the profile and its min_steps)"
+        "--profile",
+        default="paper",
+        choices=PROFILES,
+        help="shipped settings: paper (the paper's, 50 epochs), tuned (validated changes), quick (few epochs) "
+        "(default: %(default)s)",
     )
+    parser.add_argument("--config", help="TOML file overriding any field of the profile (see trainer/profiles/*.toml)")
+    parser.add_argument("--seed", type=int, help="seed of the split and of every random step (default: 42)")
     parser.add_argument("--split", choices=("stratified", "temporal"), help="how to split train/test")
+    if trains_the_model:
+        parser.add_argument("--device", choices=DEVICES, help=DEVICE_HELP)
+        parser.add_argument(
+            "--epochs", type=int, help="exactly this many fine-tuning epochs (overrides the profile and its min_steps)"
+        )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {}
-    if args.device:
+    if getattr(args, "device", None):
         changes["device"] = args.device
     if args.seed is not None:
         changes["seed"] = args.seed
-    if args.epochs is not None:
+    if getattr(args, "epochs", None) is not None:
         changes["finetune"] = {"epochs": args.epochs, "min_steps": 0}
     if args.split:
         changes["split"] = {"method": args.split}

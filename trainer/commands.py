@@ -11,19 +11,21 @@ from typing import Any
 import numpy as np
 
 from detector.bundle import load_bundle
-from detector.registry import publish, resolve_bundle_path
+from detector.features import family_of
+from detector.registry import check_registry_target, publish, resolve_bundle_path
 from detector.scoring import pick_device, predict_proba
 from trainer.ablate import PAPER_TABLE6, ablation_rows
 from trainer.baselines import run_baselines
 from trainer.config import TrainConfig, load_config
 from trainer.evaluate import classification_metrics
 from trainer.export import write_test_predictions, write_test_split
-from trainer.load import DataError, FlowTable, load_flows, read_label_map
+from trainer.load import FAMILY_NAMES, DataError, FlowTable, load_flows, read_label_map
 from trainer.novelty import novelty_summary
 from trainer.pipeline import FitResult, PreparedData, prepare, save_bundle, train_model
 from trainer.plots import plot_curves
 from trainer.progress import Reporter
-from trainer.report import data_summary, environment, print_summary, rows_dropped, write_report
+from trainer.report import data_summary, environment, print_summary, rows_dropped, write_report, write_report_json
+from trainer.rundir import prepare_run_dir
 
 HEADLINE = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro")
 
@@ -40,6 +42,9 @@ def fit(
     """Train, evaluate on the held-out split, write the run directory and the bundle; returns the report."""
     reporter = reporter or Reporter()
     started = time.perf_counter()
+    out = prepare_run_dir(out)
+    if registry:
+        check_registry_target(registry)
     table = _load(data, label_map, reporter)
     prepared = prepare(table, config, reporter)
     result = train_model(prepared, config, reporter)
@@ -64,15 +69,14 @@ def fit(
     )
     bundle = load_bundle(bundle_dir)
     report["bundle"] = {"path": str(bundle_dir), "version": bundle.version, "sha256": bundle.sha256}
-    if registry:
-        report["bundle"]["registry"] = str(registry)
-        report["bundle"]["published_version"] = publish(bundle_dir, registry)
     _export_test_split(table, result, out)
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_report(out, report, f"ResCAE-BiGRU ({config.profile})")
     plot_curves(result.history, out / "curves.png")
     print_summary(report, out, f"ResCAE-BiGRU · {config.profile} profile · test split")
-    if registry:
+    if registry:  # last: the run directory is complete even if publishing fails
+        report["bundle"].update(registry=str(registry), published_version=publish(bundle_dir, registry))
+        write_report_json(out, report)
         reporter.note(f"published version {report['bundle']['published_version']} to registry {registry}")
     return report
 
@@ -89,16 +93,24 @@ def evaluate(
     """Score a bundle on any labeled data (another dialect, a later day) and write a report."""
     reporter = reporter or Reporter()
     started = time.perf_counter()
+    out = prepare_run_dir(out)
     bundle = load_bundle(resolve_bundle_path(bundle_path))
     table = _load(data, label_map, reporter)
     pre = bundle.preprocessor
     available = set(table.numeric.columns) | set(table.categorical.columns)
     missing = [name for name in pre.input_features if name not in available]
     if missing:
+        trained_on = family_of(pre.input_features)
+        hint = (
+            "; a bundle trained with `[features] portable = true` needs only what every CIC meter writes"
+            if table.family == trained_on == "cic"
+            else f"; the bundle was trained on {FAMILY_NAMES.get(trained_on, trained_on)} features and the data "
+            f"has {FAMILY_NAMES.get(table.family, table.family)} features: train a bundle on this kind of data"
+        )
         raise DataError(
             f"the data lacks {len(missing)} feature(s) the bundle needs: {', '.join(missing[:8])}"
             + (" ..." if len(missing) > 8 else "")
-            + "; a bundle trained with `[features] portable = true` needs only what every CIC meter writes"
+            + hint
         )
     matrix = pre.transform(
         table.numeric[list(pre.numeric)].to_numpy(dtype=np.float64),
@@ -122,7 +134,7 @@ def evaluate(
     if bundle.novelty is not None:
         scores = bundle.novelty.to(target).scores(matrix, target)
         report["novelty"] = novelty_summary(table.labels.tolist(), scores, bundle.novelty.calibration)
-    write_report(out, report, f"Evaluation of bundle {bundle.version}")
+    write_report(out, report, f"Evaluation of bundle {bundle.version}", rows=f"{len(table.labels)} evaluated rows")
     print_summary(report, out, f"bundle {bundle.version} · evaluation")
     return report
 
@@ -143,6 +155,7 @@ def baselines(
     """
     reporter = reporter or Reporter()
     started = time.perf_counter()
+    out = prepare_run_dir(out)
     table = _load(data, label_map, reporter)
     plain = config.with_changes({"outliers": {"enabled": False}, "resample": {"enabled": False}})
     summary: dict[str, Any] = {}
@@ -171,6 +184,7 @@ def ablate(
 ) -> dict[str, Any]:
     """The paper's Table 6 rows, each a full run on the same split."""
     reporter = reporter or Reporter()
+    out = prepare_run_dir(out)
     table = _load(data, label_map, reporter)
     rows: dict[str, Any] = {}
     for name, row_config in ablation_rows(config):
@@ -220,6 +234,9 @@ def _load(data: Sequence[str], label_map: str | None, reporter: Reporter) -> Flo
         f"{dropped} rows dropped"
         + (f" ({', '.join(f'{k}: {v}' for k, v in table.dropped.items())})" if dropped else "")
     )
+    unused = sorted(set(mapping or {}) - set(table.relabelled()))
+    if unused:
+        reporter.warn(f"label map entries that match no label in the data: {', '.join(unused)}")
     return table
 
 

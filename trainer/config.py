@@ -10,7 +10,7 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,7 +44,7 @@ class OutlierConfig(_Section):
     # Share of benign training rows removed. sklearn's "auto" threshold removed 8.5 % of the benign rows of
     # the CICIDS2017 sample, and validation flows like those removed were then misclassified 17x as often
     # as the rest: the most unusual benign flows are real traffic, not noise. 1 % keeps the cleaning gentle.
-    contamination: float | Literal["auto"] = 0.01
+    contamination: Annotated[float, Field(gt=0, le=0.5)] | Literal["auto"] = 0.01
     n_estimators: int = Field(100, ge=1)
 
 
@@ -61,7 +61,7 @@ class ResampleConfig(_Section):
 
 
 class ModelSection(_Section):
-    filters: tuple[int, int] = (16, 32)
+    filters: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (16, 32)
     gru_hidden: int = Field(64, ge=1)
     gru_layers: int = Field(2, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
@@ -87,7 +87,8 @@ class NoveltyConfig(_Section):
 
 class FocalConfig(_Section):
     gamma: float = Field(2.0, ge=0)
-    alpha: float | list[float] | None = None
+    # One weight for all classes, or one per class in the order of the sorted class names.
+    alpha: Annotated[float, Field(ge=0)] | list[Annotated[float, Field(ge=0)]] | None = None
 
 
 class SamConfig(_Section):
@@ -113,7 +114,7 @@ class FinetuneConfig(_Section):
 
 class TrainConfig(_Section):
     profile: str = "custom"
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's and scikit-learn's seed range
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
     split: SplitConfig = SplitConfig()
@@ -127,8 +128,11 @@ class TrainConfig(_Section):
     novelty: NoveltyConfig = NoveltyConfig()
 
     def with_changes(self, changes: dict[str, Any]) -> TrainConfig:
-        """A copy with nested ``changes`` applied (``{"finetune": {"sam": {"enabled": False}}}``)."""
-        return TrainConfig.model_validate(_merge(self.model_dump(), changes))
+        """A copy with nested ``changes`` applied (``{"finetune": {"sam": {"enabled": False}}}``).
+
+        Raises :class:`ConfigError` when the result is not a valid config (e.g. ``--epochs 0``).
+        """
+        return _validated(_merge(self.model_dump(), changes), "command-line options")
 
 
 class ConfigError(ValueError):
@@ -141,15 +145,35 @@ def load_config(profile: str = "paper", path: str | Path | None = None) -> Train
         raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     data = _profile_data(profile)
     if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"config file {file} does not exist")
-        data = _merge(data, _read_toml(file.read_text(encoding="utf-8"), str(file)))
+        data = _merge(data, _read_user_config(Path(path)))
+        data["profile"] = f"{profile} + {Path(path).name}"  # reports name what was actually run
+    return _validated(data, str(path or profile))
+
+
+def _read_user_config(file: Path) -> dict[str, Any]:
+    if file.is_dir():
+        raise ConfigError(f"config file {file} is a directory")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {file} is not UTF-8 text (TOML must be UTF-8)") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {file} cannot be read: {exc.strerror or exc}") from None
+    data = _read_toml(text, str(file))
+    for key in ("profile", "extends"):  # the file overrides the profile --profile names
+        if key in data:
+            raise ConfigError(f"config file {file}: {key!r} cannot be set in a config file; use --profile")
+    return data
+
+
+def _validated(data: dict[str, Any], where: str) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid training config ({path or profile}): {problems}") from None
+        raise ConfigError(f"invalid training config ({where}): {problems}") from None
 
 
 def _profile_data(profile: str) -> dict[str, Any]:

@@ -5,12 +5,14 @@ is a line, fields are counted with ``str.count`` and malformed lines are set asi
 reads the rest. Quoted files (rare in flow data) go through Python's csv reader, which understands quoted
 commas and newlines. Nothing here knows about flows: :mod:`trainer.load` decides what the cells mean.
 
-Files are decoded as UTF-8 and, when that fails, as cp1252: the original CICIDS2017 CSVs write the en dash
-of ``Web Attack – Brute Force`` as the cp1252 byte 0x96.
+Files are decoded as UTF-8, and any byte that is not valid UTF-8 as cp1252: the original CICIDS2017 CSVs
+write the en dash of ``Web Attack – Brute Force`` as the cp1252 byte 0x96, and a file edited by hand may
+hold both spellings. Decoding byte by byte keeps one class one class in such a file.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -34,11 +36,23 @@ def open_binary(path: Path) -> BinaryIO:
 
 
 def decode(data: bytes) -> tuple[str, str]:
-    """The text and the encoding that decoded it: UTF-8 (a BOM is dropped), else cp1252."""
+    """The text and its encoding: ``utf-8`` (a BOM is dropped), or ``cp1252`` when some bytes were not
+    UTF-8 and were read as cp1252 (the rest of the text stays UTF-8)."""
     try:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace"), "cp1252"
+        return data.decode("utf-8-sig", errors=_CP1252_FALLBACK), "cp1252"
+
+
+def _cp1252_bytes(error: UnicodeError) -> tuple[str, int]:
+    """A codec error handler: the bytes that are not UTF-8, read as cp1252 (undefined ones as U+FFFD)."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return error.object[error.start : error.end].decode("cp1252", errors="replace"), error.end
+
+
+_CP1252_FALLBACK = "flowwarden-cp1252"
+codecs.register_error(_CP1252_FALLBACK, _cp1252_bytes)
 
 
 def read_text(path: Path, limit: int | None = None) -> tuple[str, str]:

@@ -46,16 +46,25 @@ def classification_metrics(
     }
 
 
-def _attack_vs_benign(y_true: np.ndarray, y_pred: np.ndarray, benign_class: str) -> dict[str, float | int]:
-    """Detection rate (attacks flagged as any attack) and false-alarm rate (benign flagged)."""
+def _attack_vs_benign(y_true: np.ndarray, y_pred: np.ndarray, benign_class: str) -> dict[str, float | int | None]:
+    """Detection rate (attacks flagged as any attack) and false-alarm rate (benign flagged).
+
+    A rate is ``None`` when the data has nothing to compute it on (no attacks, or no benign flows): a
+    benign-only file has no detection rate, and 0 would read as "detects nothing".
+    """
     attack_true, attack_pred = y_true != benign_class, y_pred != benign_class
     attacks, benign = int(attack_true.sum()), int((~attack_true).sum())
     return {
         "attacks": attacks,
         "benign": benign,
-        "detection_rate": float((attack_pred & attack_true).sum() / attacks) if attacks else 0.0,
-        "false_alarm_rate": float((attack_pred & ~attack_true).sum() / benign) if benign else 0.0,
+        "detection_rate": float((attack_pred & attack_true).sum() / attacks) if attacks else None,
+        "false_alarm_rate": float((attack_pred & ~attack_true).sum() / benign) if benign else None,
     }
+
+
+def rate_text(rate: float | None) -> str:
+    """A rate for people: four decimals, or ``n/a`` when it could not be computed."""
+    return "n/a" if rate is None else f"{rate:.4f}"
 
 
 def markdown_table(metrics: dict[str, Any], title: str) -> str:
@@ -75,8 +84,8 @@ def markdown_table(metrics: dict[str, Any], title: str) -> str:
     binary = metrics["binary"]
     lines += [
         "",
-        f"attack vs benign: detection rate {binary['detection_rate']:.4f} on {binary['attacks']} attacks, "
-        f"false-alarm rate {binary['false_alarm_rate']:.4f} on {binary['benign']} benign flows",
+        f"attack vs benign: detection rate {rate_text(binary['detection_rate'])} on {binary['attacks']} attacks, "
+        f"false-alarm rate {rate_text(binary['false_alarm_rate'])} on {binary['benign']} benign flows",
         "",
     ]
     return "\n".join(lines)

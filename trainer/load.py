@@ -103,6 +103,7 @@ class FileSummary:
     unknown_columns: tuple[str, ...] = ()
     duplicate_columns: tuple[str, ...] = ()
     converted: dict[str, float] = field(default_factory=dict)
+    relabelled: dict[str, int] = field(default_factory=dict)  # label-map key -> rows it renamed
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form (the path as a string)."""
@@ -151,6 +152,13 @@ class FlowTable:
     @property
     def rows_dropped(self) -> int:
         return sum(self.dropped.values())
+
+    def relabelled(self) -> dict[str, int]:
+        """Rows each label-map key renamed, over all files (a key that renamed nothing is absent)."""
+        total: Counter[str] = Counter()
+        for summary in self.files:
+            total.update(summary.relabelled)
+        return dict(total)
 
     def class_counts(self) -> dict[str, int]:
         """Rows per class, largest first."""
@@ -243,6 +251,10 @@ def read_label_map(path: str | Path) -> dict[str, str]:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: label map file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: label map is a directory, not a TOML file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the label map: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a valid TOML label map: {exc}") from None
     table = document.get("labels")
@@ -296,20 +308,36 @@ def _inspect(path: Path) -> _Source:
 
 
 def _read_header(path: Path) -> list[str]:
-    """The header's column names (verbatim). Also rejects empty and header-only files cheaply."""
+    """The header's column names (verbatim). Also rejects empty, header-only and non-text files cheaply."""
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
     try:
         with open_binary(path) as handle:
-            header = decode(handle.readline())[0]
-            has_data = any(line.strip() for line in handle)
+            first = handle.readline()
+            _refuse_binary(path, first)
+            header, _, rest = first.rstrip(b"\r\n").partition(b"\r")  # classic Mac files end lines in CR
+            has_data = bool(rest.strip()) or any(line.strip() for line in handle)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
-    if not header.strip():
+    text = decode(header)[0]
+    if not text.strip():
         raise DataError(f"{path}: empty file (no header line)")
     if not has_data:
         raise DataError(f"{path}: header only, no data rows")
-    return next(csv.reader([header.rstrip("\r\n")]))
+    try:
+        return next(csv.reader([text]))
+    except csv.Error as exc:
+        raise DataError(f"{path}: the header line is not CSV: {exc}") from None
+
+
+def _refuse_binary(path: Path, first_line: bytes) -> None:
+    """Name the usual reasons a file that is not CSV text was given as one."""
+    if first_line.startswith(b"\x1f\x8b"):
+        raise DataError(f"{path}: the file is gzip-compressed; name it {path.name}.gz (or gunzip it)")
+    if first_line.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path}: the file is UTF-16 text; save it as UTF-8 (or ASCII) CSV")
+    if b"\x00" in first_line:
+        raise DataError(f"{path}: NUL bytes in the first line: binary data or UTF-16 text, not UTF-8 CSV text")
 
 
 def _check_one_family(sources: Sequence[_Source]) -> None:
@@ -367,7 +395,7 @@ def _load_file(
         raise DataError(f"{source.path}: not a readable CSV: {str(exc).strip()}") from None
     reasons = pd.Series(None, index=cells.index, dtype=object)
     _mark(reasons, _repeated_headers(cells, source), REPEATED_HEADER)
-    labels = _labels(cells, source, label_map)
+    labels, renamed_by = _labels(cells, source, label_map)
     _mark(reasons, labels.isna(), MISSING_LABEL)
     values = _parse_features(cells, source, numeric, reasons)
 
@@ -386,6 +414,7 @@ def _load_file(
         unknown_columns=source.plan.unknown,
         duplicate_columns=source.plan.duplicates,
         converted={name: col.scale for name, col in source.plan.features.items() if col.scale != 1.0},
+        relabelled={str(key): int(n) for key, n in renamed_by[kept].value_counts().items()},
     )
     if summary.rows_kept == 0:
         raise DataError(f"{source.path}: no usable rows ({rows_read} read, dropped: {_reasons_text(dropped)})")
@@ -423,20 +452,24 @@ def _repeated_headers(cells: pd.DataFrame, source: _Source) -> np.ndarray:
     return mask.to_numpy()
 
 
-def _labels(cells: pd.DataFrame, source: _Source, label_map: Mapping[str, str]) -> pd.Series:
-    """Normalised class per row (None where a row has none), resolved like the stream decoder does."""
+def _labels(cells: pd.DataFrame, source: _Source, label_map: Mapping[str, str]) -> tuple[pd.Series, pd.Series]:
+    """Normalised class per row (None where a row has none), resolved like the stream decoder does, and
+    the label-map key that renamed each row (None where none did)."""
     plan = source.plan
     raw = cells[source.position(plan.label or "")]
     flags = cells[source.position(plan.secondary_labels[0])] if plan.secondary_labels else None
     pairs = zip(raw, flags if flags is not None else itertools.repeat(None), strict=False)
-    resolved: dict[tuple[str, str | None], str | None] = {}
-    out = []
+    resolved: dict[tuple[str, str | None], tuple[str | None, str | None]] = {}
+    out, keys = [], []
     for pair in pairs:
         if pair not in resolved:
             label = resolve_label(*pair)
-            resolved[pair] = label if label is None else apply_label_map(label, label_map)
-        out.append(resolved[pair])
-    return pd.Series(out, index=cells.index, dtype=object)
+            key = label if label is not None and label in label_map else None
+            resolved[pair] = (label if label is None else apply_label_map(label, label_map), key)
+        label, key = resolved[pair]
+        out.append(label)
+        keys.append(key)
+    return pd.Series(out, index=cells.index, dtype=object), pd.Series(keys, index=cells.index, dtype=object)
 
 
 # ---- numbers

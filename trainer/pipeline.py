@@ -24,7 +24,7 @@ from detector.model import ResCAEBiGRU
 from detector.novelty import Novelty
 from detector.preprocess import Preprocessor
 from detector.scoring import pick_device, predict_proba
-from trainer.config import TrainConfig
+from trainer.config import ConfigError, TrainConfig
 from trainer.load import DataError, FlowTable
 from trainer.novelty import calibrate
 from trainer.outliers import remove_benign_outliers
@@ -85,6 +85,7 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
             "excluded": dict(table.excluded_features),
         }
     }
+    _check_focal_alpha(config, classes)
     labels = table.labels.to_numpy(dtype=object)
     index = {label: i for i, label in enumerate(classes)}
 
@@ -94,7 +95,13 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
         "test_size": config.split.test_size,
         "seed": config.seed,
         "train_only_classes": list(split.train_only_classes),
+        "test_only_classes": list(split.test_only_classes),
     }
+    if split.test_only_classes:
+        reporter.warn(
+            f"no training rows for {', '.join(split.test_only_classes)}: the model cannot learn these classes, "
+            "and their test rows will all be misclassified"
+        )
     train_rows, val_rows = _carve_validation(split.train, labels, config)
     steps["split"].update(train_rows=len(split.train), validation_rows=len(val_rows), test_rows=len(split.test))
 
@@ -132,6 +139,7 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
                 max_ratio=config.resample.max_ratio,
                 keep=[] if config.resample.benign else [index[BENIGN]],
                 seed=config.seed,
+                class_names=classes,
             )
             advance(1)
         train_x, train_y = result.features.astype(np.float32), result.labels.astype(np.int64)
@@ -256,6 +264,16 @@ def save_bundle(result: FitResult, directory: Path, training_data: dict[str, Any
     )
 
 
+def _check_focal_alpha(config: TrainConfig, classes: tuple[str, ...]) -> None:
+    """Per-class focal weights must match the data's classes; say so before any minute is spent."""
+    alpha = config.finetune.focal.alpha
+    if config.finetune.loss == "focal" and isinstance(alpha, list) and len(alpha) != len(classes):
+        raise ConfigError(
+            f"finetune.focal.alpha has {len(alpha)} weights but the data has {len(classes)} classes "
+            f"(weights go in this order: {', '.join(classes)})"
+        )
+
+
 def _split(table: FlowTable, config: TrainConfig) -> Split:
     if config.split.method == "temporal":
         return temporal_split(table.labels, table.timestamps, config.split.test_size)
@@ -266,7 +284,7 @@ def _carve_validation(train: np.ndarray, labels: np.ndarray, config: TrainConfig
     """Hold back part of the training split for curves and epoch selection (stratified, seeded)."""
     if config.split.validation_size <= 0:
         return train, np.array([], dtype=np.int64)
-    inner = stratified_split(labels[train], config.split.validation_size, config.seed + 1)
+    inner = stratified_split(labels[train], config.split.validation_size, (config.seed + 1) % 2**32)
     return train[inner.train], train[inner.test]
 
 

@@ -42,3 +42,7 @@ class Reporter:
     def note(self, text: str) -> None:
         if self.enabled:
             self.console.print(text, soft_wrap=True)
+
+    def warn(self, text: str) -> None:
+        """A problem the user must see, also with progress turned off (``--quiet``)."""
+        self.console.print(f"[yellow]warning: {text}[/yellow]", soft_wrap=True)

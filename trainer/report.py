@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from trainer.evaluate import markdown_table
+from trainer.evaluate import markdown_table, rate_text
 from trainer.load import FlowTable
 from trainer.plots import plot_confusion_matrix
 
@@ -35,10 +35,12 @@ def environment() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine()}
 
 
-def write_report(out: Path, report: dict[str, Any], title: str, extra_markdown: str = "") -> None:
-    """report.json, report.md and confusion_matrix.png for one evaluated model."""
+def write_report(
+    out: Path, report: dict[str, Any], title: str, extra_markdown: str = "", rows: str = "Test split"
+) -> None:
+    """report.json, report.md and confusion_matrix.png for one evaluated model; ``rows`` names what was scored."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_report_json(out, report)
     header = [
         f"# {title}",
         "",
@@ -48,9 +50,14 @@ def write_report(out: Path, report: dict[str, Any], title: str, extra_markdown: 
         *([novelty_line(report["novelty"])] if "novelty" in report else []),
         "",
     ]
-    body = markdown_table(report, "Test split")
+    body = markdown_table(report, rows)
     (out / "report.md").write_text("\n".join(header) + body + extra_markdown, encoding="utf-8")
     plot_confusion_matrix(report["confusion_matrix"], report["labels"], out / "confusion_matrix.png", title)
+
+
+def write_report_json(out: Path, report: dict[str, Any]) -> None:
+    """``report.json`` alone (e.g. to add what happened after the report was first written)."""
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 def novelty_line(novelty: dict[str, Any]) -> str:
@@ -77,8 +84,8 @@ def print_summary(report: dict[str, Any], out: Path, title: str, console: Consol
     binary = report["binary"]
     console.print(
         f"[bold]accuracy {report['accuracy']:.4f}  weighted F1 {report['f1_weighted']:.4f}  "
-        f"macro F1 {report['f1_macro']:.4f}[/bold]  detection rate {binary['detection_rate']:.4f}  "
-        f"false alarms {binary['false_alarm_rate']:.4f}"
+        f"macro F1 {report['f1_macro']:.4f}[/bold]  detection rate {rate_text(binary['detection_rate'])}  "
+        f"false alarms {rate_text(binary['false_alarm_rate'])}"
     )
     if "novelty" in report:
         console.print(novelty_line(report["novelty"]).removeprefix("- "))

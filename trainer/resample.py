@@ -12,7 +12,7 @@ adapted is reported, never hidden.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +41,7 @@ def smote_tomek(
     max_ratio: float | None = None,
     keep: Iterable[object] = (),
     seed: int = 42,
+    class_names: Sequence[str] | None = None,
 ) -> ResampleResult:
     """Oversample every minority class up to the majority (or ``max_rows_per_class``), then clean.
 
@@ -50,8 +51,12 @@ def smote_tomek(
 
     Classes already at or above the target keep their rows, and so do the classes in ``keep`` (the
     benign class: synthetic benign flows would only blur what normal traffic looks like). Returns
-    shuffled rows.
+    shuffled rows. ``class_names[label]`` names a class in the notes (the labels themselves otherwise).
     """
+
+    def name(label: object) -> str:
+        return str(label) if class_names is None else class_names[int(label)]  # type: ignore[call-overload]
+
     classes, counts = np.unique(labels, return_counts=True)
     before = {str(c): int(n) for c, n in zip(classes, counts, strict=True)}
     target = int(counts.max()) if max_rows_per_class is None else min(int(counts.max()), max_rows_per_class)
@@ -63,17 +68,21 @@ def smote_tomek(
 
     singles = {c: t for c, t in strategy.items() if before[str(c)] < 2}
     if singles:
-        names = ", ".join(map(str, singles))
+        names = ", ".join(map(name, singles))
         notes.append(f"duplicated rather than interpolated (one training row): {names}")
         x, y = RandomOverSampler(sampling_strategy=singles, random_state=seed).fit_resample(x, y)
     smote_strategy = {c: t for c, t in strategy.items() if c not in singles}
 
     k = k_neighbors
     if smote_strategy:
-        smallest = min(before[str(c)] for c in smote_strategy)
+        smallest_class = min(smote_strategy, key=lambda c: before[str(c)])
+        smallest = before[str(smallest_class)]
         if smallest - 1 < k:
             k = smallest - 1
-            notes.append(f"k_neighbors reduced from {k_neighbors} to {k}: the smallest class has {smallest} rows")
+            notes.append(
+                f"k_neighbors reduced from {k_neighbors} to {k}: the smallest class, {name(smallest_class)}, "
+                f"has {smallest} training rows"
+            )
         smote = SMOTE(sampling_strategy=smote_strategy, k_neighbors=k, random_state=seed)
         if tomek:
             sampler = SMOTETomek(smote=smote, tomek=TomekLinks(sampling_strategy="all"), random_state=seed)

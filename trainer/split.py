@@ -26,6 +26,8 @@ class Split:
     train: np.ndarray
     test: np.ndarray
     train_only_classes: tuple[str, ...] = field(default=())
+    # Classes the model never sees in training (a temporal split puts a late attack in the test split only).
+    test_only_classes: tuple[str, ...] = field(default=())
 
 
 def stratified_split(labels: pd.Series | np.ndarray, test_size: float, seed: int) -> Split:
@@ -40,7 +42,10 @@ def stratified_split(labels: pd.Series | np.ndarray, test_size: float, seed: int
     n_classes = len(counts) - len(singletons)
     n_test = max(round(test_size * kept.sum()), n_classes)
     if kept.sum() - n_test < n_classes:
-        raise SplitError(f"{kept.sum()} rows are too few for a stratified split of {n_classes} classes")
+        raise SplitError(
+            f"a test size of {test_size:g} leaves {kept.sum() - n_test} of {kept.sum()} rows for training, "
+            f"too few for a stratified split of {n_classes} classes"
+        )
     train, test = train_test_split(positions[kept], test_size=n_test, stratify=y[kept], random_state=seed)
     train = np.sort(np.concatenate([train, positions[~kept]]))
     return Split(train, np.sort(test), tuple(sorted(map(str, singletons))))
@@ -60,5 +65,5 @@ def temporal_split(labels: pd.Series, timestamps: pd.Series, test_size: float) -
     n_test = round(test_size * len(order))
     train, test = np.sort(order[: len(order) - n_test]), np.sort(order[len(order) - n_test :])
     y = np.asarray(labels)
-    train_only = sorted(set(map(str, y[train])) - set(map(str, y[test])))
-    return Split(train, test, tuple(train_only))
+    train_classes, test_classes = set(map(str, y[train])), set(map(str, y[test]))
+    return Split(train, test, tuple(sorted(train_classes - test_classes)), tuple(sorted(test_classes - train_classes)))

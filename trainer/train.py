@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from detector.model import ModelConfig, ResCAE, ResCAEBiGRU
 from detector.scoring import predict_proba
-from trainer.config import FinetuneConfig, ModelSection, PretrainConfig
+from trainer.config import ConfigError, FinetuneConfig, ModelSection, PretrainConfig
 from trainer.losses import FocalLoss
 from trainer.progress import Reporter
 from trainer.sam import SAM
@@ -220,7 +220,7 @@ def _criterion(cfg: FinetuneConfig, n_classes: int) -> nn.Module:
         return nn.CrossEntropyLoss()
     alpha = cfg.focal.alpha
     if isinstance(alpha, list) and len(alpha) != n_classes:
-        raise ValueError(f"focal alpha has {len(alpha)} weights for {n_classes} classes")
+        raise ConfigError(f"finetune.focal.alpha has {len(alpha)} weights for {n_classes} classes")
     return FocalLoss(gamma=cfg.focal.gamma, alpha=alpha)
 
 

@@ -92,3 +92,74 @@ def test_evaluate_reports_how_much_of_the_data_is_novel(tmp_path):
         assert "novel flows" in done.stderr
         rates[name] = json.loads((tmp_path / name / "report.json").read_text())["novelty"]["novel_rate"]
     assert rates["like"] < 0.15 < 0.9 < rates["unlike"]
+
+
+def test_a_run_directory_is_checked_before_the_data_is_loaded(tmp_path, good_csv):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "report.json").write_text('{"earlier": true}')
+    done = run_trainer("fit", "--data", str(good_csv), "--profile", "quick", "--out", str(taken))
+    assert done.returncode == 2, done.stderr
+    assert "already holds a run (report.json)" in done.stderr
+    assert "loaded" not in done.stderr  # refused before any work
+    assert json.loads((taken / "report.json").read_text()) == {"earlier": True}
+
+
+def test_evaluate_never_overwrites_a_fit_run(tmp_path, good_csv):
+    from tests.support.bundles import make_bundle
+
+    run = tmp_path / "run"
+    bundle = make_bundle(run / "bundle")
+    done = run_trainer("evaluate", "--bundle", str(bundle), "--data", str(good_csv), "--out", str(run))
+    assert done.returncode == 2 and "already holds a run (bundle)" in done.stderr
+    assert not (run / "report.json").exists()
+
+
+def test_a_registry_that_is_a_bundle_is_refused_before_training(tmp_path, good_csv):
+    from tests.support.bundles import make_bundle
+
+    served = make_bundle(tmp_path / "served")
+    files = sorted(p.name for p in served.iterdir())
+    out = tmp_path / "run"
+    done = run_trainer(
+        "fit", "--data", str(good_csv), "--profile", "quick", "--out", str(out), "--registry", str(served)
+    )
+    assert done.returncode == 2 and "is a bundle directory" in done.stderr
+    assert "loaded" not in done.stderr
+    assert sorted(p.name for p in served.iterdir()) == files
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "finetune.epochs"),
+        (["--seed", "-1"], "seed"),
+        (["--config", "alpha.toml"], "finetune.focal.alpha has 2 weights but the data has 4 classes"),
+    ],
+    ids=["zero-epochs", "negative-seed", "alpha-per-class"],
+)
+def test_settings_that_cannot_train_are_one_clear_error(tmp_path, good_csv, args, message):
+    write(tmp_path / "alpha.toml", "[finetune.focal]\nalpha = [0.25, 0.75]\n")
+    args = [str(tmp_path / a) if a.endswith(".toml") else a for a in args]
+    done = run_trainer("fit", "--data", str(good_csv), "--profile", "quick", "--out", str(tmp_path / "run"), *args)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert "epoch " not in done.stderr  # no training started
+
+
+def test_evaluate_says_what_it_cannot_compute_and_which_label_map_entries_did_nothing(tmp_path):
+    from tests.support.bundles import make_bundle
+
+    bundle = make_bundle(tmp_path / "bundle")
+    benign = [row for row in generated_rows(seed=3) if row["Label"] == "BENIGN"]
+    data = write_generated_csv(tmp_path / "generated_benign.csv", benign)
+    labels = write(tmp_path / "labels.toml", '[labels]\n"benign traffic" = "BENIGN"\n')
+    done = run_trainer(
+        "evaluate", "--bundle", str(bundle), "--data", str(data), "--out", str(tmp_path / "e"),
+        "--label-map", str(labels), "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "detection rate n/a" in done.stderr
+    assert "label map entries that match no label in the data: benign traffic" in done.stderr
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["binary"]["detection_rate"] is None

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from trainer.ablate import ablation_rows
@@ -70,3 +72,45 @@ def test_the_tuned_profile_is_the_paper_profile_with_the_validated_choices():
     }
     assert changed == {("preprocess", "log_scale"), ("resample", "benign"), ("finetune", "lr")}
     assert tuned["finetune"]["lr"] == 0.05
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('profile = "quick"\n', "'profile' cannot be set in a config file; use --profile"),
+        ('extends = "quick"\n', "'extends' cannot be set in a config file"),
+        ("[outliers]\ncontamination = 0.9\n", "outliers.contamination"),
+        ("[outliers]\ncontamination = 0.0\n", "outliers.contamination"),
+        ("seed = -1\n", "seed"),
+        ("seed = 99999999999999\n", "seed"),
+        ("[model]\nfilters = [0, 0]\n", "model.filters"),
+        ("[finetune.focal]\nalpha = -1.0\n", "finetune.focal.alpha"),
+        ("[finetune.focal]\nalpha = [0.5, -0.5]\n", "finetune.focal.alpha"),
+    ],
+)
+def test_values_that_would_fail_later_in_training_are_config_errors(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("paper", path)
+
+
+def test_command_line_changes_are_validated_like_a_file():
+    with pytest.raises(ConfigError, match=re.escape("finetune.epochs")):
+        load_config("quick").with_changes({"finetune": {"epochs": 0}})
+
+
+def test_a_config_that_is_not_utf8_or_not_a_file_is_a_config_error(tmp_path):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe[finetune]\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config("paper", binary)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config("paper", tmp_path)
+
+
+def test_a_run_with_a_config_file_is_named_after_both(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text("[finetune]\nepochs = 3\n")
+    assert load_config("quick", path).profile == "quick + mine.toml"
+    assert load_config("quick").profile == "quick"

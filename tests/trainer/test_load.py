@@ -219,6 +219,28 @@ def test_crlf_line_endings(tmp_path):
     assert table.dropped == {}
 
 
+def test_classic_mac_line_endings(tmp_path):
+    text = "\r".join([CIC_HEADER, cic_row(0), cic_row(1, label="DoS Hulk")]) + "\r"
+    table = load_flows([write(tmp_path / "generated_cr.csv", text)])
+    assert table.labels.tolist() == ["BENIGN", "DoS Hulk"]
+    assert table.dropped == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (gzip.compress(f"{CIC_HEADER}\n{cic_row(0)}\n".encode()), "gzip-compressed; name it generated_flows.csv.gz"),
+        (f"{CIC_HEADER}\n{cic_row(0)}\n".encode("utf-16"), "UTF-16 text; save it as UTF-8"),
+        (f"{CIC_HEADER}\n{cic_row(0)}\n".encode("utf-16-le"), "NUL bytes in the first line"),
+    ],
+    ids=["gzip-named-csv", "utf16-with-bom", "utf16-without-bom"],
+)
+def test_a_file_that_is_not_csv_text_says_what_it_is(tmp_path, content, message):
+    path = write(tmp_path / "generated_flows.csv", content)
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_flows([path])
+
+
 def test_constant_columns_are_kept(tmp_path):
     table = load_flows([generated(tmp_path, [cic_row(i, rate="0") for i in range(3)])])
     assert "Flow Bytes/s" in table.numeric.columns
@@ -238,11 +260,29 @@ def test_web_attack_dash_spellings_are_one_class(tmp_path):
     assert [f.encoding for f in table.files] == ["cp1252", "utf-8"]
 
 
+def test_one_file_mixing_utf8_and_cp1252_dashes_keeps_one_class(tmp_path):
+    lines = [
+        CIC_HEADER.encode(),
+        cic_row(0, label="Web Attack \u2013 XSS").encode("utf-8"),
+        cic_row(1, label="Web Attack \x96 XSS").encode("latin-1"),
+        cic_row(2, label="Caf\xe9").encode("latin-1"),
+    ]
+    table = load_flows([write(tmp_path / "generated_mixed.csv", b"\n".join(lines) + b"\n")])
+    assert table.labels.tolist() == ["Web Attack - XSS", "Web Attack - XSS", "Caf\xe9"]
+
+
 def test_bot_and_botnet_stay_apart_unless_a_label_map_merges_them(tmp_path):
     path = generated(tmp_path, [cic_row(0, label="Bot"), cic_row(1, label="Botnet"), cic_row(2, label="Benign")])
     assert load_flows([path]).class_counts() == {"Bot": 1, "Botnet": 1, BENIGN: 1}
     merged = load_flows([path], label_map={"Bot": "Botnet"})
     assert merged.class_counts() == {"Botnet": 2, BENIGN: 1}
+    assert merged.relabelled() == {"Bot": 1}
+    assert load_flows([path], label_map={"bot": "Botnet"}).relabelled() == {}  # a typo renames nothing
+
+
+def test_a_label_map_that_is_a_folder_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="label map is a directory"):
+        read_label_map(tmp_path)
 
 
 def test_read_label_map_normalises_keys_and_values(tmp_path):

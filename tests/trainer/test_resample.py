@@ -36,6 +36,13 @@ def test_a_single_row_class_is_duplicated_not_interpolated():
     assert any("duplicated" in note for note in result.notes)
 
 
+def test_notes_name_the_classes_they_are_about():
+    x, y = imbalanced([60, 30, 4, 1])
+    result = smote_tomek(x, y, seed=1, tomek=False, class_names=("BENIGN", "DoS", "Infiltration", "Heartbleed"))
+    assert "duplicated rather than interpolated (one training row): Heartbleed" in result.notes
+    assert any("the smallest class, Infiltration, has 4 training rows" in note for note in result.notes)
+
+
 def test_the_cap_limits_oversampling_and_rows_come_out_shuffled():
     x, y = imbalanced([300, 20])
     result = smote_tomek(x, y, max_rows_per_class=100, seed=1, tomek=False)

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,6 +32,20 @@ def test_temporal_split_tests_on_the_latest_flows():
     tested = times.reset_index(drop=True).iloc[split.test]
     trained = times.reset_index(drop=True).iloc[split.train]
     assert tested.min() > trained.max()
+
+
+def test_temporal_split_reports_a_class_that_only_the_test_side_has():
+    times = pd.Series(pd.date_range("2017-07-03", periods=10, freq="h"))
+    labels = pd.Series(["early"] * 7 + ["late"] * 3)
+    split = temporal_split(labels, times, 0.3)
+    assert split.test_only_classes == ("late",)
+    assert split.train_only_classes == ("early",)
+
+
+def test_a_test_size_that_leaves_too_few_training_rows_says_so():
+    labels = pd.Series(["a"] * 50 + ["b"] * 50)
+    with pytest.raises(SplitError, match=re.escape("a test size of 0.995 leaves 0 of 100 rows for training")):
+        stratified_split(labels, 0.995, seed=0)
 
 
 def test_temporal_split_without_timestamps_is_a_clear_error():
