@@ -234,6 +234,11 @@ def _load(data: Sequence[str], label_map: str | None, reporter: Reporter) -> Flo
         f"{dropped} rows dropped"
         + (f" ({', '.join(f'{k}: {v}' for k, v in table.dropped.items())})" if dropped else "")
     )
+    if table.excluded_features:
+        reporter.warn(
+            f"{len(table.excluded_features)} feature(s) left out because not every file has them: "
+            + ", ".join(sorted(table.excluded_features))
+        )
     unused = sorted(set(mapping or {}) - set(table.relabelled()))
     if unused:
         reporter.warn(f"label map entries that match no label in the data: {', '.join(unused)}")
