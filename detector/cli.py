@@ -71,7 +71,7 @@ _RUN_SETTINGS = (
     "emit",
     "metrics_port",
     "metrics_host",
-    "metrics_enabled",
+    "no_metrics",
     "transactional_id",
     "max_record_bytes",
     "max_in_flight_batches",
@@ -122,7 +122,7 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add("--metrics-port", metavar="PORT", help="port of /metrics, /healthz, /readyz (default 9108; 0: any free port)")
     add("--metrics-host", metavar="ADDRESS", help="address the metrics server binds (default 0.0.0.0)")
-    add("--no-metrics", dest="metrics_enabled", action="store_const", const=False, help="serve no metrics or probes")
+    add("--no-metrics", action="store_const", const=True, help="serve no metrics or probes")
     add("--transactional-id", metavar="ID", help="exactly-once: a stable id per worker slot (default: unique)")
     add("--max-record-bytes", metavar="BYTES", help="larger records are dead-lettered (default 65536)")
     add("--max-in-flight-batches", metavar="N", help="at-least-once: batches awaiting acknowledgement (default 4)")

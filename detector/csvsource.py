@@ -16,7 +16,8 @@ import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-_FALLBACK = "flowwarden-cp1252-fallback"
+#: A codec error handler: bytes that are not valid UTF-8 are read as cp1252 (``bytes.decode(errors=...)``).
+CP1252_FALLBACK = "flowwarden-cp1252-fallback"
 
 
 def _cp1252_fallback(error: UnicodeError) -> tuple[str, int]:
@@ -26,7 +27,21 @@ def _cp1252_fallback(error: UnicodeError) -> tuple[str, int]:
     return bytes(chunk).decode("cp1252", errors="replace"), error.end
 
 
-codecs.register_error(_FALLBACK, _cp1252_fallback)
+codecs.register_error(CP1252_FALLBACK, _cp1252_fallback)
+
+
+def not_csv_text(start: bytes, name: str) -> str | None:
+    """Why a file whose (decompressed) first bytes are ``start`` is not CSV text, or None if it may be.
+
+    Names the usual mistakes: a gzip file without ``.gz`` in its name, UTF-16 text, binary data (a pcap).
+    """
+    if start.startswith(b"\x1f\x8b"):
+        return f"the file is gzip-compressed; name it {name}.gz (or gunzip it)"
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "the file is UTF-16 text; save it as UTF-8 (or ASCII) CSV"
+    if b"\x00" in start:
+        return "NUL bytes at the start: binary data (a pcap?) or UTF-16 text, not UTF-8 CSV text"
+    return None
 
 
 class CsvSourceError(ValueError):
@@ -70,14 +85,22 @@ def read_header(path: str | Path) -> list[str]:
     A row with fewer cells than this header arrives from :func:`read_rows` with fewer keys: callers that
     must not pass a truncated row on (replay, scoring) compare against it.
     """
-    with _open_text(Path(path)) as handle:
+    source = Path(path)
+    with _open_binary(source) as raw:
+        problem = not_csv_text(raw.read(4096), source.name)
+    if problem:
+        raise CsvSourceError(f"{source}: {problem}")
+    with _open_text(source) as handle:
         header = next(csv.reader(handle), None)
     return _unique_names(header) if header else []
 
 
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+
+
 def _open_text(path: Path) -> io.TextIOBase:
-    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")  # noqa: SIM115 - returned open
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors=_FALLBACK, newline="")
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors=CP1252_FALLBACK, newline="")
 
 
 def _unique_names(header: Sequence[str]) -> list[str]:

@@ -325,6 +325,10 @@ def _choose_label(candidates: Iterable[str]) -> tuple[str | None, tuple[str, ...
     return ordered[0], tuple(ordered[1:])
 
 
+#: How the two feature families are named in messages.
+FAMILY_NAMES: dict[str, str] = {"cic": "CICFlowMeter (CIC)", "unsw": "UNSW-NB15"}
+
+
 def family_of(features: Iterable[str]) -> str:
     """``"cic"``, ``"unsw"`` or ``"mixed"``: which vocabulary a set of canonical features belongs to."""
     names = set(features)

@@ -37,6 +37,7 @@ from detector.alerts import build_alert
 from detector.bundle import Bundle, BundleError, load_bundle
 from detector.csvsource import CsvSourceError, csv_files, read_header, read_rows
 from detector.decode import DecodedFlow, Rejected
+from detector.features import FAMILY_NAMES, family_of, resolve_columns
 from detector.online_eval import from_confusion
 from detector.records import layout_for, to_record
 from detector.registry import resolve_bundle_path
@@ -48,6 +49,10 @@ NOVEL_HINT_FACTOR = 5  # a novel share this many times the calibrated one is no 
 PORTABLE_HINT = (
     "rows lack features the bundle needs: their flow meter does not write them. Train on this meter's flows, "
     "or train a bundle with `[features] portable = true`, which needs only what every CIC meter writes"
+)
+OTHER_FAMILY_HINT = (
+    "rows lack features the bundle needs: the bundle was trained on {bundle} features and the files hold "
+    "{data} features; score them with a bundle trained on such flows"
 )
 _VERDICT_FIELDS = ("flow", "label", "is_attack", "confidence", "probabilities", "novelty", "ground_truth")
 
@@ -63,6 +68,7 @@ class ScoreSummary:
     novel: int | None = None  # None: the bundle has no novelty model
     novel_expected: float = 0.0  # the share of novel flows the calibration expects on flows like the training data
     truth_pairs: Counter[tuple[str, str]] = field(default_factory=Counter)
+    missing_features_hint: str = PORTABLE_HINT
 
     @classmethod
     def for_bundle(cls, bundle: Bundle) -> ScoreSummary:
@@ -94,7 +100,7 @@ class ScoreSummary:
         if self.rows and not self.scored:
             hints.append("no row could be scored (see the error lines for each row's reason)")
         if self.errors["missing_features"]:
-            hints.append(PORTABLE_HINT)
+            hints.append(self.missing_features_hint)
         if self.novel and self.novel > NOVEL_HINT_FACTOR * self.novel_expected * self.scored:
             hints.append(
                 f"{100 * self.novel / self.scored:.1f} % of the scored flows are novel, against about "
@@ -182,8 +188,10 @@ def run_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         files = csv_files(args.csv)
+        headers = [read_header(path) for path in files]  # refuses binary and UTF-16 files up front
         bundle = load_bundle(resolve_bundle_path(args.bundle))
         scorer = Scorer(bundle, device=args.device)
+        out = _open_out(args.out)
     except (CsvSourceError, BundleError, DeviceError) as exc:
         console.print(f"detector score: error: {exc}", markup=False, soft_wrap=True)
         return EXIT_USAGE
@@ -197,12 +205,12 @@ def run_command(args: argparse.Namespace) -> int:
         soft_wrap=True,
     )
     summary = ScoreSummary.for_bundle(bundle)
+    summary.missing_features_hint = _missing_features_hint(bundle, headers)
     status = EXIT_OK
     try:
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            with open(args.out, "wb") as handle:
-                score_files(files, scorer, handle, batch=args.batch, summary=summary)
+        if out is not None:
+            with out:
+                score_files(files, scorer, out, batch=args.batch, summary=summary)
         else:
             score_files(files, scorer, sys.stdout.buffer, batch=args.batch, summary=summary)
             sys.stdout.buffer.flush()
@@ -218,6 +226,30 @@ def run_command(args: argparse.Namespace) -> int:
     )
     for hint in summary.hints():
         console.print(f"detector score: {hint}", markup=False, highlight=False, soft_wrap=True)
-    if status == EXIT_OK and summary.rows and not summary.scored:
+    if status == EXIT_OK and not summary.rows:
+        console.print("detector score: the files hold no data rows", markup=False, soft_wrap=True)
+        return EXIT_NOTHING_SCORED
+    if status == EXIT_OK and not summary.scored:
         return EXIT_NOTHING_SCORED
     return status
+
+
+def _open_out(path: str | None) -> IO[bytes] | None:
+    """The ``--out`` file opened for writing (None: stdout); a path that cannot be written is a usage error."""
+    if not path:
+        return None
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "wb")
+    except OSError as exc:
+        raise CsvSourceError(f"--out {path} cannot be written: {exc.strerror or exc}") from None
+
+
+def _missing_features_hint(bundle: Bundle, headers: list[list[str]]) -> str:
+    """What to do about rows that lack the bundle's features: a portable bundle helps only CIC data."""
+    trained_on = family_of(bundle.features)
+    families = {family_of(resolve_columns(header).features) for header in headers if header}
+    data = next(iter(families)) if len(families) == 1 else "mixed"
+    if trained_on == "cic" and data == "cic":
+        return PORTABLE_HINT
+    return OTHER_FAMILY_HINT.format(bundle=FAMILY_NAMES.get(trained_on, trained_on), data=FAMILY_NAMES.get(data, data))

@@ -22,10 +22,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "FLOWWARDEN_"
+# librdkafka properties that flowwarden's own settings set: passing them through would be silently overridden.
+_OWNED_PROPERTIES = {
+    "bootstrap.servers": "--bootstrap-servers (FLOWWARDEN_BOOTSTRAP_SERVERS, bootstrap_servers)",
+    "group.id": "--group-id (FLOWWARDEN_GROUP_ID, group_id)",
+    "transactional.id": "--transactional-id (FLOWWARDEN_TRANSACTIONAL_ID, transactional_id)",
+}
 _SECRET_MARKERS = ("password", "secret", "token", "jaas", "oauthbearer.config", "ssl.key.pem", "private")
 
 
@@ -61,7 +67,11 @@ class _Settings(BaseSettings):
     def _librdkafka_names(cls, value: Any) -> dict[str, str]:
         if not isinstance(value, Mapping):
             raise ValueError("kafka settings must be a table of librdkafka properties")
-        return {str(key).lower().replace("_", "."): str(item) for key, item in value.items()}
+        properties = {str(key).lower().replace("_", "."): _property_text(key, item) for key, item in value.items()}
+        for name, setting in _OWNED_PROPERTIES.items():
+            if name in properties:
+                raise ValueError(f"{name} is not a pass-through property: set it with {setting}")
+        return properties
 
     @classmethod
     def settings_customise_sources(
@@ -99,6 +109,7 @@ class RunSettings(_Settings):
     registry_poll_seconds: float = Field(2.0, gt=0)
     transactional_id: str | None = None
     metrics_enabled: bool = True
+    no_metrics: bool = False  # --no-metrics / FLOWWARDEN_NO_METRICS: the flag's name for metrics_enabled = false
     metrics_host: str = "0.0.0.0"
     create_topics: bool = False
     summary_seconds: float = Field(30.0, gt=0)
@@ -109,6 +120,12 @@ class RunSettings(_Settings):
         if value is not None and not value.exists():
             raise ValueError(f"{value} does not exist")
         return value
+
+    @model_validator(mode="after")
+    def _no_metrics_turns_metrics_off(self) -> RunSettings:
+        if self.no_metrics:
+            self.metrics_enabled = False
+        return self
 
 
 class ReplaySettings(_Settings):
@@ -130,6 +147,13 @@ def load_settings(cls: type[_Settings], flags: Mapping[str, Any], config_file: s
     """Build settings: flags (None means "not given") over environment over the TOML file."""
     path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
     cls._toml_data = _read_toml(Path(path)) if path else {}
+    unknown = sorted(set(cls._toml_data) - _KNOWN_FILE_KEYS)
+    if unknown:
+        cls._toml_data = {}
+        raise SettingsError(
+            f"config file {path}: unknown setting(s) {', '.join(map(repr, unknown))}; "
+            "keys are the options' names with underscores (input_topic, max_batch, ...) and a [kafka] table"
+        )
     given = {key: value for key, value in flags.items() if value is not None}
     try:
         return cls(**given)
@@ -145,10 +169,11 @@ def parse_kafka_options(options: list[str] | None) -> dict[str, str] | None:
     if not options:
         return None
     parsed = {}
-    for option in options:
+    for number, option in enumerate(options, start=1):
         key, separator, value = option.partition("=")
         if not separator or not key.strip():
-            raise SettingsError(f"--kafka-option needs KEY=VALUE, got {option!r}")
+            # The text is not echoed: a mistyped "sasl.password:..." would print the password.
+            raise SettingsError(f"--kafka-option number {number} is not KEY=VALUE (its text is not shown)")
         parsed[key.strip()] = value
     return parsed
 
@@ -156,6 +181,15 @@ def parse_kafka_options(options: list[str] | None) -> dict[str, str] | None:
 def redact(config: Mapping[str, Any]) -> dict[str, Any]:
     """A copy safe to log: values of secret-looking librdkafka properties are replaced by ``***``."""
     return {key: "***" if any(m in key.lower() for m in _SECRET_MARKERS) else value for key, value in config.items()}
+
+
+def _property_text(key: object, value: object) -> str:
+    """A librdkafka property value as librdkafka spells it (TOML's ``true`` is ``"true"``, not ``"True"``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ValueError(f"{key}: a librdkafka property must be a string, number or boolean")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -166,3 +200,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
     return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+# A settings file may serve both commands (brokers, [kafka] credentials): a key either one knows is fine.
+_KNOWN_FILE_KEYS = set(RunSettings.model_fields) | set(ReplaySettings.model_fields)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from detector.bundle import load_bundle
-from detector.features import family_of
+from detector.features import FAMILY_NAMES, family_of
 from detector.registry import check_registry_target, publish, resolve_bundle_path
 from detector.scoring import pick_device, predict_proba
 from trainer.ablate import PAPER_TABLE6, ablation_rows
@@ -19,7 +19,7 @@ from trainer.baselines import run_baselines
 from trainer.config import TrainConfig, load_config
 from trainer.evaluate import classification_metrics
 from trainer.export import write_test_predictions, write_test_split
-from trainer.load import FAMILY_NAMES, DataError, FlowTable, load_flows, read_label_map
+from trainer.load import DataError, FlowTable, load_flows, read_label_map
 from trainer.novelty import novelty_summary
 from trainer.pipeline import FitResult, PreparedData, prepare, save_bundle, train_model
 from trainer.plots import plot_curves

@@ -12,7 +12,6 @@ hold both spellings. Decoding byte by byte keeps one class one class in such a f
 
 from __future__ import annotations
 
-import codecs
 import csv
 import gzip
 import io
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pandas as pd
+
+from detector.csvsource import CP1252_FALLBACK
 
 #: Reasons for a line that is not a record, exactly as they appear in reports.
 BLANK_LINE = "blank line"
@@ -41,18 +42,7 @@ def decode(data: bytes) -> tuple[str, str]:
     try:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
-        return data.decode("utf-8-sig", errors=_CP1252_FALLBACK), "cp1252"
-
-
-def _cp1252_bytes(error: UnicodeError) -> tuple[str, int]:
-    """A codec error handler: the bytes that are not UTF-8, read as cp1252 (undefined ones as U+FFFD)."""
-    if not isinstance(error, UnicodeDecodeError):
-        raise error
-    return error.object[error.start : error.end].decode("cp1252", errors="replace"), error.end
-
-
-_CP1252_FALLBACK = "flowwarden-cp1252"
-codecs.register_error(_CP1252_FALLBACK, _cp1252_bytes)
+        return data.decode("utf-8-sig", errors=CP1252_FALLBACK), "cp1252"
 
 
 def read_text(path: Path, limit: int | None = None) -> tuple[str, str]:

@@ -38,9 +38,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from detector.csvsource import not_csv_text
 from detector.features import (
     CATEGORICAL_FEATURES,
     CIC_FEATURES,
+    FAMILY_NAMES,
     LABEL_COLUMNS,
     UNSW_FEATURES,
     ColumnPlan,
@@ -60,7 +62,6 @@ TEXT_IN_NUMERIC = "text in numeric feature {feature}"
 #: Flow identity columns of :attr:`FlowTable.flow`, always present in this order (NaN where a file has none).
 FLOW_FIELDS: tuple[str, ...] = ("flow_id", "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "timestamp")
 
-FAMILY_NAMES: dict[str, str] = {"cic": "CICFlowMeter (CIC)", "unsw": "UNSW-NB15"}
 
 # Timestamp layouts tried in order; each only fills what the earlier ones left unparsed. CICFlowMeter
 # writes day-first dates ("5/7/2017 8:12" is 5 July), CSE-CIC-IDS2018 adds seconds, some tools add AM/PM.
@@ -331,13 +332,9 @@ def _read_header(path: Path) -> list[str]:
 
 
 def _refuse_binary(path: Path, first_line: bytes) -> None:
-    """Name the usual reasons a file that is not CSV text was given as one."""
-    if first_line.startswith(b"\x1f\x8b"):
-        raise DataError(f"{path}: the file is gzip-compressed; name it {path.name}.gz (or gunzip it)")
-    if first_line.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{path}: the file is UTF-16 text; save it as UTF-8 (or ASCII) CSV")
-    if b"\x00" in first_line:
-        raise DataError(f"{path}: NUL bytes in the first line: binary data or UTF-16 text, not UTF-8 CSV text")
+    problem = not_csv_text(first_line, path.name)
+    if problem:
+        raise DataError(f"{path}: {problem}")
 
 
 def _check_one_family(sources: Sequence[_Source]) -> None:

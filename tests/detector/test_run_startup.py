@@ -23,7 +23,9 @@ def bundle_path(tmp_path_factory):
         (["--max-batch", "0"], "max_batch: Input should be greater than or equal to 1"),
         (["--guarantee", "maybe"], "guarantee: Input should be 'exactly-once' or 'at-least-once'"),
         (["--emit", "novel"], "emit: Input should be 'attacks', 'flagged' or 'all'"),
-        (["--kafka-option", "no-equals-sign"], "--kafka-option needs KEY=VALUE"),
+        (["--kafka-option", "no-equals-sign"], "--kafka-option number 1 is not KEY=VALUE"),
+        (["--kafka-option", "bootstrap.servers=elsewhere:9092"], "set it with --bootstrap-servers"),
+        (["--kafka-option", "group.id=other"], "set it with --group-id"),
         (["--kafka-option", "no.such.property=1"], "invalid Kafka client settings: No such configuration property"),
         (["--kafka-option", "enable.auto.commit=true"], "enable.auto.commit=true is not allowed"),
         (["--config", "/nonexistent/settings.toml"], "config file /nonexistent/settings.toml does not exist"),
@@ -63,3 +65,35 @@ def test_run_settings_come_from_flags_then_environment_then_toml(bundle_path, tm
     assert (settings.emit, settings.guarantee) == ("all", "at-least-once")
     assert settings.kafka == {"sasl.username": "toml-user", "sasl.mechanism": "PLAIN", "sasl.password": "secret"}
     assert settings.metrics_enabled is False and settings.create_topics is True
+
+
+def test_a_malformed_kafka_option_never_echoes_its_text(bundle_path, capsys):
+    argv = ["run", "--bundle", str(bundle_path), "--no-metrics", "--kafka-option", "sasl.password:Hunter2Secret"]
+    assert main(argv) == 2
+    assert "Hunter2Secret" not in capsys.readouterr().err
+
+
+def test_an_unknown_key_in_the_settings_file_is_an_error_not_a_default(bundle_path, tmp_path, capsys):
+    config = tmp_path / "typo.toml"
+    config.write_text('input_topics = "mine"\n', encoding="utf-8")
+    assert main(["run", "--config", str(config), "--bundle", str(bundle_path), "--no-metrics"]) == 2
+    assert "unknown setting(s) 'input_topics'" in capsys.readouterr().err
+
+
+def test_one_settings_file_serves_run_and_replay(bundle_path, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("detector.runner.run_worker", lambda settings: seen.append(settings) or 0)
+    config = tmp_path / "shared.toml"
+    config.write_text('input_topic = "mine"\nrate = 100\n[kafka]\n"enable.ssl.certificate.verification" = false\n')
+    assert main(["run", "--config", str(config), "--bundle", str(bundle_path), "--no-metrics"]) == 0
+    [settings] = seen
+    assert settings.input_topic == "mine"
+    assert settings.kafka == {"enable.ssl.certificate.verification": "false"}  # librdkafka's spelling, not "False"
+
+
+def test_every_flag_has_its_environment_variable_no_metrics_included(bundle_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("detector.runner.run_worker", lambda settings: seen.append(settings) or 0)
+    monkeypatch.setenv("FLOWWARDEN_NO_METRICS", "1")
+    assert main(["run", "--bundle", str(bundle_path)]) == 0
+    assert seen[0].metrics_enabled is False

@@ -125,6 +125,32 @@ def test_a_bad_bundle_is_a_clear_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_files_that_are_not_csv_text_or_hold_no_rows_are_clear_failures(bundle, tmp_path, capsys):
+    capture = tmp_path / "capture.pcap"
+    capture.write_bytes(b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + bytes(16))
+    assert score("--bundle", bundle, capture) == 2
+    assert "binary data" in capsys.readouterr().err
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert score("--bundle", bundle, empty) == 1
+    assert "the files hold no data rows" in capsys.readouterr().err
+
+
+def test_an_out_file_that_cannot_be_written_is_a_usage_error(bundle, flows, tmp_path, capsys):
+    assert score("--bundle", bundle, flows, "--out", tmp_path) == 2
+    assert f"--out {tmp_path} cannot be written" in capsys.readouterr().err
+
+
+def test_unsw_rows_for_a_cic_bundle_are_not_told_to_train_a_portable_cic_bundle(bundle, tmp_path, capsys):
+    header = "dur,spkts,dpkts,sbytes,dbytes,proto,service,state,attack_cat,label"
+    path = tmp_path / "generated_unsw.csv"
+    path.write_text(f"{header}\n0.1,2,2,100,200,tcp,-,FIN,,0\n")
+    assert score("--bundle", bundle, path) == 1
+    err = capsys.readouterr().err
+    assert "trained on CICFlowMeter (CIC) features and the files hold UNSW-NB15 features" in err
+    assert "portable" not in err
+
+
 def test_the_command_runs_without_trainer_sklearn_or_pandas(bundle, flows):
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "detector.cli", "score", "--bundle", str(bundle), str(flows)],

@@ -231,7 +231,7 @@ def test_classic_mac_line_endings(tmp_path):
     [
         (gzip.compress(f"{CIC_HEADER}\n{cic_row(0)}\n".encode()), "gzip-compressed; name it generated_flows.csv.gz"),
         (f"{CIC_HEADER}\n{cic_row(0)}\n".encode("utf-16"), "UTF-16 text; save it as UTF-8"),
-        (f"{CIC_HEADER}\n{cic_row(0)}\n".encode("utf-16-le"), "NUL bytes in the first line"),
+        (f"{CIC_HEADER}\n{cic_row(0)}\n".encode("utf-16-le"), "NUL bytes at the start"),
     ],
     ids=["gzip-named-csv", "utf16-with-bom", "utf16-without-bom"],
 )
