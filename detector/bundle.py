@@ -200,7 +200,7 @@ def _load_directory(root: Path, reported_as: Path) -> Bundle:
         state = load_file(str(root / WEIGHTS), device="cpu")
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
-        raise BundleError(f"bundle {reported_as}: {WEIGHTS} does not fit the model: {exc}") from exc
+        raise BundleError(f"bundle {reported_as}: {WEIGHTS} does not fit the model: {_brief(exc)}") from exc
     model.eval()
     novelty = _load_novelty(root, manifest, config, reported_as)
     sha = hashlib.sha256(manifest_bytes).hexdigest()
@@ -222,7 +222,7 @@ def _load_novelty(root: Path, manifest: dict[str, Any], config: ModelConfig, whe
     try:
         autoencoder.load_state_dict(load_file(str(root / NOVELTY_WEIGHTS), device="cpu"), strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
-        raise BundleError(f"bundle {where}: {NOVELTY_WEIGHTS} does not fit the autoencoder: {exc}") from exc
+        raise BundleError(f"bundle {where}: {NOVELTY_WEIGHTS} does not fit the autoencoder: {_brief(exc)}") from exc
     return Novelty(autoencoder.eval(), calibration)
 
 
@@ -325,6 +325,13 @@ def archive_bundle(directory: str | Path, archive: str | Path) -> Path:
         for item in sorted(Path(directory).iterdir()):
             tar.add(item, arcname=item.name)
     return target
+
+
+def _brief(exc: Exception, shown: int = 2) -> str:
+    """torch lists every mismatched tensor on its own line: the first few, and how many more, on one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    more = f" (and {len(lines) - shown - 1} more)" if len(lines) > shown + 1 else ""
+    return "; ".join(lines[: shown + 1]) + more
 
 
 def _read_json(path: Path) -> dict[str, Any]:

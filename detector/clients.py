@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from detector.settings import RunSettings, SettingsError
@@ -59,6 +60,12 @@ _PRODUCER_ONLY_PREFIXES = (
 
 def _only(config: dict[str, str], excluded: tuple[str, ...]) -> dict[str, str]:
     return {k: v for k, v in config.items() if not k.startswith(excluded)}
+
+
+def general_properties(config: Mapping[str, str]) -> dict[str, str]:
+    """The properties of ``config`` every client type takes (security, SASL, SSL, timeouts): what an admin
+    client gets, without the consumer- and producer-only ones librdkafka would warn about."""
+    return _only(_only(dict(config), _CONSUMER_ONLY_PREFIXES), _PRODUCER_ONLY_PREFIXES)
 
 
 def consumer_config(settings: RunSettings) -> dict[str, Any]:

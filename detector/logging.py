@@ -8,7 +8,10 @@ before logging it, and must never log a raw librdkafka config.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import time
+from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
@@ -42,6 +45,39 @@ def get_logger(name: str) -> Any:
     return structlog.get_logger(component=name)
 
 
+#: librdkafka repeats a failing connection's error every few hundred milliseconds (20 lines a second per
+#: client during an outage); one line per kind of message per this many seconds says the same.
+REPEAT_WINDOW_S = 60.0
+
+
+class RepeatFilter(logging.Filter):
+    """Lets the first of a run of similar messages through, then one per ``window`` seconds.
+
+    Messages are similar when they differ only in numbers (librdkafka's lines carry changing counts and
+    times). The next message let through carries ``suppressed``: how many similar ones were dropped.
+    """
+
+    def __init__(self, window: float = REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window = window
+        self._clock = clock
+        self._runs: dict[str, list[float | int]] = {}  # similar-message key -> [time let through, suppressed]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = f"{record.levelno}:{_DIGITS.sub('#', record.getMessage())}"
+        now = self._clock()
+        run = self._runs.get(key)
+        if run is not None and now - run[0] < self.window:
+            run[1] += 1
+            return False
+        record.suppressed = int(run[1]) if run is not None else 0
+        self._runs[key] = [now, 0]
+        return True
+
+
+_DIGITS = re.compile(r"\d+")
+
+
 class _StructlogHandler(logging.Handler):
     """Forwards stdlib records (librdkafka's, through confluent-kafka's ``logger`` setting) to structlog."""
 
@@ -52,14 +88,33 @@ class _StructlogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         level = record.levelname.lower()
         method = getattr(self._log, level if level in _LEVELS else "warning")
-        method("librdkafka", message=record.getMessage())
+        suppressed = getattr(record, "suppressed", 0)
+        method("librdkafka", message=record.getMessage(), **({"suppressed": suppressed} if suppressed else {}))
 
 
 def librdkafka_logger(name: str = "librdkafka") -> logging.Logger:
-    """A stdlib logger for confluent-kafka's ``logger`` config key: librdkafka's lines become JSON events."""
+    """A stdlib logger for confluent-kafka's ``logger`` config key: librdkafka's lines become JSON events,
+    repeats thinned out by :class:`RepeatFilter`."""
+    return _logger(name, lambda: _StructlogHandler(name))
+
+
+def console_librdkafka_logger(name: str = "librdkafka") -> logging.Logger:
+    """Like :func:`librdkafka_logger` for commands that talk to people (``replay``): plain lines on stderr."""
+
+    def handler() -> logging.Handler:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("librdkafka %(levelname)s: %(message)s"))
+        return console
+
+    return _logger(f"console.{name}", handler)
+
+
+def _logger(name: str, make_handler: Callable[[], logging.Handler]) -> logging.Logger:
     logger = logging.getLogger(f"flowwarden.{name}")
-    if not any(isinstance(h, _StructlogHandler) for h in logger.handlers):
-        logger.addHandler(_StructlogHandler(name))
+    if not logger.handlers:
+        handler = make_handler()
+        handler.addFilter(RepeatFilter())
+        logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return logger

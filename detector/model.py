@@ -15,7 +15,7 @@ This module is imported by the detector at serving time; it must not import anyt
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -38,9 +38,31 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> ModelConfig:
-        fields = dict(data)
-        fields["filters"] = tuple(fields.get("filters", (16, 32)))
-        return cls(**fields)
+        """Read ``model.json``; raises ``ValueError`` naming the field that is missing or of the wrong type."""
+        if not isinstance(data, dict):
+            raise ValueError("model.json must hold an object")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"model.json has unknown field(s): {', '.join(unknown)}")
+        values = dict(data)
+        filters = values.get("filters", (16, 32))
+        if not isinstance(filters, list | tuple) or len(filters) != 2 or not all(_positive_int(f) for f in filters):
+            raise ValueError(f"model.json: filters must be two positive integers, got {filters!r}")
+        values["filters"] = tuple(filters)
+        for name in ("n_features", "n_classes", "gru_hidden", "gru_layers"):
+            if name in values and not _positive_int(values[name]):
+                raise ValueError(f"model.json: {name} must be a positive integer, got {values[name]!r}")
+        dropout = values.get("dropout", 0.5)
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+            raise ValueError(f"model.json: dropout must be a number in [0, 1), got {dropout!r}")
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a required field is missing
+            raise ValueError(f"model.json: {exc}") from None
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def encoded_length(n_features: int, n_blocks: int = 2) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import signal
 import threading
 import time
 from collections import Counter
@@ -36,6 +37,7 @@ from rich.progress import (
 from rich.text import Text
 
 from detector.csvsource import CsvSourceError, csv_files
+from detector.logging import console_librdkafka_logger
 from detector.pacing import TimelinePacer, TokenBucket
 from detector.replay_source import Order, SourceError, SourceStats, check_timestamps, ordered_flows
 from detector.settings import ReplaySettings, SettingsError, load_settings, parse_kafka_options, redact
@@ -121,9 +123,14 @@ def replay(
     order = effective_order(settings)
     stats = stats if stats is not None else ReplayStats(settings.topic, settings.with_labels)
     stats.partitions = ensure_topics(
-        settings.bootstrap_servers, [settings.topic], partitions=settings.partitions, client_config=settings.kafka
+        settings.bootstrap_servers,
+        [settings.topic],
+        partitions=settings.partitions,
+        client_config=settings.kafka,
+        logger=console_librdkafka_logger("librdkafka.admin"),
     )[settings.topic]
-    producer = Producer(producer_config(settings))
+    # librdkafka's lines thinned out: an unreachable broker would otherwise print 20 of them a second.
+    producer = Producer({**producer_config(settings), "logger": console_librdkafka_logger("librdkafka.producer")})
     pace = _pacer(settings, stop)
     flows = ordered_flows(
         files,
@@ -237,9 +244,12 @@ def exit_status(stats: ReplayStats) -> int:
 def summary_lines(stats: ReplayStats) -> list[str]:
     """The final report, one fact per line (plain text: it also goes to logs)."""
     verb = "interrupted after" if stats.interrupted else "done:"
+    lead = (stats.first_send - stats.started) if stats.first_send is not None else 0.0
+    reading = f", the first {lead:.1f} s spent reading the input" if lead >= 0.1 else ""
     lines = [
         f"replay {verb} {stats.delivered:,} records delivered to topic {stats.topic!r} "
-        f"({stats.partitions} partitions) in {stats.elapsed:.1f} s, {stats.achieved_rate:,.1f} flows/s",
+        f"({stats.partitions} partitions) in {stats.elapsed:.1f} s{reading}; "
+        f"{stats.achieved_rate:,.1f} flows/s while sending",
     ]
     if stats.labels:
         shown = " · ".join(f"{label} {count:,}" for label, count in stats.labels.most_common())
@@ -288,6 +298,7 @@ def run_command(args: argparse.Namespace) -> int:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
+    previous = _sigterm_like_ctrl_c()
     try:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("replay", total=settings.limit)
@@ -305,9 +316,26 @@ def run_command(args: argparse.Namespace) -> int:
     except KafkaException as exc:
         console.print(f"detector replay: Kafka error: {exc.args[0].str()}", markup=False, soft_wrap=True)
         return EXIT_USAGE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     for line in summary_lines(stats):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     return exit_status(stats)
+
+
+def _sigterm_like_ctrl_c() -> Any:
+    """Make SIGTERM (``timeout``, ``docker stop``) stop a replay as Ctrl-C does: flush, then the summary.
+
+    Returns the previous handler to restore, or None when not on the main thread (signals cannot be set).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _settings(args: argparse.Namespace) -> ReplaySettings:

@@ -20,7 +20,7 @@ import torch
 from confluent_kafka import KafkaException
 
 from detector.bundle import BundleError, load_bundle
-from detector.logging import configure_logging, get_logger
+from detector.logging import configure_logging, get_logger, librdkafka_logger
 from detector.metrics import Health, MetricsServer, WorkerMetrics
 from detector.processor import BatchProcessor
 from detector.registry import RegistryWatcher, is_registry, resolve_bundle_path
@@ -30,6 +30,7 @@ from detector.topics import TopicError, ensure_topics
 from detector.worker import Worker
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 METADATA_TIMEOUT_S = 10.0
 
 
@@ -96,6 +97,9 @@ def run_worker(settings: RunSettings, *, handle_signals: bool = True) -> int:
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C while the cluster was asked for metadata: nothing consumed yet
+        print("interrupted during start-up", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     previous: dict[int, Any] = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
 
@@ -153,6 +157,11 @@ def _check_topics(worker: Worker) -> None:
             "create them first (or pass --create-topics for a development cluster)"
         )
     try:
-        ensure_topics(settings.bootstrap_servers, missing, client_config=settings.kafka)
+        ensure_topics(
+            settings.bootstrap_servers,
+            missing,
+            client_config=settings.kafka,
+            logger=librdkafka_logger("librdkafka.admin"),
+        )
     except TopicError as exc:
         raise StartupError(str(exc)) from None

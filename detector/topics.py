@@ -10,11 +10,15 @@ it on brokers that allow that (Tansu and Apache Kafka's default), with the broke
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from detector.clients import general_properties
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -32,6 +36,7 @@ def ensure_topics(
     config: Mapping[str, str] | None = None,
     client_config: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    logger: logging.Logger | None = None,
 ) -> dict[str, int]:
     """Create the missing ``topics`` and return ``{topic: partition count}`` once metadata shows them all.
 
@@ -39,12 +44,16 @@ def ensure_topics(
     are what the cluster has, for the caller to check if it cares. ``replication_factor=-1`` means the
     broker's default. ``config`` is topic configuration (e.g. ``{"retention.ms": "86400000"}``);
     ``client_config`` is extra librdkafka settings for the admin client (``security.protocol``, ``sasl.*``,
-    ``ssl.*``). Raises :class:`TopicError`.
+    ``ssl.*``; consumer- or producer-only ones are left out). ``logger`` receives librdkafka's log lines
+    (default: librdkafka prints them to stderr). Raises :class:`TopicError`.
     """
     wanted = list(dict.fromkeys(topics))
     if not wanted:
         return {}
-    admin = AdminClient({**(client_config or {}), "bootstrap.servers": bootstrap_servers})
+    config: dict[str, Any] = {**general_properties(client_config or {}), "bootstrap.servers": bootstrap_servers}
+    if logger is not None:
+        config["logger"] = logger
+    admin = AdminClient(config)
     deadline = time.monotonic() + timeout
     existing = _partition_counts(admin, deadline)
     missing = [topic for topic in wanted if topic not in existing]

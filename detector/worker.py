@@ -55,7 +55,9 @@ BUSY_WAIT_S = 0.02
 REVOKE_TIMEOUT_S = 10.0
 SHUTDOWN_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
-INIT_TIMEOUT_S = 30.0
+# One init_transactions attempt; a timed-out call resumes on the next. Short, so that a stop asked for while
+# the cluster is unreachable is honoured within seconds.
+INIT_TIMEOUT_S = 10.0
 ERROR_LOG_EVERY_S = 10.0
 
 

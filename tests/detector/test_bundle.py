@@ -161,3 +161,34 @@ def test_a_hand_edited_manifest_of_the_wrong_shape_is_refused(bundle_dir, field,
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=re.escape(message)):
         load_bundle(bundle_dir)
+
+
+def rewrite_consistently(bundle_dir, name, change):
+    """Change one JSON file of a bundle and re-sum it in the manifest: consistent checksums, wrong content."""
+    path = bundle_dir / name
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest["files"][name]["sha256"] = file_sha256(path)
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: {**m, "gru_hidden": "x"}, "gru_hidden must be a positive integer, got 'x'"),
+        (lambda m: {**m, "filters": [16]}, "filters must be two positive integers"),
+        (lambda m: {**m, "dropout": 2}, "dropout must be a number in [0, 1)"),
+        (lambda m: {**m, "layers": 3}, "unknown field(s): layers"),
+    ],
+)
+def test_a_model_json_of_the_wrong_shape_is_one_clear_error(bundle_dir, change, message):
+    rewrite_consistently(bundle_dir, "model.json", change)
+    with pytest.raises(BundleError, match=re.escape(message)):
+        load_bundle(bundle_dir)
+
+
+def test_weights_that_do_not_fit_the_model_are_summed_up_on_one_line(bundle_dir):
+    rewrite_consistently(bundle_dir, "model.json", lambda m: {**m, "gru_hidden": m["gru_hidden"] * 2})
+    with pytest.raises(BundleError, match="does not fit the model") as refused:
+        load_bundle(bundle_dir)
+    assert "\n" not in str(refused.value) and "more)" in str(refused.value)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import gzip
+import re
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import Consumer
 
 from detector.cli import main
 from detector.records import flow_time
 from tests.support.generated import generated_rows, write_generated_csv
-from tests.support.kafka import client_config_from_env, consume_exactly, unique_name
+from tests.support.kafka import client_config, client_config_from_env, consume_exactly, reader, unique_name
 
 ROWS = generated_rows(seed=1)
 
@@ -99,6 +105,43 @@ def test_a_paced_replay_delivers_every_record(kafka_bootstrap, flows_csv, capsys
     assert replay(kafka_bootstrap, topic, flows_csv, "--rate", 400, "--limit", 120) == 0
     assert len(records_on(kafka_bootstrap, topic, 120)) == 120
     assert "400 flows/s" in capsys.readouterr().err
+
+
+@pytest.mark.kafka
+def test_sigterm_stops_a_replay_like_ctrl_c_with_every_sent_record_delivered_and_counted(kafka_bootstrap, flows_csv):
+    topic = unique_name("replay")
+    options = [f"--kafka-option={key}={value}" for key, value in client_config_from_env().items()]
+    command = [sys.executable, "-m", "detector.cli", "replay", str(flows_csv), "--bootstrap-servers", kafka_bootstrap]
+    command += ["--topic", topic, "--rate", "40", "--loop", *options]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_records(kafka_bootstrap, topic, 10)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    delivered = int(re.search(r"replay interrupted after ([\d,]+) records delivered", err).group(1).replace(",", ""))
+    assert "delivery failures: 0" in err and "flows/s while sending" in err
+    assert len(records_on(kafka_bootstrap, topic, delivered)) == delivered
+
+
+def _wait_for_records(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> None:
+    """Block until ``topic`` exists and holds at least ``count`` records."""
+    deadline = time.monotonic() + timeout
+    probe = Consumer({**client_config(bootstrap), "group.id": unique_name("probe")})
+    try:
+        while topic not in probe.list_topics(timeout=10).topics:
+            assert time.monotonic() < deadline, f"topic {topic} never appeared"
+            time.sleep(0.2)
+    finally:
+        probe.close()
+    seen = 0
+    with reader(bootstrap, topic) as consumer:
+        while seen < count:
+            assert time.monotonic() < deadline, f"only {seen} of {count} records arrived"
+            message = consumer.poll(0.2)
+            seen += message is not None and message.error() is None
 
 
 @pytest.mark.kafka
