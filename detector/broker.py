@@ -258,8 +258,12 @@ class EmbeddedBroker:
         status = self._process.poll()
         if status is not None:
             # Tansu exits (with status 0) when it cannot bind the port.
-            taken = "AddrInUse" in self.log_tail()
-            raise self._start_error(f"exited with status {status}", error=_PortTaken if taken else BrokerError)
+            if "AddrInUse" in self.log_tail():
+                raise _PortTaken(
+                    f"the embedded Tansu broker cannot listen on {HOST}:{self._port}: the port is in use by "
+                    f"another process; choose another port (log {self._log_path})"
+                )
+            raise self._start_error(f"exited with status {status}")
 
     def _start_error(self, what: str, error: type[BrokerError] = BrokerError) -> BrokerError:
         return error(

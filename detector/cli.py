@@ -20,7 +20,8 @@ DEFAULT_BROKER_PORT = 9092
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    """Run the embedded Tansu broker in the foreground until Ctrl-C or SIGTERM."""
+    """Run the embedded Tansu broker in the foreground until Ctrl-C or SIGTERM: exit 0 after a clean stop,
+    2 when it cannot start (the port is taken, no binary), 1 when it dies while running."""
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -36,9 +37,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
                     print(f"error: the broker exited unexpectedly; log:\n{broker.log_tail()}", file=sys.stderr)
                     return 1
             print("stopping the broker", flush=True)
-    except BrokerError as exc:
+    except BrokerError as exc:  # it could not start: a taken port, a missing binary
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -51,9 +52,20 @@ def _add_broker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="run the embedded Kafka-protocol broker (Tansu) for the demo and tests",
         description="Run an in-memory Kafka-protocol broker (Tansu) on 127.0.0.1 until Ctrl-C or SIGTERM.",
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_BROKER_PORT, help="listening port (default: %(default)s)")
+    port_help = "listening port, 0 for any free one (default: %(default)s)"
+    parser.add_argument("--port", type=_port, default=DEFAULT_BROKER_PORT, help=port_help)
     parser.add_argument("--log", default=None, help="file for the broker's own log (default: a temporary file)")
     parser.set_defaults(handler=cmd_broker)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is between 0 and 65535, not {port}")
+    return port
 
 
 _RUN_SETTINGS = (

@@ -64,6 +64,8 @@ class FlowDecoder:
         """Decode one Kafka message value."""
         if raw is None:
             return Rejected("empty", "message has no value (tombstone)")
+        if not raw:
+            return Rejected("empty", "message value is empty (0 bytes)")
         if len(raw) > self.max_record_bytes:
             return Rejected("oversized", f"record is {len(raw)} bytes, over the {self.max_record_bytes}-byte limit")
         try:
@@ -77,7 +79,7 @@ class FlowDecoder:
     def decode_mapping(self, record: Mapping[str, Any]) -> DecodedFlow | Rejected:
         """Decode one record already parsed into a mapping (a JSON object or a CSV row)."""
         version = record.get("schema_version", RECORD_SCHEMA_VERSION)
-        if version != RECORD_SCHEMA_VERSION:
+        if isinstance(version, bool) or version != RECORD_SCHEMA_VERSION:  # JSON true is not 1
             return Rejected(
                 "schema_version",
                 f"unsupported schema_version {version!r} (this detector reads {RECORD_SCHEMA_VERSION})",
@@ -97,6 +99,9 @@ class FlowDecoder:
                 return Rejected("wrong_type", f"feature {column.source!r}: {exc}")
         categorical = tuple(_category(record[plan.features[name].source]) for name in self.categorical)
         flow = {field: record[source] for field, source in plan.flow_fields.items()}
+        for source in (*plan.flow_fields.values(), *([plan.label] if plan.label else []), *plan.secondary_labels):
+            if isinstance(record.get(source), dict | list):
+                return Rejected("wrong_type", f"field {source!r} must be a string or a number, not a JSON container")
         label = None
         if plan.label is not None:
             flag = record.get(plan.secondary_labels[0]) if plan.secondary_labels else None

@@ -199,6 +199,11 @@ class MetricsServer:
 
 def _handler(metrics: WorkerMetrics, health: Health) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            """Some load balancers and probes ask with HEAD: the same status and headers, no body."""
+            self._head_only = True
+            self.do_GET()
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
@@ -219,7 +224,8 @@ def _handler(metrics: WorkerMetrics, health: Health) -> type[BaseHTTPRequestHand
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not getattr(self, "_head_only", False):
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             """Probes every few seconds are not worth a log line."""

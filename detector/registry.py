@@ -33,6 +33,8 @@ def resolve_bundle_path(path: str | Path) -> Path:
     """The bundle a path means: itself, or the version ``LATEST`` names when it is a registry."""
     source = Path(path)
     if not is_registry(source):
+        if (source / VERSIONS).is_dir() and not (source / "manifest.json").exists():
+            raise BundleError(f"registry {source} has no {LATEST}: no version was published into it yet")
         return source
     raw = (source / LATEST).read_bytes()
     try:

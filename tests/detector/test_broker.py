@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,26 @@ def test_detector_broker_prints_its_address_and_exits_0_on_sigterm():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_detector_broker_on_a_taken_port_exits_2_with_one_line_that_says_so():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "detector.cli", "broker", "--port", str(port)],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}: the port is in use by another process" in lines[0], lines
+
+
+def test_a_port_out_of_range_is_a_usage_error(capsys):
+    from detector.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["broker", "--port", "99999"])
+    assert exited.value.code == 2
+    assert "a port is between 0 and 65535, not 99999" in capsys.readouterr().err

@@ -30,6 +30,7 @@ def test_a_valid_record_decodes_to_numbers_in_bundle_order(decoder):
     ("raw", "code"),
     [
         (None, "empty"),
+        (b"", "empty"),
         (b"x" * 5000, "oversized"),
         (b"{not json", "not_json"),
         (b"[1, 2, 3]", "not_object"),
@@ -47,6 +48,16 @@ def test_a_wrong_schema_version_is_rejected(decoder):
     result = decoder.decode_mapping({**record(), "schema_version": 2})
     assert isinstance(result, Rejected) and result.code == "schema_version"
     assert isinstance(decoder.decode_mapping({**record(), "schema_version": 1}), DecodedFlow)
+    result = decoder.decode_mapping({**record(), "schema_version": True})  # Python's True == 1; JSON's true is not
+    assert isinstance(result, Rejected) and result.code == "schema_version"
+
+
+@pytest.mark.parametrize("field", ["Src IP", "Flow ID", "Timestamp", "Label"])
+@pytest.mark.parametrize("value", [{"a": 1}, [1, 2]])
+def test_an_identity_or_label_field_holding_a_json_container_is_a_wrong_type(decoder, field, value):
+    result = decoder.decode_mapping({**record(), field: value})
+    assert isinstance(result, Rejected) and result.code == "wrong_type"
+    assert repr(field) in result.reason
 
 
 def test_missing_features_are_named(decoder):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+
 import numpy as np
 
 from detector.metrics import Health, MetricsServer, WorkerMetrics
@@ -77,5 +79,21 @@ def test_probes_follow_health_and_ready_follows_the_gauge():
         health.stale_after_s = 0.0
         assert http_get(server.port, "/healthz")[0] == 503
         assert http_get(server.port, "/nope")[0] == 404
+    finally:
+        server.close()
+
+
+def test_probes_answer_head_requests_without_a_body():
+    metrics, health = WorkerMetrics(), Health(stale_after_s=60)
+    server = MetricsServer(metrics, health, "127.0.0.1", 0).start()
+    try:
+        for path, status in (("/healthz", 200), ("/readyz", 503)):
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            connection.request("HEAD", path)
+            response = connection.getresponse()
+            assert response.status == status and response.read() == b""
+            assert int(response.getheader("Content-Length")) > 0
+            connection.close()
+        assert http_get(server.port, "/healthz") == (200, "alive\n")  # GET still has its body
     finally:
         server.close()

@@ -86,3 +86,9 @@ def test_a_latest_pointer_that_is_not_text_is_a_bundle_error(tmp_path):
     with pytest.raises(BundleError, match="not UTF-8"):
         watcher.poll()
     assert watcher.poll() is None and watcher.current == "v1"
+
+
+def test_a_registry_without_latest_says_so(tmp_path):
+    (tmp_path / "registry" / "versions").mkdir(parents=True)
+    with pytest.raises(BundleError, match="has no LATEST: no version was published"):
+        resolve_bundle_path(tmp_path / "registry")
