@@ -98,8 +98,6 @@ def producer_config(settings: RunSettings, transactional_id: str | None) -> dict
     _refuse(user, "enable.idempotence", "true", "the worker needs an idempotent producer")
     if user.get("acks", user.get("request.required.acks", "all")) not in {"all", "-1"}:
         raise SettingsError("kafka option acks must be all (-1): alerts count as delivered only when fully replicated")
-    if "transactional.id" in user:
-        raise SettingsError("set the transactional id with --transactional-id (FLOWWARDEN_TRANSACTIONAL_ID)")
     defaults = {
         "linger.ms": "5",
         "queue.buffering.max.kbytes": str(64 * 1024),

@@ -284,7 +284,10 @@ def resolve_columns(names: Sequence[str]) -> ColumnPlan:
         flow_field = _FLOW_FIELD_BY_KEY.get(key)
         if flow_field is not None and flow_field not in flow_fields:
             flow_fields[flow_field] = name
-        if key in _LABEL_KEYS:
+        if key in _LABEL_KEYS and any(column_key(seen) == key for seen in label_columns):
+            duplicates.append(name)  # a second label column: the first one is the label, as with features
+            column = Column(name, Role.IGNORED)
+        elif key in _LABEL_KEYS:
             label_columns.append(name)
             column = Column(name, Role.LABEL)
         elif key in _FEATURE_BY_KEY:

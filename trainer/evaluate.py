@@ -69,11 +69,13 @@ def rate_text(rate: float | None) -> str:
 
 def markdown_table(metrics: dict[str, Any], title: str) -> str:
     """A per-class table with the summary rows, for report.md and the terminal."""
+    present = sum(1 for row in metrics["per_class"].values() if row["support"] > 0)
     lines = [
         f"### {title}",
         "",
         f"accuracy {metrics['accuracy']:.4f} · weighted F1 {metrics['f1_weighted']:.4f} · "
-        f"macro F1 {metrics['f1_macro']:.4f} · weighted precision {metrics['precision_weighted']:.4f} · "
+        f"macro F1 {metrics['f1_macro']:.4f} (over the {present} classes present) · "
+        f"weighted precision {metrics['precision_weighted']:.4f} · "
         f"weighted recall {metrics['recall_weighted']:.4f}",
         "",
         "| class | precision | recall | F1 | support |",

@@ -45,7 +45,6 @@ def test_pass_through_settings_reach_the_right_client():
         ({"isolation.level": "read_uncommitted"}, "exactly-once", "isolation.level"),
         ({"acks": "1"}, "at-least-once", "acks"),
         ({"enable.idempotence": "false"}, "at-least-once", "enable.idempotence"),
-        ({"transactional.id": "x"}, "exactly-once", "--transactional-id"),
     ],
 )
 def test_settings_that_break_the_guarantee_are_refused(kafka, guarantee, message):

@@ -43,6 +43,12 @@ def test_a_repeated_column_is_a_duplicate_not_a_second_feature():
     assert plan.duplicates == (" Fwd Header Length",)
 
 
+def test_a_second_label_column_is_a_duplicate_not_silently_dropped():
+    plan = resolve_columns(["Flow Duration", "Label", " Label"])
+    assert plan.label == "Label" and plan.duplicates == (" Label",)
+    assert plan.secondary_labels == ()
+
+
 def test_every_dialect_spelling_of_one_feature_is_the_same_feature():
     spellings = ["Total Fwd Packets", " Total Fwd Packets", "Total Fwd Packet", "Tot Fwd Pkts", "tot_fwd_pkts"]
     for name in spellings:

@@ -26,6 +26,7 @@ def bundle_path(tmp_path_factory):
         (["--kafka-option", "no-equals-sign"], "--kafka-option number 1 is not KEY=VALUE"),
         (["--kafka-option", "bootstrap.servers=elsewhere:9092"], "set it with --bootstrap-servers"),
         (["--kafka-option", "group.id=other"], "set it with --group-id"),
+        (["--kafka-option", "transactional.id=x"], "set it with --transactional-id"),
         (["--kafka-option", "no.such.property=1"], "invalid Kafka client settings: No such configuration property"),
         (["--kafka-option", "enable.auto.commit=true"], "enable.auto.commit=true is not allowed"),
         (["--config", "/nonexistent/settings.toml"], "config file /nonexistent/settings.toml does not exist"),

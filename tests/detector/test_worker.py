@@ -79,7 +79,7 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_worker_keeps_scoring(ka
         orjson.dumps({**row, "Flow Duration": "quick", "Protocol": "tcp"}): "wrong_type",
         orjson.dumps({**row, "padding": "x" * 100_000}): "oversized",
         orjson.dumps({**row, "schema_version": 7}): "schema_version",
-        b"": "not_json",
+        b"": "empty",
         b"42": "not_object",
     }
     values = flow_values(rows)
