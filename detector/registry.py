@@ -58,7 +58,7 @@ def check_registry_target(registry: str | Path) -> Path:
     if (root / "manifest.json").exists():
         raise BundleError(f"registry {root} is a bundle directory; a registry needs a directory of its own")
     if root.is_dir() and not is_registry(root) and not (root / VERSIONS).is_dir():
-        others = sorted(child.name for child in root.iterdir() if not child.name.startswith("."))
+        others = sorted(child.name for child in root.iterdir() if not _housekeeping(child.name))
         if others:
             raise BundleError(
                 f"registry {root} is a non-empty directory without {LATEST} or {VERSIONS}/ "
@@ -68,6 +68,11 @@ def check_registry_target(registry: str | Path) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise BundleError(f"registry {root}: {existing} is not writable")
     return root
+
+
+def _housekeeping(name: str) -> bool:
+    """Entries a fresh volume may hold that do not make it someone else's folder (ext4's lost+found)."""
+    return name.startswith(".") or name == "lost+found"
 
 
 def publish(bundle_path: str | Path, registry: str | Path) -> str:

@@ -74,6 +74,9 @@ def test_a_folder_of_other_files_is_not_a_registry(tmp_path):
         publish(make_bundle(tmp_path / "a", version="v1"), folder)
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
     assert publish(make_bundle(tmp_path / "b", version="v2"), tmp_path / "empty") == "v2"
+    volume = tmp_path / "fresh-volume"  # a new ext4 volume: only lost+found
+    (volume / "lost+found").mkdir(parents=True)
+    assert publish(make_bundle(tmp_path / "c", version="v3"), volume) == "v3"
 
 
 def test_a_latest_pointer_that_is_not_text_is_a_bundle_error(tmp_path):
