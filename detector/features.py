@@ -308,7 +308,7 @@ def resolve_columns(names: Sequence[str]) -> ColumnPlan:
             column = Column(name, Role.UNKNOWN)
         columns.append(column)
 
-    label, secondary = _choose_label(label_columns)
+    label, secondary = _choose_label(label_columns, cic=family_of(features) == "cic")
     return ColumnPlan(
         columns=tuple(columns),
         features=features,
@@ -320,12 +320,15 @@ def resolve_columns(names: Sequence[str]) -> ColumnPlan:
     )
 
 
-def _choose_label(candidates: Iterable[str]) -> tuple[str | None, tuple[str, ...]]:
+def _choose_label(candidates: Iterable[str], *, cic: bool = False) -> tuple[str | None, tuple[str, ...]]:
+    """UNSW-NB15's class is ``attack_cat`` (its ``label`` is a 0/1 flag); a CIC file's class is its ``Label``,
+    even when a re-packaged file also carries an ``attack_cat`` column."""
     by_key = {column_key(name): name for name in candidates}
-    ordered = [by_key[column_key(name)] for name in LABEL_COLUMNS if column_key(name) in by_key]
+    preference = reversed(LABEL_COLUMNS) if cic else LABEL_COLUMNS
+    ordered = [by_key[column_key(name)] for name in preference if column_key(name) in by_key]
     if not ordered:
         return None, ()
-    return ordered[0], tuple(ordered[1:])
+    return ordered[0], () if cic else tuple(ordered[1:])  # only UNSW-NB15 has a 0/1 flag beside its class
 
 
 #: How the two feature families are named in messages.

@@ -49,6 +49,13 @@ def test_a_second_label_column_is_a_duplicate_not_silently_dropped():
     assert plan.secondary_labels == ()
 
 
+def test_a_cic_file_keeps_its_label_even_beside_an_attack_cat_column():
+    plan = resolve_columns(["Flow Duration", "Total Fwd Packet", "attack_cat", "Label"])
+    assert plan.label == "Label" and plan.secondary_labels == ()
+    unsw = resolve_columns(["dur", "spkts", "attack_cat", "label"])
+    assert unsw.label == "attack_cat" and unsw.secondary_labels == ("label",)
+
+
 def test_every_dialect_spelling_of_one_feature_is_the_same_feature():
     spellings = ["Total Fwd Packets", " Total Fwd Packets", "Total Fwd Packet", "Tot Fwd Pkts", "tot_fwd_pkts"]
     for name in spellings:
