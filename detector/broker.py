@@ -154,9 +154,10 @@ class EmbeddedBroker:
                     if attempt == attempts or time.monotonic() > deadline:
                         raise
                     self._terminate()
-        except BaseException:
+        except BaseException as exc:
             self._terminate()
-            self._close_log(remove=False)
+            # A taken port says all there is to say; any other failure keeps the log for its diagnosis.
+            self._close_log(remove=isinstance(exc, _PortTaken) and self._given_log_path is None)
             raise
         raise BrokerError("unreachable: the start loop always returns or raises")
 
@@ -248,9 +249,9 @@ class EmbeddedBroker:
                 continue
             if cluster_id == self.cluster_id:
                 return
-            raise self._start_error(
-                f"could not take the port: another broker (cluster {cluster_id!r}) already answers there",
-                error=_PortTaken,
+            raise _PortTaken(
+                f"the embedded Tansu broker cannot listen on {HOST}:{self._port}: another broker "
+                f"(cluster {cluster_id!r}) already answers there; choose another port"
             )
 
     def _check_alive(self) -> None:
@@ -261,7 +262,7 @@ class EmbeddedBroker:
             if "AddrInUse" in self.log_tail():
                 raise _PortTaken(
                     f"the embedded Tansu broker cannot listen on {HOST}:{self._port}: the port is in use by "
-                    f"another process; choose another port (log {self._log_path})"
+                    "another process; choose another port"
                 )
             raise self._start_error(f"exited with status {status}")
 

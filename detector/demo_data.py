@@ -41,7 +41,11 @@ def find_training_data(data: str | Path | None) -> Path:
     when present, else ``DATA`` itself when it holds CSVs."""
     candidates: list[Path] = []
     if os.environ.get(DATA_ENV):
-        candidates.append(Path(os.environ[DATA_ENV]))
+        chosen = Path(os.environ[DATA_ENV])
+        if not (chosen.is_file() or (chosen.is_dir() and any(_csvs(chosen)))):
+            # Asked for explicitly: training on something else instead would be a surprise.
+            raise DemoDataError(f"{DATA_ENV}={chosen} holds no .csv or .csv.gz files.\n{HOW_TO_GET_DATA}")
+        return chosen
     if data is not None:
         candidates += [Path(data) / SHARED_SAMPLE, Path(data)]
     for candidate in candidates:

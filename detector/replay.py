@@ -36,7 +36,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from detector.csvsource import CsvSourceError, csv_files
+from detector.csvsource import CsvSourceError, csv_files, read_header
 from detector.logging import console_librdkafka_logger
 from detector.pacing import TimelinePacer, TokenBucket
 from detector.replay_source import Order, SourceError, SourceStats, check_timestamps, ordered_flows
@@ -46,6 +46,7 @@ from detector.topics import TopicError, ensure_topics
 FLUSH_TIMEOUT_S = 60.0
 PROGRESS_EVERY_S = 0.2
 EXIT_OK, EXIT_DELIVERY_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_NOTHING_SENT = 1
 # Replay defaults; anything given with --kafka-option or [kafka] wins.
 PRODUCER_DEFAULTS = {"linger.ms": "10", "enable.idempotence": "true", "client.id": "flowwarden-replay"}
 
@@ -276,6 +277,8 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
         files = csv_files(args.csv)
+        for path in files:
+            read_header(path)  # refuses a pcap, a gzip file without .gz or UTF-16 text up front
         order = effective_order(settings)
         if order == "time":
             check_timestamps(files)
@@ -321,6 +324,9 @@ def run_command(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
     for line in summary_lines(stats):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not stats.interrupted and stats.source.rows_read == 0:
+        console.print("detector replay: the files hold no data rows", markup=False, soft_wrap=True)
+        return EXIT_NOTHING_SENT
     return exit_status(stats)
 
 

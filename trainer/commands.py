@@ -17,7 +17,7 @@ from detector.scoring import pick_device, predict_proba
 from trainer.ablate import PAPER_TABLE6, ablation_rows
 from trainer.baselines import run_baselines
 from trainer.config import TrainConfig, load_config
-from trainer.evaluate import classification_metrics
+from trainer.evaluate import classification_metrics, rate_text
 from trainer.export import write_test_predictions, write_test_split
 from trainer.load import DataError, FlowTable, load_flows, read_label_map
 from trainer.novelty import novelty_summary
@@ -25,7 +25,7 @@ from trainer.pipeline import FitResult, PreparedData, prepare, save_bundle, trai
 from trainer.plots import plot_curves
 from trainer.progress import Reporter
 from trainer.report import data_summary, environment, print_summary, rows_dropped, write_report, write_report_json
-from trainer.rundir import prepare_run_dir
+from trainer.rundir import check_run_dir
 
 HEADLINE = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro")
 
@@ -42,9 +42,9 @@ def fit(
     """Train, evaluate on the held-out split, write the run directory and the bundle; returns the report."""
     reporter = reporter or Reporter()
     started = time.perf_counter()
-    out = prepare_run_dir(out)
     if registry:
         check_registry_target(registry)
+    out = check_run_dir(out)
     table = _load(data, label_map, reporter)
     prepared = prepare(table, config, reporter)
     result = train_model(prepared, config, reporter)
@@ -77,7 +77,7 @@ def fit(
     if registry:  # last: the run directory is complete even if publishing fails
         report["bundle"].update(registry=str(registry), published_version=publish(bundle_dir, registry))
         write_report_json(out, report)
-        reporter.note(f"published version {report['bundle']['published_version']} to registry {registry}")
+        reporter.result(f"published version {report['bundle']['published_version']} to registry {registry}")
     return report
 
 
@@ -93,7 +93,7 @@ def evaluate(
     """Score a bundle on any labeled data (another dialect, a later day) and write a report."""
     reporter = reporter or Reporter()
     started = time.perf_counter()
-    out = prepare_run_dir(out)
+    out = check_run_dir(out)
     bundle = load_bundle(resolve_bundle_path(bundle_path))
     table = _load(data, label_map, reporter)
     pre = bundle.preprocessor
@@ -155,7 +155,7 @@ def baselines(
     """
     reporter = reporter or Reporter()
     started = time.perf_counter()
-    out = prepare_run_dir(out)
+    out = check_run_dir(out)
     table = _load(data, label_map, reporter)
     plain = config.with_changes({"outliers": {"enabled": False}, "resample": {"enabled": False}})
     summary: dict[str, Any] = {}
@@ -184,7 +184,7 @@ def ablate(
 ) -> dict[str, Any]:
     """The paper's Table 6 rows, each a full run on the same split."""
     reporter = reporter or Reporter()
-    out = prepare_run_dir(out)
+    out = check_run_dir(out)
     table = _load(data, label_map, reporter)
     rows: dict[str, Any] = {}
     for name, row_config in ablation_rows(config):
@@ -196,7 +196,7 @@ def ablate(
         report["steps"] = prepared.steps
         write_report(out / _slug(name), report, f"ablation {name}")
         plot_curves(result.history, out / _slug(name) / "curves.png")
-        rows[name] = {key: report[key] for key in (*HEADLINE, "per_class", "seconds")}
+        rows[name] = {key: report[key] for key in (*HEADLINE, "binary", "per_class", "seconds")}
         rows[name]["paper_accuracy_f1_percent"] = PAPER_TABLE6[name]
     (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_ablation_markdown(rows), encoding="utf-8")
@@ -206,7 +206,7 @@ def ablate(
 
 def publish_bundle(bundle: str, registry: str, reporter: Reporter | None = None) -> str:
     version = publish(bundle, registry)
-    (reporter or Reporter()).note(f"published {bundle} as version {version}; {registry}/LATEST now points to it")
+    (reporter or Reporter()).result(f"published {bundle} as version {version}; {registry}/LATEST now points to it")
     return version
 
 
@@ -273,14 +273,14 @@ def _ablation_markdown(rows: dict[str, Any]) -> str:
     lines = [
         "# Ablation (paper Table 6)",
         "",
-        "| row | accuracy | weighted F1 | macro F1 | paper accuracy | paper F1 |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| row | accuracy | weighted F1 | macro F1 | false alarms | paper accuracy | paper F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         paper_accuracy, paper_f1 = row["paper_accuracy_f1_percent"]
         lines.append(
             f"| {name} | {row['accuracy']:.4f} | {row['f1_weighted']:.4f} | {row['f1_macro']:.4f} "
-            f"| {paper_accuracy / 100:.4f} | {paper_f1 / 100:.4f} |"
+            f"| {rate_text(row['binary']['false_alarm_rate'])} | {paper_accuracy / 100:.4f} | {paper_f1 / 100:.4f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -314,8 +314,9 @@ def _read_header(path: Path) -> list[str]:
         raise DataError(f"{path}: empty file (0 bytes)")
     try:
         with open_binary(path) as handle:
+            _refuse_binary(path, handle.read(4096))  # a pcapng's first "line" is a lone newline: look further
+        with open_binary(path) as handle:
             first = handle.readline()
-            _refuse_binary(path, first)
             header, _, rest = first.rstrip(b"\r\n").partition(b"\r")  # classic Mac files end lines in CR
             has_data = bool(rest.strip()) or any(line.strip() for line in handle)
     except (OSError, EOFError, zlib.error) as exc:
@@ -331,8 +332,8 @@ def _read_header(path: Path) -> list[str]:
         raise DataError(f"{path}: the header line is not CSV: {exc}") from None
 
 
-def _refuse_binary(path: Path, first_line: bytes) -> None:
-    problem = not_csv_text(first_line, path.name)
+def _refuse_binary(path: Path, start: bytes) -> None:
+    problem = not_csv_text(start, path.name)
     if problem:
         raise DataError(f"{path}: {problem}")
 

@@ -46,3 +46,7 @@ class Reporter:
     def warn(self, text: str) -> None:
         """A problem the user must see, also with progress turned off (``--quiet``)."""
         self.console.print(f"[yellow]warning: {text}[/yellow]", soft_wrap=True)
+
+    def result(self, text: str) -> None:
+        """What the command did (e.g. published a version): printed also with ``--quiet``."""
+        self.console.print(text, soft_wrap=True)

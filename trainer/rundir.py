@@ -19,8 +19,11 @@ class RunDirError(ValueError):
     """An ``--out`` directory that cannot or must not be written; the message says why."""
 
 
-def prepare_run_dir(out: str | Path) -> Path:
-    """Create ``out`` (with parents) and check that it is a writable directory holding no earlier run.
+def check_run_dir(out: str | Path) -> Path:
+    """Check that ``out`` can become this run's directory: writable, and holding no earlier run.
+
+    Nothing is created here: a command refused later (bad data, a bad registry) leaves no empty directory
+    behind. The writers create ``out`` with its parents.
 
     Raises
     ------
@@ -35,10 +38,9 @@ def prepare_run_dir(out: str | Path) -> Path:
         raise RunDirError(
             f"--out {path} already holds a run ({', '.join(earlier)}); choose a new directory or remove it"
         )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"--out {path} cannot be created: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise RunDirError(f"--out {path} is not writable")
+    existing = next(parent for parent in (path, *path.absolute().parents) if parent.exists())
+    if not existing.is_dir():
+        raise RunDirError(f"--out {path} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"--out {path} cannot be written: {existing} is not writable")
     return path

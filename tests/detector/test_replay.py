@@ -195,6 +195,19 @@ def test_speedup_needs_time_order_and_timestamps(tmp_path, capsys):
     assert "no flow timestamp column" in capsys.readouterr().err
     assert main([*common, str(tmp_path / "missing.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    gzipped = tmp_path / "gzipped.csv"
+    gzipped.write_bytes(gzip.compress(b"Dst Port,Flow Duration,Label\n80,10,BENIGN\n"))
+    assert main([*common, str(gzipped)]) == 2
+    err = capsys.readouterr().err
+    assert "gzip-compressed; name it gzipped.csv.gz" in err and "Traceback" not in err
+
+
+@pytest.mark.kafka
+def test_files_without_data_rows_send_nothing_and_fail(kafka_bootstrap, tmp_path, capsys):
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("Dst Port,Flow Duration,Label\n")
+    assert replay(kafka_bootstrap, unique_name("replay"), header_only) == 1
+    assert "the files hold no data rows" in capsys.readouterr().err
 
 
 def test_a_record_is_the_json_the_schema_describes(flows_csv):

@@ -232,8 +232,9 @@ def test_classic_mac_line_endings(tmp_path):
         (gzip.compress(f"{CIC_HEADER}\n{cic_row(0)}\n".encode()), "gzip-compressed; name it generated_flows.csv.gz"),
         (f"{CIC_HEADER}\n{cic_row(0)}\n".encode("utf-16"), "UTF-16 text; save it as UTF-8"),
         (f"{CIC_HEADER}\n{cic_row(0)}\n".encode("utf-16-le"), "NUL bytes at the start"),
+        (b"\n\r\r\n\x1c\x00\x00\x00M<+\x1a\x01\x00\x00\x00" + bytes(64), "binary data (a pcap?)"),
     ],
-    ids=["gzip-named-csv", "utf16-with-bom", "utf16-without-bom"],
+    ids=["gzip-named-csv", "utf16-with-bom", "utf16-without-bom", "pcapng"],
 )
 def test_a_file_that_is_not_csv_text_says_what_it_is(tmp_path, content, message):
     path = write(tmp_path / "generated_flows.csv", content)
