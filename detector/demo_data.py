@@ -37,20 +37,19 @@ class DemoDataError(ValueError):
 
 
 def find_training_data(data: str | Path | None) -> Path:
-    """The labelled data to train on: ``$FLOWWARDEN_DATA`` when set, else ``DATA/cicids2017_improved_sample``
-    when present, else ``DATA`` itself when it holds CSVs."""
-    candidates: list[Path] = []
-    if os.environ.get(DATA_ENV):
-        chosen = Path(os.environ[DATA_ENV])
-        if not (chosen.is_file() or (chosen.is_dir() and any(_csvs(chosen)))):
-            # Asked for explicitly: training on something else instead would be a surprise.
-            raise DemoDataError(f"{DATA_ENV}={chosen} holds no .csv or .csv.gz files.\n{HOW_TO_GET_DATA}")
-        return chosen
-    if data is not None:
-        candidates += [Path(data) / SHARED_SAMPLE, Path(data)]
-    for candidate in candidates:
+    """The labelled data to train on, from ``$FLOWWARDEN_DATA`` when set, else from ``data``: in either, the
+    ``cicids2017_improved_sample`` folder when it holds CSVs, else the path itself when it is or holds CSVs.
+
+    ``$FLOWWARDEN_DATA`` set but holding no CSVs is an error rather than a fall-back to ``data``: the user
+    asked for that data, and training on something else instead would be a surprise.
+    """
+    chosen = os.environ.get(DATA_ENV)
+    root = Path(chosen) if chosen else Path(data) if data is not None else None
+    for candidate in [] if root is None else [root / SHARED_SAMPLE, root]:
         if candidate.is_file() or (candidate.is_dir() and any(_csvs(candidate))):
             return candidate
+    if chosen:
+        raise DemoDataError(f"{DATA_ENV}={chosen} holds no .csv or .csv.gz files.\n{HOW_TO_GET_DATA}")
     raise DemoDataError(HOW_TO_GET_DATA)
 
 

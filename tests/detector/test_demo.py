@@ -58,6 +58,8 @@ def test_training_data_is_the_env_var_then_the_shared_sample_then_the_folder(tmp
     mine = write_generated_csv(tmp_path / "mine.csv", generated_rows()[:5])
     monkeypatch.setenv(DATA_ENV, str(mine))
     assert find_training_data(tmp_path) == mine
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))  # a data root, as the tests use it: its sample
+    assert find_training_data(None) == tmp_path / SHARED_SAMPLE
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "empty"))
     with pytest.raises(DemoDataError, match=r"holds no \.csv or \.csv\.gz files"):
         find_training_data(tmp_path)  # not the shared sample instead: the user asked for this folder
