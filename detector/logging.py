@@ -71,11 +71,14 @@ class RepeatFilter(logging.Filter):
             run[1] += 1
             return False
         record.suppressed = int(run[1]) if run is not None else 0
+        if run is None and len(self._runs) >= _MAX_RUNS:
+            self._runs.clear()  # bounded memory: forgetting old runs only lets one more line through
         self._runs[key] = [now, 0]
         return True
 
 
 _DIGITS = re.compile(r"\d+")
+_MAX_RUNS = 1024
 
 
 class _StructlogHandler(logging.Handler):
