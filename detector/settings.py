@@ -17,13 +17,14 @@ Secrets never reach a log line: use :func:`redact` on anything printed.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from detector.tomlfile import TomlFileError, read_toml_file
 
 ENV_PREFIX = "FLOWWARDEN_"
 # librdkafka properties that flowwarden's own settings set: passing them through would be silently overridden.
@@ -193,12 +194,10 @@ def _property_text(key: object, value: object) -> str:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SettingsError(f"config file {path} does not exist")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+        data = read_toml_file(path)
+    except TomlFileError as exc:
+        raise SettingsError(f"config file {path} {exc}") from None
     return {key.replace("-", "_"): value for key, value in data.items()}
 
 

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from detector.tomlfile import TomlFileError, read_toml_file
+
 PROFILES = ("paper", "tuned", "quick")
 
 
@@ -151,17 +153,10 @@ def load_config(profile: str = "paper", path: str | Path | None = None) -> Train
 
 
 def _read_user_config(file: Path) -> dict[str, Any]:
-    if file.is_dir():
-        raise ConfigError(f"config file {file} is a directory")
     try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {file} does not exist") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {file} is not UTF-8 text (TOML must be UTF-8)") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {file} cannot be read: {exc.strerror or exc}") from None
-    data = _read_toml(text, str(file))
+        data = read_toml_file(file)
+    except TomlFileError as exc:
+        raise ConfigError(f"config file {file} {exc}") from None
     for key in ("profile", "extends"):  # the file overrides the profile --profile names
         if key in data:
             raise ConfigError(f"config file {file}: {key!r} cannot be set in a config file; use --profile")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import tomllib
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -50,6 +49,7 @@ from detector.features import (
     resolve_columns,
 )
 from detector.labels import apply_label_map, normalize_label, resolve_label
+from detector.tomlfile import TomlFileError, read_toml_file
 from detector.values import parse_number
 from trainer.csvtext import decode, open_binary, read_text, split_records
 
@@ -249,15 +249,9 @@ def read_label_map(path: str | Path) -> dict[str, str]:
     """
     path = Path(path)
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: label map file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: label map is a directory, not a TOML file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the label map: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid TOML label map: {exc}") from None
+        document = read_toml_file(path)
+    except TomlFileError as exc:
+        raise DataError(f"{path}: label map {exc}") from None
     table = document.get("labels")
     if not isinstance(table, dict):
         raise DataError(f'{path}: a label map needs a [labels] table, e.g. [labels] "Bot" = "Botnet"')
