@@ -74,7 +74,10 @@ class FlowDecoder:
             return Rejected("not_json", f"not valid JSON: {exc}")
         if not isinstance(record, dict):
             return Rejected("not_object", f"a flow record must be a JSON object, got {type(record).__name__}")
-        return self.decode_mapping(record)
+        try:
+            return self.decode_mapping(record)
+        except Exception as exc:  # a decoder bug must not turn one record into a poison pill for every worker
+            return Rejected("decoder_error", f"the decoder failed on this record: {type(exc).__name__}: {exc}")
 
     def decode_mapping(self, record: Mapping[str, Any]) -> DecodedFlow | Rejected:
         """Decode one record already parsed into a mapping (a JSON object or a CSV row)."""

@@ -31,8 +31,10 @@ def parse_number(value: object) -> float:
     """
     if isinstance(value, bool):
         raise ValueError("boolean where a number was expected")
-    if isinstance(value, int | float):
-        return float(value)
+    if isinstance(value, int):
+        return _int_to_float(value)
+    if isinstance(value, float):
+        return value
     if value is None:
         return math.nan
     if isinstance(value, str):
@@ -52,7 +54,15 @@ def _parse_text(value: str) -> float:
     lowered = text.lower()
     if lowered.startswith(("0x", "-0x", "+0x")):
         try:
-            return float(int(lowered, 16))
+            return _int_to_float(int(lowered, 16))
         except ValueError:
             pass
     raise ValueError(f"text where a number was expected: {text[:40]!r}")
+
+
+def _int_to_float(number: int) -> float:
+    """``float(number)``, or an infinity of its sign when it is beyond a float's range, as ``float("1e999")``."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf

@@ -82,6 +82,22 @@ def test_meter_tokens_for_infinity_and_nan_are_accepted(decoder):
     assert math.isnan(values["Flow Packets/s"])
 
 
+def test_a_decoder_failure_on_one_record_rejects_that_record_instead_of_raising(decoder, monkeypatch):
+    def decoder_bug(value):
+        raise OverflowError("a bug the decoder did not foresee")
+
+    monkeypatch.setattr("detector.decode.parse_number", decoder_bug)
+    result = decoder.decode_bytes(orjson.dumps(record()))
+    assert isinstance(result, Rejected) and result.code == "decoder_error"
+    assert "OverflowError: a bug the decoder did not foresee" in result.reason
+
+
+def test_a_hex_number_too_large_for_a_float_decodes_as_infinity_instead_of_failing(decoder):
+    result = decoder.decode_mapping({**record(), "Flow Duration": "0x" + "f" * 300})
+    assert isinstance(result, DecodedFlow)
+    assert dict(zip(FEATURES, result.numeric, strict=True))["Flow Duration"] == math.inf
+
+
 def test_python_cicflowmeter_records_are_converted_to_microseconds():
     decoder = FlowDecoder(["Flow Duration", "Total Fwd Packet"])
     result = decoder.decode_mapping({"flow_duration": 1.5, "tot_fwd_pkts": 3, "src_ip": "10.0.0.1"})

@@ -23,6 +23,14 @@ def test_numbers_and_meter_tokens_parse(raw, expected):
     assert parse_number(raw) == expected
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("0x" + "f" * 300, math.inf), ("-0x" + "f" * 300, -math.inf), (10**400, math.inf), (-(10**400), -math.inf)],
+)
+def test_integers_beyond_the_float_range_are_infinite_like_1e999(raw, expected):
+    assert parse_number(raw) == expected
+
+
 @pytest.mark.parametrize("raw", ["NaN", "nan", "", None])
 def test_missing_values_are_nan(raw):
     assert math.isnan(parse_number(raw))

@@ -159,7 +159,16 @@ def test_example_alerts_are_consistent() -> None:
 
 # --- dead letter -----------------------------------------------------------------------------------
 
-REASON_CODES = {"empty", "oversized", "not_json", "not_object", "schema_version", "missing_features", "wrong_type"}
+REASON_CODES = {
+    "empty",
+    "oversized",
+    "not_json",
+    "not_object",
+    "schema_version",
+    "missing_features",
+    "wrong_type",
+    "decoder_error",
+}
 
 
 def test_dead_letter_reason_codes_are_the_contract() -> None:
@@ -167,7 +176,7 @@ def test_dead_letter_reason_codes_are_the_contract() -> None:
     assert set(schema["properties"]["flowwarden.reason_code"]["enum"]) == REASON_CODES
 
 
-def test_dead_letter_reason_codes_match_the_decoder() -> None:
+def test_dead_letter_reason_codes_match_the_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every code the decoder can produce is in the schema (the decoder is the source of the codes)."""
     decode = pytest.importorskip("detector.decode")
     decoder = decode.FlowDecoder(["Flow Duration"], max_record_bytes=64)
@@ -180,6 +189,12 @@ def test_dead_letter_reason_codes_match_the_decoder() -> None:
         decoder.decode_bytes(b'{"Dst Port": 80}').code,
         decoder.decode_bytes(b'{"Flow Duration": "fast"}').code,
     }
+
+    def decoder_bug(value: object) -> float:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(decode, "parse_number", decoder_bug)
+    produced.add(decoder.decode_bytes(b'{"Flow Duration": 1}').code)
     assert produced == REASON_CODES
 
 
