@@ -132,6 +132,8 @@ class Preprocessor:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Preprocessor:
         """Rebuild from :meth:`to_json` output; raises :class:`PreprocessingError` when malformed."""
+        if not isinstance(data, dict):
+            raise PreprocessingError(f"preprocessing parameters must be a JSON object, not {type(data).__name__}")
         if data.get("format") != FORMAT:
             raise PreprocessingError(f"preprocessing format {data.get('format')!r} is not {FORMAT!r}")
         try:

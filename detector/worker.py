@@ -420,9 +420,10 @@ class Worker:
             if bundle is None:
                 return
             self.processor.serve(bundle)
-        except (BundleError, DeviceError) as exc:
+        except Exception as exc:  # whatever is wrong with the new version, the current one keeps serving
             self.metrics.model_swaps.labels(result="rejected").inc()
-            self.log.error("new model refused; still serving the current one", serving=old.version, error=str(exc))
+            error = str(exc) if isinstance(exc, BundleError | DeviceError) else f"{type(exc).__name__}: {exc}"
+            self.log.error("new model refused; still serving the current one", serving=old.version, error=error)
             return
         self.metrics.serve_model(bundle.name, bundle.version, bundle.sha256)
         self.metrics.model_swaps.labels(result="ok").inc()

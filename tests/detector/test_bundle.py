@@ -187,6 +187,14 @@ def test_a_model_json_of_the_wrong_shape_is_one_clear_error(bundle_dir, change, 
         load_bundle(bundle_dir)
 
 
+@pytest.mark.parametrize("name", ["preprocessing.json", "model.json", "novelty.json"])
+@pytest.mark.parametrize("content", [[], "text", 3])
+def test_a_parameter_file_that_is_not_a_json_object_is_one_clear_error(novelty_bundle_dir, name, content):
+    rewrite_consistently(novelty_bundle_dir, name, lambda _: content)
+    with pytest.raises(BundleError, match=re.escape(f"bundle {novelty_bundle_dir}:")):
+        load_bundle(novelty_bundle_dir)
+
+
 def test_weights_that_do_not_fit_the_model_are_summed_up_on_one_line(bundle_dir):
     rewrite_consistently(bundle_dir, "model.json", lambda m: {**m, "gru_hidden": m["gru_hidden"] * 2})
     with pytest.raises(BundleError, match="does not fit the model") as refused:
