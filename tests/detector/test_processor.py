@@ -57,7 +57,10 @@ def test_emit_all_gives_one_schema_valid_alert_per_flow_with_the_scorers_labels(
         assert schema_errors("alert.schema.json", alert) == []
         assert out.key == alert_key(alert["flow"], (TOPIC, 2, alert["source"]["offset"]))
         assert alert["model"] == {"name": bundle.name, "version": "v1", "bundle_sha256": bundle.sha256}
-    assert {a["ground_truth"] for a in alerts} <= {"BENIGN", "DoS Hulk", "Portscan", "Web Attack - XSS"}
+    # The fixture's classifier was fitted to these classes: its verdicts are the rows' classes.
+    assert [a["label"] for a in alerts] == [a["ground_truth"] for a in alerts]
+    assert [a["is_attack"] for a in alerts] == [a["label"] != "BENIGN" for a in alerts]
+    assert {a["label"] for a in alerts} == {"BENIGN", "DoS Hulk", "Portscan", "Web Attack - XSS"}
     assert batch.next_offsets == {(TOPIC, 2): 160} and batch.first_offsets == {(TOPIC, 2): 40}
     assert sum(batch.verdicts.values()) == 120 and sum(batch.alerts.values()) == 120
     assert len(batch.alert_timestamps) == 120 and batch.alert_timestamps[0] == pytest.approx(1_700_000_000.0)
@@ -74,6 +77,9 @@ def test_emit_attacks_keeps_only_attack_verdicts_but_counts_every_verdict(bundle
     expected = [essentials(a) for a in map(orjson.loads, (o.value for o in every.outputs)) if a["is_attack"]]
     emitted = [essentials(orjson.loads(o.value)) for o in attacks.outputs]
     assert emitted == expected
+    attack_rows = [i for i, row in enumerate(rows) if row["Label"] != "BENIGN"]
+    assert 0 < len(attack_rows) < len(rows)
+    assert [orjson.loads(o.value)["source"]["offset"] for o in attacks.outputs] == attack_rows
     assert attacks.verdicts == every.verdicts
     attack_verdicts = sum(n for (_, is_attack), n in every.verdicts.items() if is_attack)
     assert sum(attacks.alerts.values()) == len(emitted) == attack_verdicts
@@ -119,9 +125,17 @@ def test_a_batch_of_only_bad_records_needs_no_model(bundle):
 def test_serve_swaps_the_model_for_later_batches(bundle, tmp_path):
     work = processor(bundle)
     other = load_bundle(make_bundle(tmp_path / "v2", seed=3, version="v2"))
+    rows = generated_rows(0)[:20]
+    before = [orjson.loads(out.value) for out in work.process(messages(flow_values(rows))).outputs]
     work.serve(other)
-    alert = orjson.loads(work.process(messages(flow_values(generated_rows(0)[:1]))).outputs[0].value)
-    assert alert["model"]["version"] == "v2" and alert["model"]["bundle_sha256"] == other.sha256
+    after = [orjson.loads(out.value) for out in work.process(messages(flow_values(rows))).outputs]
+
+    assert {a["model"]["version"] for a in after} == {"v2"}
+    assert {a["model"]["bundle_sha256"] for a in after} == {other.sha256}
+    flows = [FlowDecoder(FEATURES).decode_mapping(row) for row in rows]
+    by_v2 = Scorer(other, "cpu").score(flows)
+    assert [a["confidence"] for a in after] == [pytest.approx(v.confidence) for v in by_v2]
+    assert [a["confidence"] for a in after] != [a["confidence"] for a in before]
 
 
 def test_a_record_too_big_to_produce_is_dead_lettered_cut_to_size(bundle):

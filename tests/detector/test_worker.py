@@ -123,6 +123,7 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_worker_keeps_scoring(ka
         for label in ("DoS Hulk", "Portscan", "Web Attack - XSS")
     )
     assert metric_value(exposition, "flowwarden_alerts_out_total", label="BENIGN") is None, "--emit attacks"
+    assert attacks == sum(1 for r in rows if r["Label"] != "BENIGN"), "the fixture model tells attacks apart"
     assert attacks == sum(
         metric_value(exposition, "flowwarden_verdicts_total", label=label, is_attack="true") or 0.0
         for label in ("DoS Hulk", "Portscan", "Web Attack - XSS")

@@ -9,9 +9,12 @@ import tempfile
 import orjson
 import pytest
 
+from detector.bundle import load_bundle
+from detector.decode import FlowDecoder
 from detector.registry import LATEST, VERSIONS, publish
+from detector.scoring import Scorer
 from tests.support.bundles import make_bundle
-from tests.support.generated import generated_rows
+from tests.support.generated import FEATURES, generated_rows
 from tests.support.kafka import unique_name
 from tests.support.worker import (
     WorkerThread,
@@ -43,7 +46,8 @@ def test_a_new_version_is_swapped_in_between_batches_and_a_tampered_one_is_refus
 ):
     registry = tmp_path / "registry"
     publish(make_bundle(tmp_path / "b1", seed=0, version="v1"), registry)
-    values = flow_values(generated_rows(5))
+    rows = generated_rows(5)
+    values = flow_values(rows)
     parts = [values[:90], values[90:180], values[180:]]
     names = {
         "input_topic": new_topic(partitions=2, prefix="flows"),
@@ -55,6 +59,7 @@ def test_a_new_version_is_swapped_in_between_batches_and_a_tampered_one_is_refus
     )
     where: dict[tuple[int, int], int] = {}
     versions: dict[int, str] = {}
+    confidences: dict[int, list[float]] = {}  # part -> the served alerts' confidences, in row order
 
     def score(index: int) -> None:
         landed = produce_spread(kafka_bootstrap, names["input_topic"], parts[index], partitions=2)
@@ -65,19 +70,25 @@ def test_a_new_version_is_swapped_in_between_batches_and_a_tampered_one_is_refus
             alert = orjson.loads(message.value())
             source = (alert["source"]["partition"], alert["source"]["offset"])
             assert source not in seen, f"record {source} scored twice"
-            seen[source] = alert["model"]["version"]
+            seen[source] = (alert["model"]["version"], alert["confidence"])
         assert seen.keys() == where.keys(), "no record lost"
-        versions[index] = {seen[s] for s in landed}
+        versions[index] = {seen[s][0] for s in landed}
+        row_of = {row: source for source, row in landed.items()}
+        confidences[index] = [seen[row_of[row]][1] for row in range(len(parts[index]))]
 
     with WorkerThread(settings) as worker:
         port = worker.worker.metrics_port
         score(0)
         assert versions[0] == {"v1"}
 
-        publish(make_bundle(tmp_path / "b2", seed=1, version="v2"), registry)
+        v2 = make_bundle(tmp_path / "b2", seed=1, version="v2")
+        publish(v2, registry)
         worker.wait_until(lambda: swaps(port, "ok") == 1.0, "the swap to v2")
         score(1)
         assert versions[1] == {"v2"}, "verdicts after the swap come from v2"
+        decoder = FlowDecoder(FEATURES)
+        by_v2 = Scorer(load_bundle(v2), "cpu").score([decoder.decode_mapping(row) for row in rows[90:180]])
+        assert confidences[1] == [pytest.approx(v.confidence, abs=1e-6) for v in by_v2], "and the v2 model scored them"
 
         tampered = make_bundle(registry / VERSIONS / "v3", seed=2, version="v3")
         (tampered / "model.safetensors").write_bytes(b"tampered weights")

@@ -1,6 +1,9 @@
-"""Tiny bundles for tests: generated rows, fitted preprocessing, an *untrained* model (random weights).
+"""Tiny bundles for tests: generated rows, fitted preprocessing, a classifier fitted briefly to them.
 
-They exercise the bundle format, loading and scoring paths; they say nothing about accuracy. With
+They exercise the bundle format, loading and scoring paths; they say nothing about accuracy. The
+classifier is fitted (a few seconds, cached per seed) so that it tells the generated classes apart: the
+paths that only attacks take (alerts under ``--emit attacks``, ``is_attack``, alert counts by class) are
+exercised by every test that uses a bundle, and two seeds give two models that score differently. With
 ``novelty=True`` the bundle also holds an autoencoder fitted briefly to generated flows and calibrated on
 other generated flows, so that flows unlike them score as novel.
 """
@@ -15,6 +18,7 @@ import torch
 
 from detector.bundle import write_bundle
 from detector.decode import DecodedFlow, FlowDecoder
+from detector.labels import normalize_label
 from detector.model import ModelConfig, ResCAEBiGRU
 from detector.novelty import Novelty
 from detector.preprocess import Preprocessor
@@ -36,12 +40,10 @@ def decoded_generated_flows(seed: int = 0) -> list[DecodedFlow]:
 
 def make_bundle(directory: Path, *, seed: int = 0, version: str | None = None, novelty: bool = False) -> Path:
     """Write a complete, valid bundle for the generated dialect into ``directory``."""
-    torch.manual_seed(seed)
     preprocessor = fitted_preprocessor(seed)
-    model = ResCAEBiGRU(ModelConfig(n_features=preprocessor.width, n_classes=len(CLASSES))).eval()
     return write_bundle(
         directory,
-        model=model,
+        model=fitted_classifier(seed),
         preprocessor=preprocessor,
         classes=CLASSES,
         benign_class="BENIGN",
@@ -54,6 +56,29 @@ def make_bundle(directory: Path, *, seed: int = 0, version: str | None = None, n
 def fitted_preprocessor(seed: int = 0) -> Preprocessor:
     flows = decoded_generated_flows(seed)
     return Preprocessor.fit(np.stack([f.numeric for f in flows]), FEATURES, log_scale=True)
+
+
+def generated_labels(seed: int = 0) -> list[str]:
+    """The class of each row of ``generated_rows(seed)``, spelled as the fixture bundles' classes."""
+    return [normalize_label(str(row["Label"])) for row in generated_rows(seed)]
+
+
+@cache  # a few seconds of training; bundles only read it
+def fitted_classifier(seed: int = 0) -> ResCAEBiGRU:
+    """A classifier fitted to the generated rows of ``seed``: it tells their classes apart (not a model of
+    real traffic). Full-batch Adam on cross-entropy, seeded, so each seed always gives the same weights."""
+    torch.manual_seed(seed)
+    preprocessor = fitted_preprocessor(seed)
+    model = ResCAEBiGRU(ModelConfig(n_features=preprocessor.width, n_classes=len(CLASSES)))
+    inputs = torch.as_tensor(_scaled(preprocessor, seed), dtype=torch.float32)
+    targets = torch.as_tensor([CLASSES.index(label) for label in generated_labels(seed)])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(60):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(inputs), targets).backward()
+        optimizer.step()
+    return model.eval()
 
 
 NOVELTY_QUANTILE = 0.95
