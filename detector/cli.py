@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from detector.broker import BrokerError, EmbeddedBroker
+from detector.envflags import options_from_environment
 
 DEFAULT_BROKER_PORT = 9092
 
@@ -203,9 +204,19 @@ def _add_score(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--out", metavar="FILE.jsonl", help="write the JSON lines here (default: stdout)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: %(default)s")
     parser.add_argument(
-        "--batch", type=int, default=1024, metavar="N", help="rows per model call (default: %(default)s)"
+        "--batch", type=_at_least_one, default=1024, metavar="N", help="rows per model call (default: %(default)s)"
     )
     parser.set_defaults(handler=cmd_score)
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,9 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# run and replay read FLOWWARDEN_<OPTION> through their settings classes (detector.settings).
+_PLAIN_ARGPARSE_COMMANDS = ("score", "broker")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``detector`` console script; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(options_from_environment(argv, parser, commands=_PLAIN_ARGPARSE_COMMANDS))
     return int(args.handler(args))
 
 

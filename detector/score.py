@@ -195,9 +195,6 @@ def run_command(args: argparse.Namespace) -> int:
     except (CsvSourceError, BundleError, DeviceError) as exc:
         console.print(f"detector score: error: {exc}", markup=False, soft_wrap=True)
         return EXIT_USAGE
-    if args.batch < 1:
-        console.print("detector score: error: --batch must be at least 1", markup=False, soft_wrap=True)
-        return EXIT_USAGE
     console.print(
         f"scoring with {bundle.name} {bundle.version} ({len(bundle.classes)} classes) on {scorer.device}",
         markup=False,

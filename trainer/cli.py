@@ -7,14 +7,13 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from detector.bundle import BundleError
+from detector.envflags import options_from_environment
 from detector.scoring import DeviceError
 from trainer import commands
 from trainer.config import PROFILES, ConfigError
@@ -25,7 +24,6 @@ from trainer.split import SplitError
 
 DEVICES = ("auto", "cpu", "cuda")
 DEVICE_HELP = "where the network runs: auto (a GPU when there is one), cpu, cuda"
-ENV_PREFIX = "FLOWWARDEN_"
 USER_ERRORS = (DataError, ConfigError, BundleError, SplitError, DeviceError, RunDirError)
 
 
@@ -97,39 +95,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
-def options_from_environment(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
-    """``argv`` plus each option of its command that is not given but set as ``FLOWWARDEN_<OPTION>``.
-
-    ``--profile`` is ``FLOWWARDEN_PROFILE``, ``--label-map`` ``FLOWWARDEN_LABEL_MAP``; ``--data`` takes
-    several paths separated by spaces, ``--quiet`` is on for ``1``/``true``/``yes``. A flag wins over the
-    environment, and the values go through the same checks as flags. ``--config`` is left out:
-    ``FLOWWARDEN_CONFIG`` names the detector's settings file, which is not a training config.
-    """
-    argv = list(argv)
-    commands_by_name = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    command = commands_by_name.get(argv[0]) if argv else None
-    if command is None:
-        return argv
-    given = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
-    for action in command._actions:
-        flags = [flag for flag in action.option_strings if flag.startswith("--")]
-        if not flags or flags[0] in given or flags[0] in {"--help", "--config"}:
-            continue
-        value = os.environ.get(ENV_PREFIX + flags[0][2:].upper().replace("-", "_"))
-        if value is None:
-            continue
-        if action.nargs == 0:
-            argv += [flags[0]] if value.strip().lower() in {"1", "true", "yes"} else []
-        elif action.nargs == "+":
-            argv += [flags[0], *shlex.split(value)]
-        else:
-            argv += [flags[0], value]
-    return argv
+def with_environment(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``argv`` plus the options set as ``FLOWWARDEN_<OPTION>`` (:mod:`detector.envflags`), ``--config`` left
+    out: ``FLOWWARDEN_CONFIG`` names the detector's settings file, which is not a training config."""
+    return options_from_environment(argv, parser, skip={"--config"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(options_from_environment(sys.argv[1:] if argv is None else argv, parser))
+    args = parser.parse_args(with_environment(sys.argv[1:] if argv is None else argv, parser))
     reporter = Reporter(enabled=not getattr(args, "quiet", False))
     try:
         return _dispatch(args, reporter)

@@ -141,6 +141,24 @@ def test_an_out_file_that_cannot_be_written_is_a_usage_error(bundle, flows, tmp_
     assert f"--out {tmp_path} cannot be written" in capsys.readouterr().err
 
 
+def test_a_bad_batch_size_is_refused_before_the_out_file_is_touched(bundle, flows, tmp_path, capsys):
+    out = tmp_path / "kept.jsonl"
+    out.write_text("earlier results\n")
+    with pytest.raises(SystemExit) as exited:
+        score("--bundle", bundle, flows, "--out", out, "--batch", 0)
+    assert exited.value.code == 2
+    assert "--batch: must be at least 1, not 0" in capsys.readouterr().err
+    assert out.read_text() == "earlier results\n"
+
+
+def test_options_come_from_the_environment_and_a_flag_wins(bundle, flows, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWWARDEN_BUNDLE", str(bundle))
+    monkeypatch.setenv("FLOWWARDEN_OUT", str(tmp_path / "from-env.jsonl"))
+    monkeypatch.setenv("FLOWWARDEN_BATCH", "0")  # checked like the flag: the flag below must win
+    assert score(flows, "--batch", 16) == 0
+    assert len(read_lines(tmp_path / "from-env.jsonl")) == len(ROWS) + 1
+
+
 def test_unsw_rows_for_a_cic_bundle_are_not_told_to_train_a_portable_cic_bundle(bundle, tmp_path, capsys):
     header = "dur,spkts,dpkts,sbytes,dbytes,proto,service,state,attack_cat,label"
     path = tmp_path / "generated_unsw.csv"

@@ -166,7 +166,7 @@ def test_evaluate_says_what_it_cannot_compute_and_which_label_map_entries_did_no
 
 
 def test_every_option_but_config_can_come_from_the_environment(monkeypatch):
-    from trainer.cli import build_parser, options_from_environment
+    from trainer.cli import build_parser, with_environment
 
     parser = build_parser()
     monkeypatch.setenv("FLOWWARDEN_DATA", "a.csv 'folder with space'")
@@ -175,10 +175,10 @@ def test_every_option_but_config_can_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("FLOWWARDEN_EPOCHS", "3")
     monkeypatch.setenv("FLOWWARDEN_QUIET", "true")
     monkeypatch.setenv("FLOWWARDEN_CONFIG", "detector-settings.toml")  # the detector's, never the trainer's
-    args = parser.parse_args(options_from_environment(["fit", "--profile", "paper"], parser))
+    args = parser.parse_args(with_environment(["fit", "--profile", "paper"], parser))
     assert args.data == ["a.csv", "folder with space"] and str(args.out) == "runs/env"
     assert args.profile == "paper", "a flag wins over the environment"
     assert (args.epochs, args.quiet, args.config) == (3, True, None)
     monkeypatch.setenv("FLOWWARDEN_PROFILE", "fast")
     with pytest.raises(SystemExit):  # checked like a flag: an unknown profile is a usage error
-        parser.parse_args(options_from_environment(["fit"], parser))
+        parser.parse_args(with_environment(["fit"], parser))
