@@ -43,6 +43,14 @@ def test_signed_log_is_monotonic_and_keeps_outputs_in_unit_range():
     assert out[0, 0] < out[1, 0] < out[2, 0] == 1.0
 
 
+def test_signed_log_scales_on_the_log_of_the_magnitude_keeping_the_sign():
+    """sign(x)·log1p(|x|) before min-max: 1 lands at log(2)/log(11) of the way from 0 to 10, not at 1/10."""
+    pre = Preprocessor.fit(np.array([[-10.0], [10.0]]), ["a"], log_scale=True)
+    out = pre.transform(np.array([[1.0], [-1.0], [0.0]]))
+    half = 0.5 * math.log1p(1) / math.log1p(10)
+    np.testing.assert_allclose(out[:, 0], [0.5 + half, 0.5 - half, 0.5], rtol=1e-6)
+
+
 def test_categories_are_one_hot_and_unknown_categories_are_all_zero():
     pre = Preprocessor.fit(np.zeros((3, 1)), ["n"], {"proto": ["tcp", "udp", "tcp"]})
     assert pre.output_names == ("n", "proto=tcp", "proto=udp")

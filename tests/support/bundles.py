@@ -63,10 +63,15 @@ def generated_labels(seed: int = 0) -> list[str]:
     return [normalize_label(str(row["Label"])) for row in generated_rows(seed)]
 
 
-@cache  # a few seconds of training; bundles only read it
 def fitted_classifier(seed: int = 0) -> ResCAEBiGRU:
     """A classifier fitted to the generated rows of ``seed``: it tells their classes apart (not a model of
-    real traffic). Full-batch Adam on cross-entropy, seeded, so each seed always gives the same weights."""
+    real traffic). Full-batch Adam on cross-entropy, seeded, so each seed always gives the same weights.
+    Cached per seed: callers share it and must not change it."""
+    return _fitted_classifier(seed)
+
+
+@cache  # a few seconds of training; keyed on the seed alone (fitted_classifier() and (0) are one entry)
+def _fitted_classifier(seed: int) -> ResCAEBiGRU:
     torch.manual_seed(seed)
     preprocessor = fitted_preprocessor(seed)
     model = ResCAEBiGRU(ModelConfig(n_features=preprocessor.width, n_classes=len(CLASSES)))
@@ -74,19 +79,25 @@ def fitted_classifier(seed: int = 0) -> ResCAEBiGRU:
     targets = torch.as_tensor([CLASSES.index(label) for label in generated_labels(seed)])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
-    for _ in range(60):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(inputs), targets).backward()
-        optimizer.step()
+    with torch.enable_grad():  # callers may be inside torch.no_grad()
+        for _ in range(60):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(inputs), targets).backward()
+            optimizer.step()
     return model.eval()
 
 
 NOVELTY_QUANTILE = 0.95
 
 
-@cache  # a few seconds of training; bundles only read it
 def fitted_novelty(seed: int = 0) -> Novelty:
-    """An autoencoder fitted to generated flows (seed), calibrated on other generated flows (seed + 100)."""
+    """An autoencoder fitted to generated flows (seed), calibrated on other generated flows (seed + 100).
+    Cached per seed: callers share it and must not change it."""
+    return _fitted_novelty(seed)
+
+
+@cache  # a few seconds of training; keyed on the seed alone
+def _fitted_novelty(seed: int) -> Novelty:
     preprocessor = fitted_preprocessor(seed)
     fitted = _scaled(preprocessor, seed)
     torch.manual_seed(seed)
