@@ -52,7 +52,9 @@ class BundleError(ValueError):
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified, loaded bundle. ``model`` (and ``novelty``, when the bundle has one) is in eval mode on the CPU."""
+    """A verified, loaded bundle. ``model`` (and ``novelty``, when the bundle has one) is loaded in eval mode on
+    the CPU; a :class:`~detector.scoring.Scorer` moves these same modules to its device, so one bundle
+    serves one device at a time."""
 
     path: Path
     manifest: dict[str, Any]

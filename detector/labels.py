@@ -42,7 +42,11 @@ def binary_label(raw: str) -> str | None:
 
 
 def apply_label_map(label: str, label_map: Mapping[str, str]) -> str:
-    """Rename ``label`` by a user's map (keys and values are normalised first); unknown labels pass."""
+    """Rename ``label`` by a user's map; unknown labels pass, and the result is normalised.
+
+    ``label`` is looked up as it is: the caller normalises the map's keys (and ``label``) beforehand, as
+    the trainer's loader does, so that any spelling of a class in the map matches.
+    """
     return normalize_label(label_map.get(label, label))
 
 

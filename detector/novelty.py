@@ -65,6 +65,8 @@ class Novelty:
     calibration: NoveltyCalibration
 
     def to(self, device: torch.device) -> Novelty:
+        """This novelty model on ``device``: the autoencoder moves in place (as ``nn.Module.to``), the
+        returned object shares it."""
         return Novelty(self.autoencoder.to(device).eval(), self.calibration)
 
     def scores(self, matrix: np.ndarray, device: torch.device) -> np.ndarray:
