@@ -73,88 +73,27 @@ class FitResult:
 def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> PreparedData:
     """Split, clean, scale and resample; the test split is only ever transformed, never fitted on."""
     table = select_features(table, config.features)
-    classes = tuple(sorted(table.labels.unique()))
-    if len(classes) < 2:
-        raise DataError(f"training needs at least two classes; the data has only {', '.join(classes) or 'none'}")
-    if BENIGN not in classes:
-        raise DataError(f"the data has no benign class ({BENIGN}, Benign or Normal); classes: {', '.join(classes)}")
-    steps: dict[str, Any] = {
-        "features": {
-            "numeric": list(table.numeric.columns),
-            "categorical": list(table.categorical.columns),
-            "excluded": dict(table.excluded_features),
-        }
-    }
+    classes = _classes(table)
     _check_focal_alpha(config, classes)
-    labels = table.labels.to_numpy(dtype=object)
-    index = {label: i for i, label in enumerate(classes)}
+    steps: dict[str, Any] = {"features": _feature_summary(table)}
+    labels = _Labels(table.labels.to_numpy(dtype=object), classes)
 
     split = _split(table, config)
-    steps["split"] = {
-        "method": config.split.method,
-        "test_size": config.split.test_size,
-        "seed": config.seed,
-        "train_only_classes": list(split.train_only_classes),
-        "test_only_classes": list(split.test_only_classes),
-    }
     if split.test_only_classes:
         reporter.warn(
             f"no training rows for {', '.join(split.test_only_classes)}: the model cannot learn these classes, "
             "and their test rows will all be misclassified"
         )
-    train_rows, val_rows = _carve_validation(split.train, labels, config)
-    steps["split"].update(train_rows=len(split.train), validation_rows=len(val_rows), test_rows=len(split.test))
+    train_rows, val_rows = _carve_validation(split.train, labels.names, config)
+    steps["split"] = _split_summary(split, len(val_rows), config)
 
-    numeric = table.numeric.to_numpy(dtype=np.float64)
-    categorical = {name: table.categorical[name].astype(str).to_numpy() for name in table.categorical.columns}
-
-    def rows(positions: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        return numeric[positions], {name: values[positions] for name, values in categorical.items()}
-
-    log_scale = config.preprocess.log_scale
-    train_rows = _clean(train_rows, labels, rows, numeric.shape[1], config, steps, reporter)
-    train_values, train_categories = rows(train_rows)
-    preprocessor = Preprocessor.fit(
-        train_values,
-        list(table.numeric.columns),
-        train_categories,
-        log_scale=log_scale,
-        max_categories=config.preprocess.max_categories,
-    )
-
-    def transform(positions: np.ndarray) -> np.ndarray:
-        values, cats = rows(positions)
-        return preprocessor.transform(values, cats)
-
-    train_x, train_y = transform(train_rows), np.array([index[v] for v in labels[train_rows]], dtype=np.int64)
+    columns = _Columns.of(table)
+    train_rows = _clean(train_rows, labels.names, columns, config, steps, reporter)
+    preprocessor = columns.fit_preprocessor(train_rows, config)
+    train_x, train_y = columns.transform(preprocessor, train_rows), labels.indices(train_rows)
     pretrain_x = train_x
     if config.resample.enabled:
-        with reporter.task("SMOTE-Tomek", 1) as advance:
-            result = smote_tomek(
-                train_x,
-                train_y,
-                k_neighbors=config.resample.k_neighbors,
-                tomek=config.resample.tomek,
-                max_rows_per_class=config.resample.max_rows_per_class,
-                max_ratio=config.resample.max_ratio,
-                keep=[] if config.resample.benign else [index[BENIGN]],
-                seed=config.seed,
-                class_names=classes,
-            )
-            advance(1)
-        train_x, train_y = result.features.astype(np.float32), result.labels.astype(np.int64)
-        steps["resample"] = {
-            "k_neighbors": result.k_neighbors,
-            "notes": list(result.notes),
-            "rows_before": {classes[int(k)]: v for k, v in result.counts_before.items()},
-            "rows_after": {classes[int(k)]: v for k, v in result.counts_after.items()},
-        }
-        reporter.note(f"SMOTE-Tomek: {sum(result.counts_before.values())} → {len(train_y)} training rows")
-        for note in result.notes:
-            reporter.note(f"  {note}")
-
-    def indices(positions: np.ndarray) -> np.ndarray:
-        return np.array([index[v] for v in labels[positions]], dtype=np.int64)
+        train_x, train_y = _resample(train_x, train_y, classes, config, steps, reporter)
 
     return PreparedData(
         classes=classes,
@@ -162,14 +101,123 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
         preprocessor=preprocessor,
         train_x=train_x,
         train_y=train_y,
-        val_x=transform(val_rows),
-        val_y=indices(val_rows),
-        test_x=transform(split.test),
-        test_y=indices(split.test),
+        val_x=columns.transform(preprocessor, val_rows),
+        val_y=labels.indices(val_rows),
+        test_x=columns.transform(preprocessor, split.test),
+        test_y=labels.indices(split.test),
         test_rows=split.test,
         pretrain_x=pretrain_x,
         steps=steps,
     )
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """The table's labels by row position, as names and as indices into ``classes``."""
+
+    names: np.ndarray
+    classes: tuple[str, ...]
+
+    def indices(self, positions: np.ndarray) -> np.ndarray:
+        index = {label: i for i, label in enumerate(self.classes)}
+        return np.array([index[v] for v in self.names[positions]], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The table's feature values as arrays, so that any set of rows can be fitted on or transformed."""
+
+    names: list[str]
+    numeric: np.ndarray
+    categorical: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, table: FlowTable) -> _Columns:
+        categorical = {name: table.categorical[name].astype(str).to_numpy() for name in table.categorical.columns}
+        return cls(list(table.numeric.columns), table.numeric.to_numpy(dtype=np.float64), categorical)
+
+    def take(self, positions: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.numeric[positions], {name: values[positions] for name, values in self.categorical.items()}
+
+    def fit_preprocessor(
+        self, positions: np.ndarray, config: TrainConfig, names: list[str] | None = None
+    ) -> Preprocessor:
+        values, categories = self.take(positions)
+        return Preprocessor.fit(
+            values,
+            self.names if names is None else names,
+            categories,
+            log_scale=config.preprocess.log_scale,
+            max_categories=config.preprocess.max_categories,
+        )
+
+    def transform(self, preprocessor: Preprocessor, positions: np.ndarray) -> np.ndarray:
+        return preprocessor.transform(*self.take(positions))
+
+
+def _classes(table: FlowTable) -> tuple[str, ...]:
+    """The classes to learn, sorted; refuses data a classifier of attacks against benign traffic cannot use."""
+    classes = tuple(sorted(table.labels.unique()))
+    if len(classes) < 2:
+        raise DataError(f"training needs at least two classes; the data has only {', '.join(classes) or 'none'}")
+    if BENIGN not in classes:
+        raise DataError(f"the data has no benign class ({BENIGN}, Benign or Normal); classes: {', '.join(classes)}")
+    return classes
+
+
+def _feature_summary(table: FlowTable) -> dict[str, Any]:
+    return {
+        "numeric": list(table.numeric.columns),
+        "categorical": list(table.categorical.columns),
+        "excluded": dict(table.excluded_features),
+    }
+
+
+def _split_summary(split: Split, validation_rows: int, config: TrainConfig) -> dict[str, Any]:
+    return {
+        "method": config.split.method,
+        "test_size": config.split.test_size,
+        "seed": config.seed,
+        "train_only_classes": list(split.train_only_classes),
+        "test_only_classes": list(split.test_only_classes),
+        "train_rows": len(split.train),
+        "validation_rows": validation_rows,
+        "test_rows": len(split.test),
+    }
+
+
+def _resample(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    classes: tuple[str, ...],
+    config: TrainConfig,
+    steps: dict[str, Any],
+    reporter: Reporter,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SMOTE-Tomek on the scaled training rows; records what it did in ``steps["resample"]``."""
+    with reporter.task("SMOTE-Tomek", 1) as advance:
+        result = smote_tomek(
+            train_x,
+            train_y,
+            k_neighbors=config.resample.k_neighbors,
+            tomek=config.resample.tomek,
+            max_rows_per_class=config.resample.max_rows_per_class,
+            max_ratio=config.resample.max_ratio,
+            keep=[] if config.resample.benign else [classes.index(BENIGN)],
+            seed=config.seed,
+            class_names=classes,
+        )
+        advance(1)
+    steps["resample"] = {
+        "k_neighbors": result.k_neighbors,
+        "notes": list(result.notes),
+        "rows_before": {classes[int(k)]: v for k, v in result.counts_before.items()},
+        "rows_after": {classes[int(k)]: v for k, v in result.counts_after.items()},
+    }
+    reporter.note(f"SMOTE-Tomek: {sum(result.counts_before.values())} → {len(result.labels)} training rows")
+    for note in result.notes:
+        reporter.note(f"  {note}")
+    return result.features.astype(np.float32), result.labels.astype(np.int64)
 
 
 def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter) -> FitResult:
@@ -288,20 +336,21 @@ def _carve_validation(train: np.ndarray, labels: np.ndarray, config: TrainConfig
     return train[inner.train], train[inner.test]
 
 
-def _clean(train_rows, labels, rows, width, config, steps, reporter) -> np.ndarray:
-    """Drop Isolation-Forest outliers among benign training rows (on provisionally scaled values)."""
+def _clean(
+    train_rows: np.ndarray,
+    labels: np.ndarray,
+    columns: _Columns,
+    config: TrainConfig,
+    steps: dict[str, Any],
+    reporter: Reporter,
+) -> np.ndarray:
+    """The training rows less the Isolation-Forest outliers among the benign ones (scored on provisionally
+    scaled values); records what it removed in ``steps["outliers"]``."""
     if not config.outliers.enabled:
         return train_rows
-    values, cats = rows(train_rows)
-    provisional = Preprocessor.fit(
-        values,
-        [str(i) for i in range(width)],
-        cats,
-        log_scale=config.preprocess.log_scale,
-        max_categories=config.preprocess.max_categories,
-    )
+    provisional = columns.fit_preprocessor(train_rows, config, names=[str(i) for i in range(len(columns.names))])
     result = remove_benign_outliers(
-        provisional.transform(values, cats),
+        columns.transform(provisional, train_rows),
         labels[train_rows],
         BENIGN,
         contamination=config.outliers.contamination,
