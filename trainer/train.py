@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -175,7 +176,18 @@ def _epochs(cfg: FinetuneConfig, rows: int) -> int:
     return max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))
 
 
-def _train_epoch(model, x, y, criterion, base, sam, cfg, device, generator, advance) -> tuple[float, float]:
+def _train_epoch(
+    model: ResCAEBiGRU,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    criterion: nn.Module,
+    base: torch.optim.Optimizer,
+    sam: SAM | None,
+    cfg: FinetuneConfig,
+    device: torch.device,
+    generator: torch.Generator,
+    advance: Callable[[int], None],
+) -> tuple[float, float]:
     model.train()
     total_loss, correct = 0.0, 0
     for index in torch.randperm(len(x), generator=generator).split(cfg.batch_size):
@@ -202,7 +214,9 @@ def _train_epoch(model, x, y, criterion, base, sam, cfg, device, generator, adva
     return total_loss / len(x), correct / len(x)
 
 
-def _validate(model, validation, criterion, device) -> tuple[float, float, float]:
+def _validate(
+    model: ResCAEBiGRU, validation: tuple[np.ndarray, np.ndarray], criterion: nn.Module, device: torch.device
+) -> tuple[float, float, float]:
     model.eval()
     x, y = validation
     probabilities = predict_proba(model, x.astype(np.float32, copy=False), device)

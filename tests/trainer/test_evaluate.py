@@ -17,3 +17,14 @@ def test_a_rate_without_rows_to_compute_it_on_is_none_not_zero():
     attacks_only = classification_metrics(["DDoS"] * 2, ["DDoS", "DDoS"], CLASSES, "BENIGN")
     assert attacks_only["binary"]["false_alarm_rate"] is None
     assert "detection rate n/a on 0 attacks" in markdown_table(benign_only, "Evaluated rows")
+
+
+def test_a_label_the_model_never_saw_is_reported_with_its_support_and_zero_recall():
+    truth = ["BENIGN", "BENIGN", "DDoS", "Heartbleed", "Heartbleed"]
+    predicted = ["BENIGN", "BENIGN", "DDoS", "BENIGN", "DDoS"]
+    metrics = classification_metrics(truth, predicted, CLASSES, "BENIGN")
+    assert metrics["labels"] == [*CLASSES, "Heartbleed"]
+    assert metrics["per_class"]["Heartbleed"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert metrics["confusion_matrix"][-1] == [1, 1, 0, 0]
+    assert sum(row["support"] for row in metrics["per_class"].values()) == len(truth)
+    assert "| Heartbleed | 0.0000 | 0.0000 | 0.0000 | 2 |" in markdown_table(metrics, "Evaluated rows")

@@ -1,9 +1,11 @@
 """Fine-tuning length: a configured number of epochs, stretched for small data by ``min_steps``."""
 
 import numpy as np
+import pytest
 import torch
 
 from detector.model import ModelConfig, ResCAEBiGRU
+from detector.scoring import predict_proba
 from trainer.config import FinetuneConfig
 from trainer.progress import Reporter
 from trainer.train import finetune
@@ -34,3 +36,25 @@ def test_the_learning_rate_anneals_to_zero_over_the_stretched_run():
     rates = [e.lr for e in history.epochs]
     assert len(rates) == 4 and rates[0] == 0.01
     assert rates == sorted(rates, reverse=True) and rates[-1] < 0.002
+
+
+def test_the_model_kept_is_the_epoch_with_the_lowest_validation_loss_not_the_last_one():
+    rng = np.random.default_rng(1)
+    x = rng.random((96, 8), dtype=np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int64)
+    val_x = rng.random((32, 8), dtype=np.float32)
+    val_y = (val_x[:, 0] <= 0.5).astype(np.int64)  # labelled against the training rule: the better the fit, the worse
+    torch.manual_seed(0)
+    model = ResCAEBiGRU(ModelConfig(n_features=8, n_classes=2, gru_hidden=4, gru_layers=1))
+    cfg = FinetuneConfig(epochs=6, min_steps=0, batch_size=16, lr=0.05, loss="cross_entropy", sam={"enabled": False})
+
+    history = finetune(model, (x, y), (val_x, val_y), cfg, torch.device("cpu"), seed=0, reporter=Reporter(False))
+
+    val_losses = [e.val_loss for e in history.epochs]
+    lowest = min(val_losses)
+    assert history.best_epoch == val_losses.index(lowest) + 1
+    assert history.best_epoch < len(history.epochs), "the run must end on a worse epoch for this test to mean anything"
+    probabilities = predict_proba(model, val_x, torch.device("cpu"))
+    kept_loss = float(-np.log(probabilities[np.arange(len(val_y)), val_y]).mean())
+    assert kept_loss == pytest.approx(lowest, rel=1e-5)
+    assert kept_loss != pytest.approx(val_losses[-1], rel=1e-3)
