@@ -17,12 +17,14 @@ Secrets never reach a log line: use :func:`redact` on anything printed.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError as SourceError
 
 from detector.tomlfile import TomlFileError, read_toml_file
 
@@ -34,6 +36,8 @@ _OWNED_PROPERTIES = {
     "transactional.id": "--transactional-id (FLOWWARDEN_TRANSACTIONAL_ID, transactional_id)",
 }
 _SECRET_MARKERS = ("password", "secret", "token", "jaas", "oauthbearer.config", "ssl.key.pem", "private")
+# Kafka's own rule for topic names (kafka.common.internals.Topic): at most 249 of these characters.
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 class SettingsError(ValueError):
@@ -62,6 +66,14 @@ class _Settings(BaseSettings):
 
     bootstrap_servers: str = "127.0.0.1:9092"
     kafka: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _some_broker(cls, value: str) -> str:
+        brokers = [broker.strip() for broker in value.split(",")]
+        if not all(brokers) or any(" " in broker for broker in brokers):
+            raise ValueError(f"{value!r} is not a comma-separated list of HOST:PORT")
+        return ",".join(brokers)
 
     @field_validator("kafka", mode="before")
     @classmethod
@@ -115,12 +127,32 @@ class RunSettings(_Settings):
     create_topics: bool = False
     summary_seconds: float = Field(30.0, gt=0)
 
+    @field_validator("input_topic", "output_topic", "dlq_topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        return topic_name(value)
+
+    @field_validator("group_id", "transactional_id")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
     @field_validator("bundle")
     @classmethod
     def _bundle_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.exists():
             raise ValueError(f"{value} does not exist")
         return value
+
+    @model_validator(mode="after")
+    def _outputs_are_not_the_input(self) -> RunSettings:
+        # The worker would read its own alerts or dead letters back: a dead letter would loop forever.
+        for name in ("output_topic", "dlq_topic"):
+            if getattr(self, name) == self.input_topic:
+                raise ValueError(f"{name} must differ from input_topic ({self.input_topic!r})")
+        return self
 
     @model_validator(mode="after")
     def _no_metrics_turns_metrics_off(self) -> RunSettings:
@@ -143,6 +175,11 @@ class ReplaySettings(_Settings):
     partitions: int = Field(3, ge=1, le=10_000)
     shuffle_buffer: int = Field(50_000, ge=1)
 
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        return topic_name(value)
+
 
 def load_settings(cls: type[_Settings], flags: Mapping[str, Any], config_file: str | Path | None = None) -> _Settings:
     """Build settings: flags (None means "not given") over environment over the TOML file."""
@@ -159,10 +196,36 @@ def load_settings(cls: type[_Settings], flags: Mapping[str, Any], config_file: s
     try:
         return cls(**given)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise SettingsError(f"invalid settings: {problems}") from None
+        raise SettingsError(f"invalid settings: {'; '.join(map(_problem, exc.errors()))}") from None
+    except SourceError as exc:  # e.g. FLOWWARDEN_KAFKA='not json': a value the environment source cannot parse
+        raise SettingsError(f"invalid settings: {_source_problem(exc)}") from None
     finally:
         cls._toml_data = {}
+
+
+def topic_name(value: str) -> str:
+    """``value`` when it is a legal Kafka topic name; raises ``ValueError`` saying why not."""
+    if not _TOPIC_NAME.fullmatch(value) or value in {".", ".."}:
+        shown = repr(value) if len(value) <= 60 else repr(value[:60]) + "..."
+        raise ValueError(f"{shown} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
+    return value
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One validation error as ``field: what is wrong`` (no field for a rule across fields)."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    field = ".".join(map(str, error["loc"]))
+    return f"{field}: {message}" if field else message
+
+
+def _source_problem(exc: SourceError) -> str:
+    """The field and source of a value pydantic-settings could not parse, without the value (a secret?)."""
+    match = re.search(r'field "([^"]+)" from source "([^"]+)"', str(exc))
+    if not match:
+        return "a value from the environment cannot be parsed"
+    field, source = match.groups()
+    where = f"{ENV_PREFIX}{field.upper()}" if source == "EnvSettingsSource" else source
+    return f"{where}: cannot be parsed (a table such as {ENV_PREFIX}{field.upper()} must be a JSON object)"
 
 
 def parse_kafka_options(options: list[str] | None) -> dict[str, str] | None:

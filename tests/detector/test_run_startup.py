@@ -31,6 +31,12 @@ def bundle_path(tmp_path_factory):
         (["--kafka-option", "enable.auto.commit=true"], "enable.auto.commit=true is not allowed"),
         (["--config", "/nonexistent/settings.toml"], "config file /nonexistent/settings.toml does not exist"),
         (["--metrics-port", "99999"], "metrics_port: Input should be less than or equal to 65535"),
+        (["--input-topic", "x", "--dlq-topic", "x"], "dlq_topic must differ from input_topic ('x')"),
+        (["--input-topic", "x", "--output-topic", "x"], "output_topic must differ from input_topic ('x')"),
+        (["--input-topic", ""], "input_topic: '' is not a Kafka topic name"),
+        (["--output-topic", "alerts for bob"], "output_topic: 'alerts for bob' is not a Kafka topic name"),
+        (["--group-id", ""], "group_id: must not be empty"),
+        (["--bootstrap-servers", ""], "bootstrap_servers: '' is not a comma-separated list of HOST:PORT"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line(argv, message, bundle_path, capsys):
@@ -38,6 +44,16 @@ def test_bad_settings_exit_2_with_one_line(argv, message, bundle_path, capsys):
     assert main([*base, *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_a_kafka_table_in_the_environment_that_is_not_json_is_one_line_without_its_value(
+    bundle_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("FLOWWARDEN_KAFKA", "sasl.password=hunter2")
+    assert main(["run", "--bundle", str(bundle_path), "--no-metrics"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "FLOWWARDEN_KAFKA: cannot be parsed" in err[0], err
+    assert "hunter2" not in err[0]
 
 
 def test_run_settings_come_from_flags_then_environment_then_toml(bundle_path, tmp_path, monkeypatch):
