@@ -121,6 +121,7 @@ class Worker:
         self._committed: dict[TopicPartitionKey, int] = {}
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
+        self._last_client_error: KafkaError | None = None
         self._closing_hard = False
         self._next_registry_poll = time.monotonic() + settings.registry_poll_seconds
         self._next_summary = time.monotonic() + settings.summary_seconds
@@ -206,7 +207,12 @@ class Worker:
         )
 
     def _init_delivery(self) -> None:
-        """``init_transactions`` (exactly-once) until it succeeds: the cluster may not be reachable yet."""
+        """``init_transactions`` (exactly-once) until it succeeds: the cluster may not be reachable yet.
+
+        Between attempts both clients are polled, so that what librdkafka knows about the cause (a refused
+        connection, failed authentication) is logged now, not at shutdown, and refused credentials end the
+        start-up (see :meth:`_on_error`).
+        """
         while not self._stop.is_set():
             self.health.beat()
             try:
@@ -216,7 +222,11 @@ class Worker:
                 error: KafkaError = exc.args[0]
                 if error.fatal() or not error.retriable():
                     raise DeliveryFatal(f"cannot initialise the transactional producer: {error.str()}") from exc
-                self.log.warning("cannot initialise transactions yet; retrying", error=error.str())
+                self.delivery.producer.poll(0)
+                self.consumer.poll(0)  # not subscribed yet: serves its callbacks, returns no record
+                self._raise_fatal()
+                cause = self._last_client_error.str() if self._last_client_error is not None else None
+                self.log.warning("cannot initialise transactions yet; retrying", error=error.str(), cause=cause)
 
     def _iterate(self) -> None:
         self.health.beat()
@@ -490,8 +500,13 @@ class Worker:
             self.log.warning("could not resume released partitions", partitions=_names(partitions), error=str(exc))
 
     def _on_error(self, error: KafkaError) -> None:
+        self._last_client_error = error
         if error.fatal():
             self._fatal = DeliveryFatal(f"fatal Kafka client error: {error.str()}")
+        elif error.code() == KafkaError._AUTHENTICATION and not self.health.joined:
+            # Wrong credentials do not fix themselves: stop (an orchestrator shows why) instead of retrying forever.
+            # Once the worker has served, a failure is more likely a rotation in progress: librdkafka retries.
+            self._fatal = DeliveryFatal(f"the cluster refused the credentials: {error.str()}")
         now = time.monotonic()
         if now - self._error_logged.get(error.code(), -ERROR_LOG_EVERY_S) >= ERROR_LOG_EVERY_S:
             self._error_logged[error.code()] = now

@@ -203,3 +203,32 @@ def _stream_for_a_worker(
         transactional_id=unique_name("worker-0") if guarantee == "exactly-once" else None,
     )
     return names["output_topic"], where, settings
+
+
+@pytest.mark.skipif(not EMBEDDED, reason="needs a listener without SASL: the embedded broker's")
+@pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
+def test_refused_credentials_stop_the_start_up_with_the_cause_instead_of_retrying_forever(
+    kafka_bootstrap, new_topic, tmp_path, guarantee
+):
+    secret = "not-" + unique_name("the-password")
+    settings = worker_settings(
+        kafka_bootstrap,
+        input_topic=new_topic(prefix="flows"),
+        output_topic=new_topic(prefix="alerts"),
+        dlq_topic=new_topic(prefix="dlq"),
+        group_id=unique_name("detector"),
+        bundle=make_bundle(tmp_path / "bundle"),
+        guarantee=guarantee,
+        kafka={
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-256",
+            "sasl.username": "nobody",
+            "sasl.password": secret,
+        },
+    )
+    with WorkerThread(settings) as worker:
+        worker.wait_until(lambda: not worker.alive, "the worker to give up", timeout=90)
+        assert worker.stop() == 1
+    [fatal] = worker.events("fatal: the worker stops without committing further")
+    assert "the cluster refused the credentials" in fatal["error"]
+    assert secret not in "".join(map(str, worker.events()))
