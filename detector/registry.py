@@ -119,27 +119,42 @@ def _write_atomically(path: Path, text: str) -> None:
 class RegistryWatcher:
     """Notices when ``LATEST`` names a new version and loads it, keeping the current one on failure.
 
-    ``poll()`` is cheap (one small file read); call it between batches. It returns a newly verified
-    :class:`Bundle` when the version changed, ``None`` otherwise, and raises :class:`BundleError` for a
-    bad new version *once* (the caller logs it and keeps serving the old bundle).
+    ``poll()`` is cheap (a small file read and a directory listing); call it between batches. It returns a
+    newly verified :class:`Bundle` when the version changed, ``None`` otherwise, and raises
+    :class:`BundleError` for a bad new version *once* (the caller logs it and keeps serving the old bundle).
+    A refused version is tried again as soon as its files change (a copy that was still being written, a
+    file put back by hand), so workers of one group do not stay split between versions.
     """
 
     def __init__(self, registry: str | Path, current_version: str | None) -> None:
         self.registry = Path(registry)
         self.current = current_version
-        self._rejected: str | None = None
+        self._rejected: tuple[str, tuple[tuple[str, int, int], ...]] | None = None
 
     def poll(self) -> Bundle | None:
         try:
             version = (self.registry / LATEST).read_bytes().decode("utf-8", errors="replace").strip()
         except OSError:
             return None
-        if not version or version in {self.current, self._rejected}:
+        if not version or version == self.current:
+            return None
+        if self._rejected is not None and self._rejected == (version, self._fingerprint(version)):
             return None
         try:
             bundle = load_bundle(resolve_bundle_path(self.registry))
         except BundleError:
-            self._rejected = version
+            self._rejected = (version, self._fingerprint(version))
             raise
         self.current = version
         return bundle
+
+    def _fingerprint(self, version: str) -> tuple[tuple[str, int, int], ...]:
+        """Name, size and modification time of each file of a version: what changes when it is fixed."""
+        if Path(version).name != version or version in {".", ".."}:
+            return ()  # not a version name (load_bundle refused it): never worth listing
+        target = self.registry / VERSIONS / version
+        try:
+            files = sorted(target.rglob("*")) if target.is_dir() else [target]
+            return tuple((str(f.relative_to(target)), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        except OSError:  # gone or unreadable: unchanged until it is back
+            return ()

@@ -48,6 +48,23 @@ def test_the_watcher_loads_a_new_version_and_refuses_a_bad_one_once(tmp_path):
     assert watcher.current == "v2"
 
 
+def test_a_refused_version_is_tried_again_once_its_files_change(tmp_path):
+    registry = tmp_path / "registry"
+    publish(make_bundle(tmp_path / "a", version="v1"), registry)
+    watcher = RegistryWatcher(registry, "v1")
+    publish(make_bundle(tmp_path / "b", seed=1, version="v2"), registry)
+    weights = registry / "versions" / "v2" / "model.safetensors"
+    good = weights.read_bytes()
+    weights.unlink()  # a copy still being written, say
+    with pytest.raises(BundleError, match=r"model\.safetensors"):
+        watcher.poll()
+    assert watcher.poll() is None
+
+    weights.write_bytes(good)
+    swapped = watcher.poll()
+    assert swapped is not None and swapped.version == "v2" and watcher.current == "v2"
+
+
 def test_a_tar_gz_bundle_is_published_like_its_directory(tmp_path):
     from detector.bundle import archive_bundle, load_bundle
 
