@@ -59,6 +59,8 @@ CLOSE_TIMEOUT_S = 10.0
 # the cluster is unreachable is honoured within seconds.
 INIT_TIMEOUT_S = 10.0
 ERROR_LOG_EVERY_S = 10.0
+PAUSE_LOG_EVERY_S = 60.0
+PAUSED_EVENT = "output not keeping up: input paused"
 
 
 class WorkerError(RuntimeError):
@@ -118,6 +120,9 @@ class Worker:
         self._buffer_limit = 2 * settings.max_batch
         self._assigned: set[TopicPartitionKey] = set()
         self._paused: set[TopicPartitionKey] = set()
+        self._pause_log_at = -PAUSE_LOG_EVERY_S
+        self._pauses_unlogged = 0
+        self._pause_logged = False
         self._committed: dict[TopicPartitionKey, int] = {}
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
@@ -404,20 +409,37 @@ class Worker:
         )
 
     def _apply_backpressure(self) -> None:
+        """Pause the input while the buffer is full and the output cannot take a batch; resume once it drained.
+
+        A full buffer alone is the normal state of a backlog (each consume fills it, the next batch empties
+        it): only a delivery that cannot accept more is a reason to stop fetching. A backlog may still pause
+        and resume every few batches, so a pause is logged at most once a minute (with the count since),
+        and its resume with it; ``flowwarden_paused_partitions`` shows every one.
+        """
         waiting = len(self.batcher)
-        if waiting >= self._buffer_limit:
+        if waiting >= self._buffer_limit and not self.delivery.can_accept():
             fresh = self._assigned - self._paused
             if fresh:
                 self.consumer.pause(_partitions(fresh))
                 self._paused |= fresh
-                self.log.warning(
-                    "producer not keeping up: partitions paused", paused=len(self._paused), buffered=waiting
-                )
+                self._log_pause(waiting)
         elif self._paused and waiting < self.settings.max_batch:
             self.consumer.resume(_partitions(self._paused & self._assigned))
-            self.log.info("partitions resumed", resumed=len(self._paused), buffered=waiting)
+            if self._pause_logged:
+                self.log.info("partitions resumed", resumed=len(self._paused), buffered=waiting)
+                self._pause_logged = False
             self._paused.clear()
         self.metrics.paused_partitions.set(len(self._paused))
+
+    def _log_pause(self, waiting: int) -> None:
+        self._pauses_unlogged += 1
+        now = time.monotonic()
+        if now - self._pause_log_at < PAUSE_LOG_EVERY_S:
+            return
+        self.log.warning(
+            PAUSED_EVENT, paused=len(self._paused), buffered=waiting, pauses_since_last_log=self._pauses_unlogged
+        )
+        self._pause_log_at, self._pauses_unlogged, self._pause_logged = now, 0, True
 
     # --- model hot swap -----------------------------------------------------------------------------------
 

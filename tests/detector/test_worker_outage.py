@@ -12,6 +12,7 @@ import pytest
 
 from detector.settings import RunSettings
 from detector.topics import ensure_topics
+from detector.worker import PAUSED_EVENT
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
 from tests.support.kafka import BOOTSTRAP_ENV, ProxiedBroker, consume_exactly, unique_name
@@ -82,7 +83,7 @@ def test_an_outage_pauses_the_worker_and_loses_nothing(proxied_broker: ProxiedBr
         worker.wait_until(lambda: not worker.worker.paused, "the partitions to be resumed")
         assert worker.stop() == 0
 
-    paused = worker.events("producer not keeping up: partitions paused")
+    paused = worker.events(PAUSED_EVENT)
     if guarantee == "at-least-once":
         assert paused, "the worker must pause during the outage"
     # Exactly-once may not need to: when the cut lands in send_offsets_to_transaction/commit_transaction,
