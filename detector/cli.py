@@ -90,6 +90,7 @@ _RUN_SETTINGS = (
     "max_in_flight_batches",
     "registry_poll_seconds",
     "create_topics",
+    "log_level",
 )
 
 
@@ -141,6 +142,11 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add("--max-in-flight-batches", metavar="N", help="at-least-once: batches awaiting acknowledgement (default 4)")
     add("--registry-poll-seconds", metavar="S", help="how often a registry is checked for a new version (default 2)")
     add("--create-topics", action="store_const", const=True, help="create missing topics (development clusters)")
+    add(
+        "--log-level",
+        metavar="LEVEL",
+        help="debug, info, warning or error (default info); debug also shows what --kafka-option debug=... asks for",
+    )
     add("--kafka-option", action="append", metavar="KEY=VALUE", help="a librdkafka property (repeatable)")
     add("--config", metavar="FILE.toml", help="settings file (also FLOWWARDEN_CONFIG)")
     parser.set_defaults(handler=cmd_run)

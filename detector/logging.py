@@ -18,6 +18,7 @@ import orjson
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LIBRDKAFKA_LEVEL = logging.INFO  # of the librdkafka loggers; configure_logging sets it
 
 
 def _dumps(event: dict[str, Any], **_: Any) -> str:
@@ -25,7 +26,15 @@ def _dumps(event: dict[str, Any], **_: Any) -> str:
 
 
 def configure_logging(level: str = "info", stream: IO[str] | None = None) -> None:
-    """Send every structlog event at ``level`` or above to ``stream`` (default: stderr) as a JSON line."""
+    """Send every structlog event at ``level`` or above to ``stream`` (default: stderr) as a JSON line.
+
+    librdkafka's lines follow the same level: ``debug`` shows what ``--kafka-option debug=...`` asks for.
+    """
+    global _LIBRDKAFKA_LEVEL
+    _LIBRDKAFKA_LEVEL = _LEVELS[level]
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("flowwarden."):
+            logging.getLogger(name).setLevel(_LIBRDKAFKA_LEVEL)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -64,6 +73,8 @@ class RepeatFilter(logging.Filter):
         self._runs: dict[str, list[float | int]] = {}  # similar-message key -> [time let through, suppressed]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG:
+            return True  # asked for explicitly (--log-level debug): every line
         key = f"{record.levelno}:{_DIGITS.sub('#', record.getMessage())}"
         now = self._clock()
         run = self._runs.get(key)
@@ -118,6 +129,6 @@ def _logger(name: str, make_handler: Callable[[], logging.Handler]) -> logging.L
         handler = make_handler()
         handler.addFilter(RepeatFilter())
         logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(_LIBRDKAFKA_LEVEL)
     logger.propagate = False
     return logger

@@ -91,7 +91,7 @@ def build_worker(settings: RunSettings) -> Worker:
 
 def run_worker(settings: RunSettings, *, handle_signals: bool = True) -> int:
     """Build and run a worker until SIGTERM/SIGINT; returns the exit status."""
-    configure_logging()
+    configure_logging(settings.log_level)
     try:
         worker = build_worker(settings)
     except StartupError as exc:

@@ -126,6 +126,7 @@ class RunSettings(_Settings):
     metrics_host: str = "0.0.0.0"
     create_topics: bool = False
     summary_seconds: float = Field(30.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("input_topic", "output_topic", "dlq_topic")
     @classmethod

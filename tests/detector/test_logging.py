@@ -45,3 +45,19 @@ def test_librdkafka_lines_become_json_events_with_the_suppressed_count():
     assert len(events) == 1
     assert events[0]["component"] == "librdkafka.test-repeats" and events[0]["level"] == "error"
     assert "Connection refused" in events[0]["message"]
+
+
+def test_debug_level_lets_every_librdkafka_debug_line_through_and_info_level_none():
+    stream = io.StringIO()
+    logger = librdkafka_logger("librdkafka.test-debug")
+    try:
+        configure_logging(stream=stream)
+        logger.debug("BROKER: Added 127.0.0.1:1/bootstrap")
+        configure_logging("debug", stream=stream)
+        for attempt in range(3):  # alike but for numbers: a debug run wants them all
+            logger.debug(f"BROKER: Added 127.0.0.1:{attempt}/bootstrap")
+    finally:
+        configure_logging()
+    events = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["message"] for e in events] == [f"BROKER: Added 127.0.0.1:{n}/bootstrap" for n in range(3)]
+    assert {e["level"] for e in events} == {"debug"}

@@ -36,6 +36,7 @@ def bundle_path(tmp_path_factory):
         (["--input-topic", ""], "input_topic: '' is not a Kafka topic name"),
         (["--output-topic", "alerts for bob"], "output_topic: 'alerts for bob' is not a Kafka topic name"),
         (["--group-id", ""], "group_id: must not be empty"),
+        (["--log-level", "verbose"], "log_level: Input should be 'debug', 'info', 'warning' or 'error'"),
         (["--bootstrap-servers", ""], "bootstrap_servers: '' is not a comma-separated list of HOST:PORT"),
     ],
 )
