@@ -129,6 +129,12 @@ class WorkerMetrics:
             "Rewinds to redo uncommitted batches (a failed delivery or an aborted transaction).",
             registry=r,
         )
+        self.kafka_errors = Counter(
+            "flowwarden_kafka_errors",
+            "Errors the Kafka clients reported, by librdkafka code (e.g. _TRANSPORT: brokers unreachable).",
+            ["code"],
+            registry=r,
+        )
         self.ready = Gauge("flowwarden_ready", "1 when the worker can score.", registry=r)
         for result in ("ok", "rejected"):
             self.model_swaps.labels(result=result)

@@ -523,6 +523,7 @@ class Worker:
 
     def _on_error(self, error: KafkaError) -> None:
         self._last_client_error = error
+        self.metrics.kafka_errors.labels(code=error.name()).inc()
         if error.fatal():
             self._fatal = DeliveryFatal(f"fatal Kafka client error: {error.str()}")
         elif error.code() == KafkaError._AUTHENTICATION and not self.health.joined:

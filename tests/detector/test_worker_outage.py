@@ -83,6 +83,9 @@ def test_an_outage_pauses_the_worker_and_loses_nothing(proxied_broker: ProxiedBr
         worker.wait_until(lambda: not worker.worker.paused, "the partitions to be resumed")
         assert worker.stop() == 0
 
+    exposition = worker.worker.metrics.exposition().decode()
+    client_errors = [line for line in exposition.splitlines() if line.startswith("flowwarden_kafka_errors_total{")]
+    assert sum(float(line.rpartition(" ")[2]) for line in client_errors) > 0, "the cut shows in the error count"
     paused = worker.events(PAUSED_EVENT)
     if guarantee == "at-least-once":
         assert paused, "the worker must pause during the outage"
