@@ -26,9 +26,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError as SourceError
 
+from detector.envflags import ENV_PREFIX
 from detector.tomlfile import TomlFileError, read_toml_file
 
-ENV_PREFIX = "FLOWWARDEN_"
 # librdkafka properties that flowwarden's own settings set: passing them through would be silently overridden.
 _OWNED_PROPERTIES = {
     "bootstrap.servers": "--bootstrap-servers (FLOWWARDEN_BOOTSTRAP_SERVERS, bootstrap_servers)",
@@ -225,8 +225,9 @@ def _source_problem(exc: SourceError) -> str:
     if not match:
         return "a value from the environment cannot be parsed"
     field, source = match.groups()
-    where = f"{ENV_PREFIX}{field.upper()}" if source == "EnvSettingsSource" else source
-    return f"{where}: cannot be parsed (a table such as {ENV_PREFIX}{field.upper()} must be a JSON object)"
+    variable = f"{ENV_PREFIX}{field.upper()}"
+    where = variable if source == "EnvSettingsSource" else source
+    return f"{where}: cannot be parsed (a table such as {variable} must be a JSON object)"
 
 
 def parse_kafka_options(options: list[str] | None) -> dict[str, str] | None:

@@ -309,7 +309,7 @@ def _read_header(path: Path) -> list[str]:
     try:
         with open_binary(path) as handle:
             _refuse_binary(path, handle.read(4096))  # a pcapng's first "line" is a lone newline: look further
-        with open_binary(path) as handle:
+            handle.seek(0)
             first = handle.readline()
             header, _, rest = first.rstrip(b"\r\n").partition(b"\r")  # classic Mac files end lines in CR
             has_data = bool(rest.strip()) or any(line.strip() for line in handle)

@@ -30,8 +30,11 @@ def exported_metrics() -> dict[str, str]:
     return {family.name: family.type for family in WorkerMetrics().registry.collect()}
 
 
+_EXPORTED = exported_metrics()
+
+
 def _of_type(kind: str) -> set[str]:
-    return {name for name, type_ in exported_metrics().items() if type_ == kind}
+    return {name for name, type_ in _EXPORTED.items() if type_ == kind}
 
 
 COUNTERS = {f"{name}_total" for name in _of_type("counter")}
