@@ -1,4 +1,4 @@
-"""Reading librdkafka's statistics (the ``stats_cb`` JSON) for the consumer lag gauge.
+"""Reading librdkafka's statistics (the ``stats_cb`` JSON): the consumer lag gauge and broker reachability.
 
 librdkafka reports, per partition, the end of the log as the consumer last saw it from fetch responses:
 ``hi_offset`` (high watermark) and ``ls_offset`` (last stable offset, the end for ``read_committed``).
@@ -37,3 +37,19 @@ def partition_ends(stats_json: str | bytes, topic: str) -> dict[int, tuple[int, 
         if isinstance(end, int) and end >= 0:
             ends[partition] = (end, committed if isinstance(committed, int) else -1)
     return ends
+
+
+def any_broker_up(stats_json: str | bytes) -> bool | None:
+    """Whether the client holds a working connection to at least one broker, from one statistics document.
+
+    librdkafka lists every broker it knows (bootstrap, learned, the logical ``GroupCoordinator``) with a
+    connection ``state``; ``"UP"`` is the only state in which requests flow. ``None`` when the document
+    lists no brokers (nothing known yet, or not a statistics document): the caller keeps what it had.
+    """
+    try:
+        brokers: Any = orjson.loads(stats_json)["brokers"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(brokers, dict) or not brokers:
+        return None
+    return any(isinstance(broker, dict) and broker.get("state") == "UP" for broker in brokers.values())

@@ -5,7 +5,8 @@ The metric names are a contract: ``deploy/`` dashboards and alert rules use them
 (tests) never share series.
 
 * ``/healthz``: 200 while the worker's loop has iterated within :data:`STALE_AFTER_S` (liveness).
-* ``/readyz``: 200 when a verified model is loaded and the consumer has joined its group (readiness).
+* ``/readyz``: 200 when a verified model is loaded, the consumer has joined its group and its last
+  statistics showed a working connection to a broker (readiness); otherwise 503 with the reason.
 """
 
 from __future__ import annotations
@@ -169,6 +170,9 @@ class Health:
         self._beat = time.monotonic()
         self.model_loaded = False
         self.joined = False
+        # From librdkafka's statistics: a cut path shows there within one statistics interval, while the
+        # group membership ("joined") only ends when the session expires, tens of seconds later.
+        self.broker_reachable = True
         self.stopping = False
 
     def beat(self) -> None:
@@ -181,7 +185,20 @@ class Health:
 
     @property
     def ready(self) -> bool:
-        return self.model_loaded and self.joined and not self.stopping
+        return self.model_loaded and self.joined and self.broker_reachable and not self.stopping
+
+    @property
+    def not_ready_because(self) -> str:
+        """Why :attr:`ready` is false, for the ``/readyz`` body (empty when ready)."""
+        if self.stopping:
+            return "stopping"
+        if not self.model_loaded:
+            return "no verified model loaded"
+        if not self.joined:
+            return "not a member of the group yet"
+        if not self.broker_reachable:
+            return "no broker reachable (flowwarden_kafka_errors_total says why)"
+        return ""
 
 
 class MetricsServer:
@@ -217,8 +234,7 @@ def _handler(metrics: WorkerMetrics, health: Health) -> type[BaseHTTPRequestHand
             elif path == "/healthz":
                 self._probe(health.alive, "alive", "the worker loop has not iterated recently")
             elif path == "/readyz":
-                why = "no verified model loaded" if not health.model_loaded else "not a member of the group yet"
-                self._probe(health.ready, "ready", "stopping" if health.stopping else why)
+                self._probe(health.ready, "ready", health.not_ready_because)
             else:
                 self._send(404, b"not found\n", "text/plain; charset=utf-8")
 

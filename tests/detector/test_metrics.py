@@ -74,8 +74,13 @@ def test_probes_follow_health_and_ready_follows_the_gauge():
         health.joined = True
         assert http_get(server.port, "/readyz")[0] == 200
         assert metric_value(http_get(server.port, "/metrics")[1], "flowwarden_ready") == 1.0
+        health.broker_reachable = False
+        status, body = http_get(server.port, "/readyz")
+        assert (status, body) == (503, "no broker reachable (flowwarden_kafka_errors_total says why)\n")
+        assert metric_value(http_get(server.port, "/metrics")[1], "flowwarden_ready") == 0.0
+        health.broker_reachable = True
         health.stopping = True
-        assert http_get(server.port, "/readyz")[0] == 503
+        assert http_get(server.port, "/readyz") == (503, "stopping\n")
         health.stale_after_s = 0.0
         assert http_get(server.port, "/healthz")[0] == 503
         assert http_get(server.port, "/nope")[0] == 404

@@ -117,6 +117,30 @@ def test_an_outage_pauses_the_worker_and_loses_nothing(proxied_broker: ProxiedBr
     assert not duplicated, f"exactly-once: {len(duplicated)} input offsets have two alerts, e.g. {duplicated[:5]}"
 
 
+def test_readiness_drops_within_seconds_of_a_cut_and_returns_when_the_path_does(
+    proxied_broker: ProxiedBroker, tmp_path
+):
+    # Group membership alone would keep /readyz at 200 until the session expired (45 s by default). The
+    # client statistics (every second here) show the cut well inside the test's 6 s session: readiness
+    # must drop while the worker is still a member of its group.
+    bootstrap = proxied_broker.bootstrap_servers
+    output_topic, where, settings = _stream_for_a_worker(bootstrap, tmp_path, "at-least-once", QUICK_RECONNECT)
+    with WorkerThread(settings) as worker:
+        consume_covering(bootstrap, output_topic, where, timeout=120)
+        health = worker.worker.health
+        assert health.ready
+        proxied_broker.proxy.cut()
+        try:
+            worker.wait_until(lambda: not health.ready, "readiness to drop", timeout=CUT_SECONDS)
+            assert health.joined and health.not_ready_because.startswith("no broker reachable")
+        finally:
+            proxied_broker.proxy.restore()
+        worker.wait_until(lambda: health.ready, "readiness to return", timeout=60)
+        assert worker.stop() == 0
+    assert worker.events("no broker reachable: not ready until one is")
+    assert worker.events("a broker is reachable again: ready")
+
+
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 def test_an_outage_that_outlasts_the_session_loses_the_partitions_and_they_come_back_consuming(
     proxied_broker: ProxiedBroker, tmp_path, guarantee
