@@ -50,15 +50,18 @@ def apply_label_map(label: str, label_map: Mapping[str, str]) -> str:
     return normalize_label(label_map.get(label, label))
 
 
-def resolve_label(raw: object, flag: object = None) -> str | None:
+def resolve_label(raw: object, flag: object = None, *, codes_are_flags: bool = True) -> str | None:
     """The class of one row from its label cell and, for UNSW-NB15, its 0/1 ``label`` flag.
 
     UNSW-NB15 leaves ``attack_cat`` empty for normal traffic; an empty class with flag 0 is benign,
-    with flag 1 it is unknown. Returns None when the row has no usable label.
+    with flag 1 it is unknown. A label cell of ``0`` or ``1`` is itself read as a flag (a binary dataset)
+    unless ``codes_are_flags`` is false: a caller that sees the whole column and finds other codes in it
+    (``2``, ``3``: classes encoded as integers) passes false so that ``1`` stays a class of its own.
+    Returns None when the row has no usable label.
     """
     text = "" if raw is None else normalize_label(str(raw))
     if text and text.lower() != "nan":
-        flagged = binary_label(text)
+        flagged = binary_label(text) if codes_are_flags else None
         return flagged if flagged is not None and flag is None else text
     if flag is not None and binary_label(str(flag)) == BENIGN:
         return BENIGN

@@ -21,10 +21,11 @@ from trainer.load import DataError
 from trainer.progress import Reporter
 from trainer.rundir import RunDirError
 from trainer.split import SplitError
+from trainer.train import TrainingDiverged
 
 DEVICES = ("auto", "cpu", "cuda")
 DEVICE_HELP = "where the network runs: auto (a GPU when there is one), cpu, cuda"
-USER_ERRORS = (DataError, ConfigError, BundleError, SplitError, DeviceError, RunDirError)
+USER_ERRORS = (DataError, ConfigError, BundleError, SplitError, DeviceError, RunDirError, TrainingDiverged)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from detector.bundle import load_bundle
-from detector.features import FAMILY_NAMES, family_of
+from detector.features import FAMILY_NAMES, PORTABLE_CIC_FEATURES, family_of
 from detector.registry import check_registry_target, publish, resolve_bundle_path
 from detector.scoring import pick_device, predict_proba
 from trainer.ablate import PAPER_TABLE6, ablation_rows
@@ -48,7 +47,7 @@ def fit(
     table = _load(data, label_map, reporter)
     prepared = prepare(table, config, reporter)
     result = train_model(prepared, config, reporter)
-    report = _model_report(table, prepared, result.test_predictions, started)
+    report = _model_report(table, prepared, result.test_predictions, time.perf_counter() - started)
     report.update(
         profile=config.profile,
         device=result.device,
@@ -100,17 +99,10 @@ def evaluate(
     available = set(table.numeric.columns) | set(table.categorical.columns)
     missing = [name for name in pre.input_features if name not in available]
     if missing:
-        trained_on = family_of(pre.input_features)
-        hint = (
-            "; a bundle trained with `[features] portable = true` needs only what every CIC meter writes"
-            if table.family == trained_on == "cic"
-            else f"; the bundle was trained on {FAMILY_NAMES.get(trained_on, trained_on)} features and the data "
-            f"has {FAMILY_NAMES.get(table.family, table.family)} features: train a bundle on this kind of data"
-        )
         raise DataError(
             f"the data lacks {len(missing)} feature(s) the bundle needs: {', '.join(missing[:8])}"
             + (" ..." if len(missing) > 8 else "")
-            + hint
+            + _missing_features_hint(missing, family_of(pre.input_features), table.family)
         )
     matrix = pre.transform(
         table.numeric[list(pre.numeric)].to_numpy(dtype=np.float64),
@@ -126,7 +118,7 @@ def evaluate(
         "n_test": len(table.labels),
         "rows_dropped": rows_dropped(table),
         "seconds": round(time.perf_counter() - started, 1),
-        "labels_unknown_to_model": sorted(set(table.labels) - set(bundle.classes)),
+        "labels_unknown_to_model": _warn_unknown_labels(table, bundle.classes, reporter),
         "bundle": {"path": str(bundle.path), "version": bundle.version, "sha256": bundle.sha256},
         "data": data_summary(table),
         "environment": environment(),
@@ -137,6 +129,34 @@ def evaluate(
     write_report(out, report, f"Evaluation of bundle {bundle.version}", rows=f"{len(table.labels)} evaluated rows")
     print_summary(report, out, f"bundle {bundle.version} · evaluation")
     return report
+
+
+def _missing_features_hint(missing: Sequence[str], trained_on: str, family: str) -> str:
+    """What would let a bundle score this data: another family needs its own bundle; a CIC bundle needs
+    either the portable feature set (when only newer-meter features are missing) or those features left out."""
+    if family != trained_on:
+        return (
+            f"; the bundle was trained on {FAMILY_NAMES.get(trained_on, trained_on)} features and the data has "
+            f"{FAMILY_NAMES.get(family, family)} features: train a bundle on this kind of data"
+        )
+    if trained_on == "cic" and not set(missing) & set(PORTABLE_CIC_FEATURES):
+        return "; a bundle trained with `[features] portable = true` needs only what every CIC meter writes"
+    listed = ", ".join(f'"{name}"' for name in missing)
+    return (
+        f"; the meter that wrote this data lacks them: train a bundle without them (`[features] exclude = [{listed}]`)"
+    )
+
+
+def _warn_unknown_labels(table: FlowTable, classes: Sequence[str], reporter: Reporter) -> list[str]:
+    """Labels of the data that no class of the bundle has (every prediction of such a row is wrong): a
+    typo in a label map, or an attack the bundle never saw. Warned about, and returned for the report."""
+    unknown = sorted(set(table.labels) - set(classes))
+    if unknown:
+        rows = int(table.labels.isin(unknown).sum())
+        reporter.warn(
+            f"{rows} row(s) carry labels the bundle does not know, counted as misclassified: {', '.join(unknown)}"
+        )
+    return unknown
 
 
 def baselines(
@@ -160,16 +180,18 @@ def baselines(
     plain = config.with_changes({"outliers": {"enabled": False}, "resample": {"enabled": False}})
     summary: dict[str, Any] = {}
     for variant, variant_config in (("pipeline", config), ("plain", plain)):
+        prepare_started = time.perf_counter()
         prepared = prepare(table, variant_config, reporter)
+        prepare_seconds = time.perf_counter() - prepare_started
         for result in run_baselines(prepared.train_x, prepared.train_y, prepared.test_x, config.seed):
             name = f"{result.name}_{variant}"
-            report = _model_report(table, prepared, result.predictions, started)
+            report = _model_report(table, prepared, result.predictions, prepare_seconds + result.seconds)
             report["fit_seconds"] = round(result.seconds, 2)
             write_report(out / name, report, f"{result.name.replace('_', ' ')} baseline ({variant} training rows)")
             print_summary(report, out / name, f"{name} · test split")
             summary[name] = {key: report[key] for key in (*HEADLINE, "per_class")}
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_report_json(out, summary)
     (out / "report.md").write_text(_comparison_markdown(summary, "Baselines on the fit split"), encoding="utf-8")
     return summary
 
@@ -192,13 +214,13 @@ def ablate(
         started = time.perf_counter()
         prepared = prepare(table, row_config, reporter)
         result: FitResult = train_model(prepared, row_config, reporter)
-        report = _model_report(table, prepared, result.test_predictions, started)
+        report = _model_report(table, prepared, result.test_predictions, time.perf_counter() - started)
         report["steps"] = prepared.steps
         write_report(out / _slug(name), report, f"ablation {name}")
         plot_curves(result.history, out / _slug(name) / "curves.png")
         rows[name] = {key: report[key] for key in (*HEADLINE, "binary", "per_class", "seconds")}
         rows[name]["paper_accuracy_f1_percent"] = PAPER_TABLE6[name]
-    (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    write_report_json(out, rows)
     (out / "report.md").write_text(_ablation_markdown(rows), encoding="utf-8")
     reporter.note(_ablation_markdown(rows))
     return rows
@@ -239,13 +261,20 @@ def _load(data: Sequence[str], label_map: str | None, reporter: Reporter) -> Flo
             f"{len(table.excluded_features)} feature(s) left out because not every file has them: "
             + ", ".join(sorted(table.excluded_features))
         )
+    for file in table.files:
+        for column, rows in file.conflicting_duplicates.items():
+            reporter.warn(
+                f"{file.path.name}: duplicate column {column} differs from the first one on {rows} row(s); "
+                "the first was used"
+            )
     unused = sorted(set(mapping or {}) - set(table.relabelled()))
     if unused:
         reporter.warn(f"label map entries that match no label in the data: {', '.join(unused)}")
     return table
 
 
-def _model_report(table: FlowTable, prepared: PreparedData, predictions: np.ndarray, started: float) -> dict:
+def _model_report(table: FlowTable, prepared: PreparedData, predictions: np.ndarray, seconds: float) -> dict:
+    """The metrics of ``predictions`` on the test split, with the rows used and ``seconds`` the model took."""
     truth, predicted = prepared.names(prepared.test_y), prepared.names(predictions)
     metrics = classification_metrics(truth, predicted, prepared.classes, prepared.benign_class)
     split = prepared.steps.get("split", {})
@@ -256,7 +285,7 @@ def _model_report(table: FlowTable, prepared: PreparedData, predictions: np.ndar
         "n_fit": len(prepared.train_y),
         "n_test": len(prepared.test_y),
         "rows_dropped": rows_dropped(table),
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(seconds, 1),
         "data": data_summary(table),
     }
 

@@ -20,7 +20,8 @@ PROFILES = ("paper", "tuned", "quick")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or nan: an infinite learning rate trains a model of NaN weights that still verifies and serves.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SplitConfig(_Section):
@@ -167,8 +168,34 @@ def _validated(data: dict[str, Any], where: str) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid training config ({where}): {problems}") from None
+        raise ConfigError(f"invalid training config ({where}): {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """One ``key.path: what is wrong`` per key. pydantic reports a value that fits no member of a union
+    (``contamination = 0.9``) once per member, under a location naming the member's type
+    (``constrained-float``, ``literal['auto']``): those are joined with "or" under the key the user wrote."""
+    problems: dict[str, list[str]] = {}
+    for error in exc.errors():
+        loc = error["loc"]
+        if error["type"] != "extra_forbidden":  # there the last part is the unknown key itself
+            loc = tuple(part for part in loc if isinstance(part, int) or part in _FIELD_NAMES)
+        key = ".".join(map(str, loc))
+        messages = problems.setdefault(key, [])
+        if error["msg"] not in messages:
+            messages.append(error["msg"])
+    return "; ".join(f"{key}: {' or '.join(messages)}" for key, messages in problems.items())
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names |= _field_names(field.annotation)
+    return names
+
+
+_FIELD_NAMES = _field_names(TrainConfig)
 
 
 def _profile_data(profile: str) -> dict[str, Any]:

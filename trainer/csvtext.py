@@ -101,9 +101,11 @@ def _split_quoted(text: str, n_fields: int) -> tuple[pd.DataFrame, Counter[str],
     malformed: Counter[str] = Counter()
     good: list[list[str]] = []
     rows_read = 0
+    last_line = 0  # where the last complete record ended: the failing one starts on the next line
     try:
         next(records)  # the header, already read
         for record in records:
+            last_line = records.line_num
             rows_read += 1
             if len(record) == n_fields:
                 good.append(record)
@@ -112,7 +114,10 @@ def _split_quoted(text: str, n_fields: int) -> tuple[pd.DataFrame, Counter[str],
             else:
                 malformed[WRONG_FIELD_COUNT] += 1
     except csv.Error as exc:
-        raise csv.Error(f"line {records.line_num}: {exc}") from None
+        start = max(last_line, 1) + 1
+        where = f"line {start}" if start >= records.line_num else f"the record that starts on line {start}"
+        hint = " (a quote there that is never closed?)" if "field limit" in str(exc) else ""
+        raise csv.Error(f"{where}: {exc}{hint}") from None
     cells = pd.DataFrame(good, columns=list(range(n_fields)), dtype=str) if good else no_cells(n_fields)
     return cells, malformed, rows_read
 

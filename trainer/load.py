@@ -45,6 +45,7 @@ from detector.features import (
     LABEL_COLUMNS,
     UNSW_FEATURES,
     ColumnPlan,
+    Role,
     family_of,
     resolve_columns,
 )
@@ -77,6 +78,8 @@ _EPOCH_MILLISECONDS_ABOVE = 1e11
 # What datetime64[ns] can hold, in seconds since the epoch.
 _NS_RANGE_SECONDS = 9.2e9
 _MAX_NAMES_SHOWN = 40
+_FLAG_CODES = frozenset({"0", "1", "0.0", "1.0"})
+_HEADER_PADDING = " \t\r\n\ufeff"
 
 
 class DataError(ValueError):
@@ -103,6 +106,9 @@ class FileSummary:
     features: tuple[str, ...] = ()
     unknown_columns: tuple[str, ...] = ()
     duplicate_columns: tuple[str, ...] = ()
+    # A duplicate column whose numbers differ from the column used, and on how many kept rows: the file is
+    # ambiguous and the first column was used. (The original CICIDS2017's second Fwd Header Length is equal.)
+    conflicting_duplicates: dict[str, int] = field(default_factory=dict)
     converted: dict[str, float] = field(default_factory=dict)
     relabelled: dict[str, int] = field(default_factory=dict)  # label-map key -> rows it renamed
 
@@ -387,7 +393,7 @@ def _load_file(
         raise DataError(f"{source.path}: not a readable CSV: {str(exc).strip()}") from None
     reasons = pd.Series(None, index=cells.index, dtype=object)
     _mark(reasons, _repeated_headers(cells, source), REPEATED_HEADER)
-    labels, renamed_by = _labels(cells, source, label_map)
+    labels, renamed_by = _labels(cells, source, label_map, rows=reasons.isna())
     _mark(reasons, labels.isna(), MISSING_LABEL)
     values = _parse_features(cells, source, numeric, reasons)
 
@@ -405,6 +411,7 @@ def _load_file(
         features=tuple(source.plan.features),
         unknown_columns=source.plan.unknown,
         duplicate_columns=source.plan.duplicates,
+        conflicting_duplicates=_conflicting_duplicates(cells, source, values, kept.to_numpy()),
         converted={name: col.scale for name, col in source.plan.features.items() if col.scale != 1.0},
         relabelled={str(key): int(n) for key, n in renamed_by[kept].value_counts().items()},
     )
@@ -432,36 +439,47 @@ def _mark(reasons: pd.Series, mask: pd.Series | np.ndarray, reason: str) -> None
 
 
 def _repeated_headers(cells: pd.DataFrame, source: _Source) -> np.ndarray:
-    """Rows that repeat the header line (files concatenated with ``cat``)."""
+    """Rows that repeat the header line (files concatenated with ``cat``, each with its byte-order mark)."""
     label_at = source.position(source.plan.label or "")
-    names = [name.strip() for name in source.names]
-    candidates = cells[label_at].str.strip() == names[label_at]
+    names = [name.strip(_HEADER_PADDING) for name in source.names]
+    candidates = cells[label_at].str.strip(_HEADER_PADDING) == names[label_at]
     if not candidates.any():
         return np.zeros(len(cells), dtype=bool)
-    same = cells[candidates].apply(lambda column: column.str.strip() == names[column.name])
+    same = cells[candidates].apply(lambda column: column.str.strip(_HEADER_PADDING) == names[column.name])
     mask = candidates.copy()
     mask[candidates] = same.all(axis=1)
     return mask.to_numpy()
 
 
-def _labels(cells: pd.DataFrame, source: _Source, label_map: Mapping[str, str]) -> tuple[pd.Series, pd.Series]:
+def _labels(
+    cells: pd.DataFrame, source: _Source, label_map: Mapping[str, str], *, rows: pd.Series
+) -> tuple[pd.Series, pd.Series]:
     """Normalised class per row (None where a row has none), resolved like the stream decoder does, and
-    the label-map key that renamed each row (None where none did)."""
+    the label-map key that renamed each row (None where none did). ``rows`` marks the rows that are flows
+    (not repeated headers): only their labels decide whether ``0``/``1`` are flags."""
     plan = source.plan
     raw = cells[source.position(plan.label or "")]
     flags = cells[source.position(plan.secondary_labels[0])] if plan.secondary_labels else None
+    codes_are_flags = _only_flags(raw[rows])
     pairs = zip(raw, flags if flags is not None else itertools.repeat(None), strict=False)
     resolved: dict[tuple[str, str | None], tuple[str | None, str | None]] = {}
     out, keys = [], []
     for pair in pairs:
         if pair not in resolved:
-            label = resolve_label(*pair)
+            label = resolve_label(*pair, codes_are_flags=codes_are_flags)
             key = label if label is not None and label in label_map else None
             resolved[pair] = (label if label is None else apply_label_map(label, label_map), key)
         label, key = resolved[pair]
         out.append(label)
         keys.append(key)
     return pd.Series(out, index=cells.index, dtype=object), pd.Series(keys, index=cells.index, dtype=object)
+
+
+def _only_flags(raw: pd.Series) -> bool:
+    """Whether a label column that holds ``0``/``1`` is a benign/attack flag: only when no other value is in
+    it. Integer-coded classes (``0`` … ``3``) keep their codes, to be named with ``--label-map``."""
+    values = {value for value in (normalize_label(text) for text in raw.unique()) if value and value.lower() != "nan"}
+    return values <= _FLAG_CODES
 
 
 # ---- numbers
@@ -480,6 +498,24 @@ def _parse_features(cells: pd.DataFrame, source: _Source, numeric: Sequence[str]
             _mark(reasons, bad, TEXT_IN_NUMERIC.format(feature=name))
             pending = pending & ~bad
     return pd.DataFrame({name: values[name] for name in numeric}, index=cells.index, columns=list(numeric))
+
+
+def _conflicting_duplicates(
+    cells: pd.DataFrame, source: _Source, values: pd.DataFrame, kept: np.ndarray
+) -> dict[str, int]:
+    """``{duplicate column: kept rows where its number differs from the feature's}`` for each duplicate of a
+    feature in use (position ``i`` of the plan's columns is cell column ``i``)."""
+    conflicts: dict[str, int] = {}
+    for position, column in enumerate(source.plan.columns):
+        if column.role is not Role.IGNORED or column.canonical not in values.columns:
+            continue
+        used = source.plan.features[column.canonical]
+        parsed, _ = parse_cells(cells[position].to_numpy(dtype=object), kept)
+        own = values[column.canonical].to_numpy() / used.scale
+        differ = kept & ~((parsed == own) | (np.isnan(parsed) & np.isnan(own)))
+        if differ.any():
+            conflicts[f"{column.source} (column {position + 1})"] = int(differ.sum())
+    return conflicts
 
 
 def parse_cells(cells: np.ndarray, wanted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -600,10 +636,20 @@ def _concat(parts):
 
 
 def _normalize_map(label_map: Mapping[str, str], origin: str = "label map") -> dict[str, str]:
-    normalized = {normalize_label(key): normalize_label(value) for key, value in label_map.items()}
-    empty = [key for key, value in normalized.items() if not key or not value]
-    if empty:
-        raise DataError(f"{origin}: empty label in entry {empty[0]!r}")
+    """The map with keys and values in their canonical spelling. Two spellings of one class mapped to
+    different names would leave the result to the entries' order: an error naming both."""
+    normalized: dict[str, str] = {}
+    spelled: dict[str, str] = {}
+    for key, value in label_map.items():
+        label, target = normalize_label(key), normalize_label(value)
+        if not label or not target:
+            raise DataError(f"{origin}: empty label in entry {key!r}")
+        if label in normalized and normalized[label] != target:
+            raise DataError(
+                f"{origin}: entries {spelled[label]!r} and {key!r} are one class ({label!r}) "
+                f"mapped to {normalized[label]!r} and {target!r}"
+            )
+        normalized[label], spelled[label] = target, key
     return normalized
 
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ def write_report(
     header = [
         f"# {title}",
         "",
-        f"- test rows: {report['n_test']} · training rows: {report['n_train']} · seconds: {report['seconds']:.1f}",
+        f"- rows scored: {report['n_test']} · training split: {report['n_train']} rows"
+        + (f" (of which {report['n_validation']} for validation)" if report.get("n_validation") else "")
+        + f" · seconds: {report['seconds']:.1f}",
         f"- rows dropped while loading: {report['rows_dropped']['total']}"
         + "".join(f"\n  - {reason}: {n}" for reason, n in report["rows_dropped"]["reasons"].items()),
         *([novelty_line(report["novelty"])] if "novelty" in report else []),
@@ -56,8 +59,23 @@ def write_report(
 
 
 def write_report_json(out: Path, report: dict[str, Any]) -> None:
-    """``report.json`` alone (e.g. to add what happened after the report was first written)."""
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    """``report.json`` alone (e.g. to add what happened after the report was first written).
+
+    Strict JSON: a float that is inf or nan is written as ``null`` (Python's ``NaN`` token is not JSON and
+    breaks ``jq`` and most readers).
+    """
+    text = json.dumps(_finite(report), indent=2, allow_nan=False)
+    (out / "report.json").write_text(text + "\n", encoding="utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def novelty_line(novelty: dict[str, Any]) -> str:

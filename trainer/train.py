@@ -31,6 +31,18 @@ from trainer.progress import Reporter
 from trainer.sam import SAM
 
 
+class TrainingDiverged(ValueError):
+    """The loss became inf or nan: every later weight would be nan, and a nan model still verifies and serves
+    (it puts every flow in one class). The message names the stage's learning rate, the usual cause."""
+
+
+def _check_finite(loss: float, stage: str, epoch: int, lr_key: str, lr: float) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"the {stage} loss is {loss} after epoch {epoch}: the training diverged; lower {lr_key} (now {lr:g})"
+        )
+
+
 @dataclass
 class EpochStats:
     epoch: int
@@ -119,6 +131,7 @@ def pretrain_autoencoder(
                 total += loss.item() * len(index)
                 advance(1)
             losses.append(total / len(data))
+            _check_finite(losses[-1], "pre-training", epoch + 1, "pretrain.lr", cfg.lr)
             reporter.note(f"  pre-train epoch {epoch + 1}/{epochs}  reconstruction MSE {losses[-1]:.6f}")
             if epoch + 1 == snapshot_epoch:
                 encoder_state = copy.deepcopy(autoencoder.encoder.state_dict())
@@ -158,6 +171,7 @@ def finetune(
             schedule.step()
             val = _validate(model, validation, criterion, device) if validation is not None else (None, None, None)
             stats = EpochStats(epoch + 1, *fitted, *val, lr, time.perf_counter() - started)
+            _check_finite(stats.train_loss, "fine-tuning", epoch + 1, "finetune.lr", cfg.lr)
             history.epochs.append(stats)
             reporter.note(_epoch_line(stats, epochs))
             score = -(stats.val_loss if stats.val_loss is not None else stats.train_loss)

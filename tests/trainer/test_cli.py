@@ -165,6 +165,31 @@ def test_evaluate_says_what_it_cannot_compute_and_which_label_map_entries_did_no
     assert report["binary"]["detection_rate"] is None
 
 
+def test_evaluate_warns_about_rows_of_classes_the_bundle_never_learned(tmp_path):
+    from tests.support.bundles import make_bundle
+
+    bundle = make_bundle(tmp_path / "bundle")
+    rows = generated_rows(seed=3)[:20]
+    rows[0] = {**rows[0], "Label": "Brand New Attack"}
+    data = write_generated_csv(tmp_path / "generated_flows.csv", rows)
+    done = run_trainer("evaluate", "--bundle", str(bundle), "--data", str(data), "--out", str(tmp_path / "e"))
+    assert done.returncode == 0, done.stderr
+    assert "1 row(s) carry labels the bundle does not know, counted as misclassified: Brand New Attack" in done.stderr
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["labels_unknown_to_model"] == ["Brand New Attack"]
+
+
+def test_evaluate_on_data_without_a_feature_every_cic_meter_writes_says_to_train_without_it(tmp_path):
+    from tests.support.bundles import make_bundle
+
+    bundle = make_bundle(tmp_path / "bundle")
+    rows = [{k: v for k, v in row.items() if k != "Flow Duration"} for row in generated_rows(seed=3)[:20]]
+    data = write_generated_csv(tmp_path / "generated_flows.csv", rows)
+    done = run_trainer("evaluate", "--bundle", str(bundle), "--data", str(data), "--out", str(tmp_path / "e"))
+    assert done.returncode == 2
+    assert 'lacks them: train a bundle without them (`[features] exclude = ["Flow Duration"]`)' in done.stderr
+
+
 def test_every_option_but_config_can_come_from_the_environment(monkeypatch):
     from trainer.cli import build_parser, with_environment
 

@@ -86,6 +86,11 @@ def test_the_tuned_profile_is_the_paper_profile_with_the_validated_choices():
         ("[model]\nfilters = [0, 0]\n", "model.filters"),
         ("[finetune.focal]\nalpha = -1.0\n", "finetune.focal.alpha"),
         ("[finetune.focal]\nalpha = [0.5, -0.5]\n", "finetune.focal.alpha"),
+        # An infinite learning rate would train a model of NaN weights that still verifies and serves.
+        ("[finetune]\nlr = inf\n", "finetune.lr: Input should be a finite number"),
+        ("[pretrain]\nlr = nan\n", "pretrain.lr: Input should be a finite number"),
+        ("[resample]\nmax_ratio = inf\n", "resample.max_ratio: Input should be a finite number"),
+        ("[finetune.sam]\nrho = inf\n", "finetune.sam.rho: Input should be a finite number"),
     ],
 )
 def test_values_that_would_fail_later_in_training_are_config_errors(tmp_path, text, message):
@@ -93,6 +98,17 @@ def test_values_that_would_fail_later_in_training_are_config_errors(tmp_path, te
     path.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config("paper", path)
+
+
+def test_a_value_that_fits_no_alternative_is_one_message_under_the_key_the_user_wrote(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[outliers]\ncontamination = 0.9\n[finetune]\nlrr = 1\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config("paper", path)
+    message = str(raised.value)
+    assert "outliers.contamination: Input should be less than or equal to 0.5 or Input should be 'auto'" in message
+    assert "finetune.lrr: Extra inputs are not permitted" in message
+    assert "constrained" not in message and "literal[" not in message  # pydantic's names for union members
 
 
 def test_command_line_changes_are_validated_like_a_file():

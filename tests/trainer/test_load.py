@@ -176,6 +176,14 @@ def test_repeated_header_lines_in_the_middle_are_dropped(tmp_path):
     assert_rows_accounted(table)
 
 
+def test_a_repeated_header_with_its_byte_order_mark_is_a_repeated_header(tmp_path):
+    # `cat a.csv b.csv` of two files that each start with a BOM (the UNSW-NB15 partitions do).
+    part = ("\ufeff" + "\n".join([CIC_HEADER, cic_row(0), cic_row(1)]) + "\n").encode("utf-8")
+    table = load_flows([write(tmp_path / "generated_cat.csv", part + part)])
+    assert len(table) == 4
+    assert table.dropped == {REPEATED_HEADER: 1}
+
+
 def test_a_blank_line_is_counted(tmp_path):
     path = generated(tmp_path, [cic_row(0), "", cic_row(1), "   "])
     table = load_flows([path])
@@ -281,6 +289,29 @@ def test_bot_and_botnet_stay_apart_unless_a_label_map_merges_them(tmp_path):
     assert load_flows([path], label_map={"bot": "Botnet"}).relabelled() == {}  # a typo renames nothing
 
 
+def test_a_label_column_of_0_and_1_only_is_a_benign_attack_flag(tmp_path):
+    path = generated(tmp_path, [cic_row(0, label="0"), cic_row(1, label="1"), cic_row(2, label="1.0")])
+    assert load_flows([path]).class_counts() == {BENIGN: 1, "ATTACK": 2}
+
+
+def test_integer_coded_classes_keep_their_codes_until_a_label_map_names_them(tmp_path):
+    # "1" is a class of its own here, not the attack flag: renaming only 0 and 1 would merge nothing
+    # consistently (1 -> ATTACK while 2 and 3 stay codes).
+    path = generated(tmp_path, [cic_row(i, label=str(i % 4)) for i in range(8)])
+    assert load_flows([path]).class_counts() == {"0": 2, "1": 2, "2": 2, "3": 2}
+    named = load_flows([path], label_map={"0": "BENIGN", "1": "DDoS", "2": "PortScan", "3": "Bot"})
+    assert named.class_counts() == {BENIGN: 2, "DDoS": 2, "PortScan": 2, "Bot": 2}
+
+
+def test_a_label_map_naming_one_class_twice_with_different_targets_is_a_data_error(tmp_path):
+    toml = tmp_path / "generated_labels.toml"
+    toml.write_text('[labels]\n"Web Attack \u2013 XSS" = "WebAttack"\n"Web Attack - XSS" = "Other"\n')
+    with pytest.raises(DataError, match=r"'Web Attack \u2013 XSS' and 'Web Attack - XSS' are one class"):
+        read_label_map(toml)
+    toml.write_text('[labels]\n"Web Attack \u2013 XSS" = "WebAttack"\n"Web Attack - XSS" = "WebAttack"\n')
+    assert read_label_map(toml) == {"Web Attack - XSS": "WebAttack"}  # the same target twice is harmless
+
+
 def test_a_label_map_that_is_a_folder_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="label map is a directory"):
         read_label_map(tmp_path)
@@ -368,7 +399,15 @@ def test_original_cicids2017_header_quirks(tmp_path):
     table = load_flows([generated(tmp_path, ["80,10,32,Infinity,32,BENIGN"], header=header)])
     assert list(table.numeric.columns) == ["Dst Port", "Flow Duration", "Flow Bytes/s", "Fwd Header Length"]
     assert table.files[0].duplicate_columns == (" Fwd Header Length",)
+    assert table.files[0].conflicting_duplicates == {}  # equal values: nothing to warn about
     assert table.numeric["Flow Bytes/s"].tolist() == [math.inf]
+
+
+def test_a_duplicate_feature_column_with_other_values_is_reported_with_the_rows_that_differ(tmp_path):
+    header = "Flow Duration,Dst Port,Flow Duration,Label"
+    table = load_flows([generated(tmp_path, ["999,80,10,BENIGN", "999,80,999,DoS", "999,80,0x3e7,DoS"], header=header)])
+    assert table.numeric["Flow Duration"].tolist() == [999.0, 999.0, 999.0]  # the first column is used
+    assert table.files[0].conflicting_duplicates == {"Flow Duration (column 3)": 1}
 
 
 def test_python_cicflowmeter_seconds_become_microseconds(tmp_path):
@@ -473,7 +512,8 @@ def test_table_summary_is_json_ready(tmp_path):
 def test_an_unclosed_quote_is_a_data_error(tmp_path):
     # Read loosely, the quote would swallow the following lines into one field, and they would vanish.
     path = generated(tmp_path, [cic_row(0), '"f1,10.0.0.1,80,2017-07-05 18:12:15,100,1,2.5,BENIGN', cic_row(2)])
-    with pytest.raises(DataError, match=r"generated_flows\.csv: not a readable CSV: line \d+: unexpected end"):
+    message = r"generated_flows\.csv: not a readable CSV: the record that starts on line 3: unexpected end"
+    with pytest.raises(DataError, match=message):
         load_flows([path])
 
 

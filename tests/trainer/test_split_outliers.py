@@ -61,3 +61,16 @@ def test_isolation_forest_only_removes_benign_rows():
     assert not result.keep[300]  # the far-away benign row is gone
     assert result.keep[labels == "attack"].all()
     assert result.removed == (~result.keep).sum() > 0
+
+
+def test_benign_rows_are_judged_against_benign_traffic_not_against_the_attacks():
+    # Ten benign rows sit inside a dense attack cluster: unusual for benign traffic (and likely mislabeled),
+    # ordinary among all rows. A forest fitted on every row would keep them.
+    rng = np.random.default_rng(0)
+    benign_core, benign_odd = rng.normal(size=(300, 3)), rng.normal(10, 0.3, size=(10, 3))
+    attacks = rng.normal(10, 0.3, size=(300, 3))
+    x = np.vstack([benign_core, benign_odd, attacks])
+    labels = np.array(["BENIGN"] * 310 + ["DDoS"] * 300)
+    result = remove_benign_outliers(x, labels, "BENIGN", contamination=0.04, seed=0)
+    assert not result.keep[300:310].any()
+    assert result.keep[labels == "DDoS"].all()

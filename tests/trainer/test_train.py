@@ -6,9 +6,9 @@ import torch
 
 from detector.model import ModelConfig, ResCAEBiGRU
 from detector.scoring import predict_proba
-from trainer.config import FinetuneConfig
+from trainer.config import FinetuneConfig, ModelSection, PretrainConfig
 from trainer.progress import Reporter
-from trainer.train import finetune
+from trainer.train import TrainingDiverged, finetune, pretrain_autoencoder
 
 
 def fine_tune(rows: int, **settings):
@@ -58,3 +58,23 @@ def test_the_model_kept_is_the_epoch_with_the_lowest_validation_loss_not_the_las
     kept_loss = float(-np.log(probabilities[np.arange(len(val_y)), val_y]).mean())
     assert kept_loss == pytest.approx(lowest, rel=1e-5)
     assert kept_loss != pytest.approx(val_losses[-1], rel=1e-3)
+
+
+def test_a_diverging_fine_tuning_stops_with_the_learning_rate_to_blame_instead_of_shipping_nan_weights():
+    with pytest.raises(TrainingDiverged, match=r"fine-tuning loss is nan after epoch 1: .* lower finetune\.lr"):
+        fine_tune(rows=32, epochs=2, lr=1e30, sam={"enabled": False})
+
+
+def test_a_diverging_pre_training_stops_likewise():
+    x = np.random.default_rng(0).random((32, 8), dtype=np.float32)
+    with pytest.raises(TrainingDiverged, match=r"pre-training loss is (nan|inf) after epoch 1: .* pretrain\.lr"):
+        pretrain_autoencoder(
+            x,
+            ModelSection(filters=(2, 2)),
+            PretrainConfig(lr=1e30, batch_size=8),
+            torch.device("cpu"),
+            seed=0,
+            reporter=Reporter(False),
+            epochs=2,
+            snapshot_epoch=None,
+        )
