@@ -46,6 +46,9 @@ class Rejected:
     reason: str
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 class FlowDecoder:
     """Decodes records for one bundle's feature list. Thread-compatible, not thread-safe."""
 
@@ -69,7 +72,7 @@ class FlowDecoder:
         if len(raw) > self.max_record_bytes:
             return Rejected("oversized", f"record is {len(raw)} bytes, over the {self.max_record_bytes}-byte limit")
         try:
-            record = orjson.loads(raw)
+            record = orjson.loads(raw.removeprefix(UTF8_BOM))  # some producers write a BOM; JSON allows none
         except orjson.JSONDecodeError as exc:
             return Rejected("not_json", f"not valid JSON: {exc}")
         if not isinstance(record, dict):
@@ -100,6 +103,10 @@ class FlowDecoder:
                 numeric[i] = parse_number(record[column.source]) * column.scale
             except ValueError as exc:
                 return Rejected("wrong_type", f"feature {column.source!r}: {exc}")
+        for name in self.categorical:
+            value = record[plan.features[name].source]
+            if isinstance(value, dict | list | bool):
+                return Rejected("wrong_type", f"feature {plan.features[name].source!r} must be a category name")
         categorical = tuple(_category(record[plan.features[name].source]) for name in self.categorical)
         flow = {field: record[source] for field, source in plan.flow_fields.items()}
         for source in (*plan.flow_fields.values(), *([plan.label] if plan.label else []), *plan.secondary_labels):

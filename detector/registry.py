@@ -41,7 +41,7 @@ def resolve_bundle_path(path: str | Path) -> Path:
         version = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise BundleError(f"registry {source}: {LATEST} is not UTF-8 text ({raw[:40]!r})") from None
-    if not version or Path(version).name != version:
+    if not version or Path(version).name != version or version in {".", ".."}:
         raise BundleError(f"registry {source}: {LATEST} does not name a version ({version!r})")
     return source / VERSIONS / version
 

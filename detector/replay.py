@@ -146,25 +146,24 @@ def replay(
     limit = settings.limit
     last_report = 0.0
     try:
-        if limit != 0:
-            for flow in flows:
-                if stop is not None and stop.is_set():
-                    raise _Stopped
-                pace(flow.time)
-                on_delivery = functools.partial(_delivered, stats, flow.label)
-                _produce(producer, settings.topic, flow.key, flow.value, on_delivery)
-                producer.poll(0)  # serve delivery callbacks as they come, so the counts stay current
-                stats.produced += 1
-                if stats.first_send is None:
-                    stats.first_send = time.monotonic()
-                if limit is not None and stats.produced >= limit:
-                    break
-                now = time.monotonic()
-                if now - last_report >= PROGRESS_EVERY_S:
-                    last_report = now
-                    stats.total = _expected_total(settings, stats.source)
-                    if on_progress is not None:
-                        on_progress(stats)
+        for flow in flows:
+            if stop is not None and stop.is_set():
+                raise _Stopped
+            pace(flow.time)
+            on_delivery = functools.partial(_delivered, stats, flow.label)
+            _produce(producer, settings.topic, flow.key, flow.value, on_delivery)
+            producer.poll(0)  # serve delivery callbacks as they come, so the counts stay current
+            stats.produced += 1
+            if stats.first_send is None:
+                stats.first_send = time.monotonic()
+            if limit is not None and stats.produced >= limit:
+                break
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_EVERY_S:
+                last_report = now
+                stats.total = _expected_total(settings, stats.source)
+                if on_progress is not None:
+                    on_progress(stats)
     except (KeyboardInterrupt, _Stopped):
         stats.interrupted = True
     finally:

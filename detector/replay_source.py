@@ -35,6 +35,7 @@ Order = Literal["shuffle", "file", "time"]
 ORDERS: tuple[str, ...] = ("shuffle", "file", "time")
 DEFAULT_SHUFFLE_BUFFER = 50_000
 SHORT_ROW = "row has fewer cells than the header"
+LONG_ROW = "row has more cells than the header"
 NO_TIMESTAMP = "no usable flow timestamp"
 
 
@@ -90,8 +91,8 @@ def read_flows(
             for row in read_rows(path):
                 read += 1
                 stats.rows_read += 1
-                if len(row) < len(header):
-                    stats.skipped[SHORT_ROW] += 1
+                if len(row) != len(header):
+                    stats.skipped[SHORT_ROW if len(row) < len(header) else LONG_ROW] += 1
                     continue
                 moment = flow_time(row[layout.timestamp_column]) if layout.timestamp_column else None
                 if need_time and moment is None:

@@ -13,8 +13,8 @@ One JSON object per input row, in input order::
 
 ``row`` counts data rows from 1 (the header is not a row). A row that cannot be scored becomes
 ``{"source": {...}, "error": {"code": ..., "reason": ...}}`` with the decoder's codes (``missing_features``,
-``wrong_type``, ...) plus ``short_row`` (fewer cells than the header) and ``unreadable`` (the file breaks
-off there); it is counted, never dropped.
+``wrong_type``, ...) plus ``short_row`` (fewer cells than the header), ``long_row`` (more) and
+``unreadable`` (the file breaks off there); it is counted, never dropped.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from rich.console import Console
 
 from detector.alerts import build_alert
 from detector.bundle import Bundle, BundleError, load_bundle
-from detector.csvsource import CsvSourceError, csv_files, read_header, read_rows
+from detector.csvsource import EXTRA_CELLS, CsvSourceError, csv_files, read_header, read_rows
 from detector.decode import DecodedFlow, Rejected
 from detector.features import FAMILY_NAMES, family_of, resolve_columns
 from detector.online_eval import from_confusion
@@ -150,6 +150,10 @@ def _decoded_rows(files: list[Path], scorer: Scorer) -> Iterator[_Pending]:
                     reason = f"row has {len(row)} of the header's {len(header)} cells"
                     yield _Pending(source, Rejected("short_row", reason))
                     continue
+                if EXTRA_CELLS in row:
+                    reason = f"row has cells beyond the header's {len(header)}: {row[EXTRA_CELLS][:80]!r}"
+                    yield _Pending(source, Rejected("long_row", reason))
+                    continue
                 record = to_record(row, layout, with_labels=True)
                 yield _Pending(source, scorer.decoder.decode_mapping(record))
         except (csv.Error, OSError, EOFError, UnicodeError) as exc:
@@ -191,7 +195,7 @@ def run_command(args: argparse.Namespace) -> int:
         headers = [read_header(path) for path in files]  # refuses binary and UTF-16 files up front
         bundle = load_bundle(resolve_bundle_path(args.bundle))
         scorer = Scorer(bundle, device=args.device)
-        out = _open_out(args.out)
+        out = _open_out(args.out, files)
     except (CsvSourceError, BundleError, DeviceError) as exc:
         console.print(f"detector score: error: {exc}", markup=False, soft_wrap=True)
         return EXIT_USAGE
@@ -231,10 +235,13 @@ def run_command(args: argparse.Namespace) -> int:
     return status
 
 
-def _open_out(path: str | None) -> IO[bytes] | None:
-    """The ``--out`` file opened for writing (None: stdout); a path that cannot be written is a usage error."""
+def _open_out(path: str | None, inputs: list[Path]) -> IO[bytes] | None:
+    """The ``--out`` file opened for writing (None: stdout); a path that cannot be written, or one of the
+    input files (opening it would empty it before a row is read), is a usage error."""
     if not path:
         return None
+    if Path(path).exists() and any(Path(path).resolve() == source.resolve() for source in inputs):
+        raise CsvSourceError(f"--out {path} is one of the input files: it would be emptied before it is read")
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return open(path, "wb")

@@ -58,6 +58,31 @@ class _TomlSource(PydanticBaseSettingsSource):
         return {key: value for key, value in self.data.items() if key in self.settings_cls.model_fields}
 
 
+class _KafkaNamesSource(PydanticBaseSettingsSource):
+    """Another source with its ``kafka`` keys already in librdkafka's spelling (``client_id`` from
+    ``FLOWWARDEN_KAFKA__CLIENT_ID`` becomes ``client.id``). pydantic-settings merges the sources' dicts
+    before any validator runs: two spellings of one property would both survive the merge, and the
+    precedence between them would fall to their order in the dict instead of flag > environment > file."""
+
+    def __init__(self, source: PydanticBaseSettingsSource) -> None:
+        super().__init__(source.settings_cls)
+        self.source = source
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.source.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        data = self.source()
+        kafka = data.get("kafka")
+        if isinstance(kafka, Mapping):
+            data = {**data, "kafka": {_librdkafka_name(key): value for key, value in kafka.items()}}
+        return data
+
+
+def _librdkafka_name(key: object) -> str:
+    return str(key).lower().replace("_", ".")
+
+
 class _Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -80,7 +105,7 @@ class _Settings(BaseSettings):
     def _librdkafka_names(cls, value: Any) -> dict[str, str]:
         if not isinstance(value, Mapping):
             raise ValueError("kafka settings must be a table of librdkafka properties")
-        properties = {str(key).lower().replace("_", "."): _property_text(key, item) for key, item in value.items()}
+        properties = {_librdkafka_name(key): _property_text(key, item) for key, item in value.items()}
         for name, setting in _OWNED_PROPERTIES.items():
             if name in properties:
                 raise ValueError(f"{name} is not a pass-through property: set it with {setting}")
@@ -95,7 +120,8 @@ class _Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _TomlSource(settings_cls, cls._toml_data)
+        sources = (init_settings, env_settings, _TomlSource(settings_cls, cls._toml_data))
+        return tuple(_KafkaNamesSource(source) for source in sources)
 
     def librdkafka(self) -> dict[str, str]:
         """The pass-through properties plus the bootstrap servers, ready for a confluent-kafka client."""
@@ -168,7 +194,7 @@ class ReplaySettings(_Settings):
     topic: str = "flows"
     rate: float | None = Field(None, gt=0)
     speedup: float | None = Field(None, gt=0)
-    limit: int | None = Field(None, ge=0)
+    limit: int | None = Field(None, ge=1)
     with_labels: bool = False
     order: Literal["shuffle", "file", "time"] | None = None
     seed: int = 0

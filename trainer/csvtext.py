@@ -13,27 +13,18 @@ hold both spellings. Decoding byte by byte keeps one class one class in such a f
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import itertools
 from collections import Counter
 from pathlib import Path
-from typing import BinaryIO
 
 import pandas as pd
 
-from detector.csvsource import CP1252_FALLBACK
+from detector.csvsource import CP1252_FALLBACK, open_binary
 
 #: Reasons for a line that is not a record, exactly as they appear in reports.
 BLANK_LINE = "blank line"
 WRONG_FIELD_COUNT = "wrong number of fields"
-
-
-def open_binary(path: Path) -> BinaryIO:
-    """The file's bytes, gunzipped when the name ends in ``.gz``."""
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return path.open("rb")
 
 
 def decode(data: bytes) -> tuple[str, str]:

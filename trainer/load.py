@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detector.csvsource import not_csv_text
+from detector.csvsource import CsvSourceError, csv_files, not_csv_text, open_binary
 from detector.features import (
     CATEGORICAL_FEATURES,
     CIC_FEATURES,
@@ -52,7 +52,7 @@ from detector.features import (
 from detector.labels import apply_label_map, normalize_label, resolve_label
 from detector.tomlfile import TomlFileError, read_toml_file
 from detector.values import parse_number
-from trainer.csvtext import decode, open_binary, read_text, split_records
+from trainer.csvtext import decode, read_text, split_records
 
 #: Drop reasons, exactly as they appear in :attr:`FlowTable.dropped` and in reports (with
 #: :data:`trainer.csvtext.BLANK_LINE` and :data:`trainer.csvtext.WRONG_FIELD_COUNT`).
@@ -239,7 +239,11 @@ def load_flows(
     """
     if limit_per_file is not None and limit_per_file < 1:
         raise DataError(f"limit_per_file must be at least 1, got {limit_per_file}")
-    sources = [_inspect(path) for path in expand_paths(paths)]
+    try:
+        files = csv_files([paths] if isinstance(paths, str | Path) else paths)
+    except CsvSourceError as exc:
+        raise DataError(str(exc)) from None
+    sources = [_inspect(path) for path in files]
     _check_one_family(sources)
     numeric, categorical, excluded = _common_features(sources)
     labels_to = _normalize_map(label_map or {})
@@ -265,28 +269,6 @@ def read_label_map(path: str | Path) -> dict[str, str]:
     if bad:
         raise DataError(f"{path}: label map values must be strings; not for: {', '.join(map(repr, bad))}")
     return _normalize_map(table, origin=str(path))
-
-
-def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """The CSV files named by ``paths``: files as given, folders expanded (sorted), duplicates removed."""
-    if isinstance(paths, str | Path):
-        paths = [paths]
-    if not paths:
-        raise DataError("no data path given")
-    files: list[Path] = []
-    for given in map(Path, paths):
-        if given.is_dir():
-            found = sorted(child for child in given.iterdir() if child.is_file() and _is_csv(child))
-            if not found:
-                raise DataError(f"{given}: folder has no .csv or .csv.gz files")
-            files.extend(found)
-        elif not given.exists():
-            raise DataError(f"{given}: file not found")
-        elif not _is_csv(given):
-            raise DataError(f"{given}: not a .csv or .csv.gz file")
-        else:
-            files.append(given)
-    return _unique(files)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -651,21 +633,6 @@ def _normalize_map(label_map: Mapping[str, str], origin: str = "label map") -> d
             )
         normalized[label], spelled[label] = target, key
     return normalized
-
-
-def _is_csv(path: Path) -> bool:
-    return path.name.lower().endswith((".csv", ".csv.gz"))
-
-
-def _unique(files: list[Path]) -> list[Path]:
-    seen: set[Path] = set()
-    unique = []
-    for path in files:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(path)
-    return unique
 
 
 def _shown(names: Iterable[str], limit: int = _MAX_NAMES_SHOWN, *, quote: bool = True) -> str:

@@ -60,6 +60,19 @@ def test_an_identity_or_label_field_holding_a_json_container_is_a_wrong_type(dec
     assert repr(field) in result.reason
 
 
+def test_a_record_behind_a_utf8_byte_order_mark_decodes(decoder):
+    assert isinstance(decoder.decode_bytes(b"\xef\xbb\xbf" + orjson.dumps(record())), DecodedFlow)
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, ["tcp"], True])
+def test_a_category_that_is_not_a_name_is_a_wrong_type(value):
+    decoder = FlowDecoder(FEATURES, ["proto"])
+    assert isinstance(decoder.decode_mapping({**record(), "proto": "tcp"}), DecodedFlow)
+    assert decoder.decode_mapping({**record(), "proto": 6}).categorical == ("6",)  # a number reads as its text
+    result = decoder.decode_mapping({**record(), "proto": value})
+    assert isinstance(result, Rejected) and result.code == "wrong_type" and "'proto'" in result.reason
+
+
 def test_missing_features_are_named(decoder):
     row = record()
     del row["Flow Duration"], row["Protocol"]

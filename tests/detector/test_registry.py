@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from detector.bundle import BundleError
@@ -112,3 +114,12 @@ def test_a_registry_without_latest_says_so(tmp_path):
     (tmp_path / "registry" / "versions").mkdir(parents=True)
     with pytest.raises(BundleError, match="has no LATEST: no version was published"):
         resolve_bundle_path(tmp_path / "registry")
+
+
+@pytest.mark.parametrize("pointer", ["..", "."])
+def test_a_latest_pointer_that_names_no_version_directory_is_refused_as_such(tmp_path, pointer):
+    registry = tmp_path / "registry"
+    publish(make_bundle(tmp_path / "a", version="v1"), registry)
+    (registry / LATEST).write_text(pointer + "\n")
+    with pytest.raises(BundleError, match=f"LATEST does not name a version \\('{re.escape(pointer)}'\\)"):
+        resolve_bundle_path(registry)

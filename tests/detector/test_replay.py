@@ -162,15 +162,18 @@ def test_orders_on_one_partition(kafka_bootstrap, flows_csv):
 
 
 @pytest.mark.kafka
-def test_short_rows_are_skipped_and_reported(kafka_bootstrap, tmp_path, capsys):
+def test_short_and_long_rows_are_skipped_and_reported(kafka_bootstrap, tmp_path, capsys):
     path = write_generated_csv(tmp_path / "short.csv", ROWS[:10])
-    with path.open("a", encoding="cp1252") as handle:
-        handle.write("10.0.0.1-10.0.0.2-1-2-6,10.0.0.1\n")
+    lines = path.read_text(encoding="cp1252").splitlines()
+    lines[2] += ",shifted"  # one cell too many: the cells no longer line up with the header
+    lines.append("10.0.0.1-10.0.0.2-1-2-6,10.0.0.1")
+    path.write_text("\n".join(lines) + "\n", encoding="cp1252")
     topic = unique_name("replay")
     assert replay(kafka_bootstrap, topic, path) == 0
-    assert len(records_on(kafka_bootstrap, topic, 10)) == 10
+    assert len(records_on(kafka_bootstrap, topic, 9)) == 9
     err = capsys.readouterr().err
-    assert "rows read: 11; rows skipped: 1" in err and "fewer cells than the header" in err
+    assert "rows read: 11; rows skipped: 2" in err
+    assert "fewer cells than the header" in err and "more cells than the header" in err
 
 
 @pytest.mark.kafka
@@ -195,6 +198,8 @@ def test_speedup_needs_time_order_and_timestamps(tmp_path, capsys):
     assert "no flow timestamp column" in capsys.readouterr().err
     assert main([*common, str(tmp_path / "missing.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main([*common, str(untimed), "--limit", "0"]) == 2
+    assert "limit: Input should be greater than or equal to 1" in capsys.readouterr().err
     gzipped = tmp_path / "gzipped.csv"
     gzipped.write_bytes(gzip.compress(b"Dst Port,Flow Duration,Label\n80,10,BENIGN\n"))
     assert main([*common, str(gzipped)]) == 2

@@ -129,7 +129,15 @@ def test_files_that_are_not_csv_text_or_hold_no_rows_are_clear_failures(bundle, 
     capture = tmp_path / "capture.pcap"
     capture.write_bytes(b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + bytes(16))
     assert score("--bundle", bundle, capture) == 2
+    assert "capture.pcap: not a .csv or .csv.gz file" in capsys.readouterr().err
+    misnamed = tmp_path / "capture.csv"
+    misnamed.write_bytes(capture.read_bytes())
+    assert score("--bundle", bundle, misnamed) == 2
     assert "binary data" in capsys.readouterr().err
+    not_gzip = tmp_path / "flows.csv.gz"
+    not_gzip.write_text("Dst Port,Flow Duration,Label\n80,10,BENIGN\n")
+    assert score("--bundle", bundle, not_gzip) == 2
+    assert "flows.csv.gz: cannot read: Not a gzipped file" in capsys.readouterr().err
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     assert score("--bundle", bundle, empty) == 1
@@ -139,6 +147,15 @@ def test_files_that_are_not_csv_text_or_hold_no_rows_are_clear_failures(bundle, 
 def test_an_out_file_that_cannot_be_written_is_a_usage_error(bundle, flows, tmp_path, capsys):
     assert score("--bundle", bundle, flows, "--out", tmp_path) == 2
     assert f"--out {tmp_path} cannot be written" in capsys.readouterr().err
+
+
+def test_an_out_file_that_is_also_an_input_is_refused_and_left_intact(bundle, flows, tmp_path, capsys):
+    before = flows.read_bytes()
+    assert score("--bundle", bundle, flows, "--out", flows) == 2
+    assert "is one of the input files" in capsys.readouterr().err
+    assert flows.read_bytes() == before
+    assert score("--bundle", bundle, flows.parent, "--out", flows) == 2  # found in a folder argument too
+    assert flows.read_bytes() == before
 
 
 def test_a_bad_batch_size_is_refused_before_the_out_file_is_touched(bundle, flows, tmp_path, capsys):
@@ -218,3 +235,18 @@ def test_score_files_called_as_a_library_knows_the_novel_share_the_bundle_expect
 
     unlike = write_generated_csv(tmp_path / "unlike.csv", unlike_training(generated_rows(seed=8)[:40]))
     assert any("are novel" in hint for hint in score_files([unlike], scorer, io.BytesIO()).hints())
+
+
+def test_a_row_with_extra_cells_is_an_error_and_a_long_cell_does_not_end_the_file(bundle, tmp_path, capsys):
+    rows = [dict(row) for row in ROWS[:4]]
+    rows[1]["Flow ID"] = "x" * 200_000  # over the csv module's default 128 KiB field limit
+    path = write_generated_csv(tmp_path / "flows.csv", rows)
+    lines = path.read_text(encoding="cp1252").splitlines()
+    lines[3] += ",surplus"  # the third data row
+    path.write_text("\n".join(lines) + "\n", encoding="cp1252")
+    out = tmp_path / "verdicts.jsonl"
+    assert score("--bundle", bundle, path, "--out", out) == 0
+    results = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [result["source"]["row"] for result in results] == [1, 2, 3, 4]
+    assert [result.get("error", {}).get("code") for result in results] == [None, None, "long_row", None]
+    assert "'surplus'" in results[2]["error"]["reason"]

@@ -62,7 +62,7 @@ def assert_rows_accounted(table: FlowTable) -> None:
 
 
 def test_a_missing_file_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match=r"generated_nothing\.csv: file not found"):
+    with pytest.raises(DataError, match=r"generated_nothing\.csv does not exist"):
         load_flows([tmp_path / "generated_nothing.csv"])
 
 
@@ -100,7 +100,7 @@ def test_no_known_feature_column_is_a_data_error(tmp_path):
 
 def test_a_folder_without_csvs_is_a_data_error(tmp_path):
     (tmp_path / "generated_notes.txt").write_text("not a csv")
-    with pytest.raises(DataError, match=re.escape("folder has no .csv or .csv.gz files")):
+    with pytest.raises(DataError, match=re.escape("holds no .csv or .csv.gz files")):
         load_flows([tmp_path])
 
 

@@ -1,0 +1,34 @@
+"""Settings precedence: a flag over the environment over the config file, librdkafka properties included."""
+
+from __future__ import annotations
+
+import pytest
+
+from detector.settings import RunSettings, SettingsError, load_settings
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "settings.toml"
+    path.write_text('max_batch = 64\n[kafka]\n"client.id" = "from-file"\n"linger.ms" = "7"\n')
+    return path
+
+
+def test_a_flag_wins_over_the_environment_which_wins_over_the_file(config_file, monkeypatch):
+    assert load_settings(RunSettings, {}, config_file).max_batch == 64
+    monkeypatch.setenv("FLOWWARDEN_MAX_BATCH", "128")
+    assert load_settings(RunSettings, {}, config_file).max_batch == 128
+    assert load_settings(RunSettings, {"max_batch": 256}, config_file).max_batch == 256
+
+
+def test_a_kafka_property_keeps_the_same_precedence_whichever_way_each_source_spells_it(config_file, monkeypatch):
+    monkeypatch.setenv("FLOWWARDEN_KAFKA__CLIENT_ID", "from-env")  # client_id: the environment's spelling
+    assert load_settings(RunSettings, {}, config_file).kafka == {"client.id": "from-env", "linger.ms": "7"}
+    flagged = load_settings(RunSettings, {"kafka": {"client.id": "from-flag"}}, config_file)
+    assert flagged.kafka == {"client.id": "from-flag", "linger.ms": "7"}
+
+
+def test_an_owned_property_in_any_spelling_is_refused(config_file, monkeypatch):
+    monkeypatch.setenv("FLOWWARDEN_KAFKA__GROUP_ID", "sneaky")
+    with pytest.raises(SettingsError, match=r"group\.id is not a pass-through property"):
+        load_settings(RunSettings, {}, config_file)
