@@ -85,9 +85,3 @@ class Batcher(Generic[RecordT]):
         dropped = self._size - sum(len(records) for _, records in kept)
         self._chunks, self._size = kept, self._size - dropped
         return dropped
-
-    def clear(self) -> int:
-        """Forget every record; returns how many."""
-        dropped, self._size = self._size, 0
-        self._chunks.clear()
-        return dropped

@@ -121,11 +121,6 @@ class EmbeddedBroker:
         return f"{HOST}:{self.port}"
 
     @property
-    def advertised_servers(self) -> str:
-        """``127.0.0.1:ADVERTISED_PORT``: where clients end up talking to after metadata."""
-        return f"{HOST}:{self.advertised_port}"
-
-    @property
     def log_path(self) -> Path | None:
         """The file that receives the broker's stdout and stderr."""
         return self._log_path

@@ -14,8 +14,9 @@ and back-pressure is a matter of pausing partitions, not of blocking.
   may be left unable to produce (its epoch bump refused, as Tansu does), and a new one costs little.
 * :class:`ExactlyOnce`: a transactional producer; one transaction per batch: ``begin_transaction`` →
   produce alerts and dead letters → ``send_offsets_to_transaction`` (with the consumer's group metadata,
-  which fences a zombie of an older generation) → ``commit_transaction``. A retriable failure aborts the
-  transaction and rewinds to the batch's first offsets; a fatal one (e.g. fenced by a newer producer with
+  which fences a zombie of an older generation) → ``commit_transaction``. A retriable failure of a step
+  is retried; one that requires an abort (or is not retriable) aborts the transaction and rewinds to the
+  batch's first offsets; a fatal one (e.g. fenced by a newer producer with
   the same transactional id) raises :class:`DeliveryFatal`. An abort replaces the producer (see
   :meth:`ExactlyOnce._abort` for why) instead of calling ``abort_transaction``.
   ``send_offsets_to_transaction`` runs in a helper thread (:class:`_BackgroundCall`): librdkafka ignores its

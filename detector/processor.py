@@ -23,7 +23,6 @@ from detector.alerts import alert_key, build_alert, utc_now
 from detector.bundle import Bundle
 from detector.deadletter import dead_letter_headers, dead_letter_value
 from detector.decode import DecodedFlow, FlowDecoder, Rejected
-from detector.novelty import NOVEL_ABOVE
 from detector.scoring import Scorer
 
 TopicPartitionKey = tuple[str, int]
@@ -139,11 +138,10 @@ class BatchProcessor:
         started = time.perf_counter()
         scores = self.scorer.scores(flows)
         batch.model_seconds = time.perf_counter() - started
-        # The same ranking Scorer.verdicts uses, so the counted label is the alert's label.
-        best = np.argsort(-scores.probabilities, axis=1)[:, 0]
+        best = scores.ranked(1)[:, 0]  # Scorer.verdicts ranks the same way: the counted label is the alert's
         for index, count in self._per_class(best):
             batch.verdicts[(self._classes[index], index != self._benign)] += count
-        novel = scores.novelty > NOVEL_ABOVE if scores.novelty is not None else np.zeros(len(flows), dtype=bool)
+        novel = scores.novel()
         for index, count in self._per_class(best[novel]):
             batch.novel[self._classes[index]] += count
         chosen = self._chosen(best, novel)

@@ -70,6 +70,16 @@ class Scores:
     def take(self, rows: np.ndarray) -> Scores:
         return Scores(self.probabilities[rows], None if self.novelty is None else self.novelty[rows])
 
+    def ranked(self, top_k: int) -> np.ndarray:
+        """Class indices ``[N, top_k]``, most probable first: the one ranking every verdict and count uses."""
+        return np.argsort(-self.probabilities, axis=1)[:, :top_k]
+
+    def novel(self) -> np.ndarray:
+        """``[N]`` booleans: which flows :attr:`Verdict.is_novel` calls novel (none without a novelty model)."""
+        if self.novelty is None:
+            return np.zeros(len(self.probabilities), dtype=bool)
+        return self.novelty > NOVEL_ABOVE
+
 
 class Scorer:
     """A loaded bundle ready to score batches of decoded flows on one device."""
@@ -99,7 +109,7 @@ class Scorer:
 
     def verdicts(self, scores: Scores) -> list[Verdict]:
         probabilities = scores.probabilities
-        order = np.argsort(-probabilities, axis=1)[:, : self.top_k]
+        order = scores.ranked(self.top_k)
         novelty = scores.novelty.tolist() if scores.novelty is not None else [None] * len(probabilities)
         verdicts = []
         for row, ranked, novel in zip(probabilities, order, novelty, strict=True):

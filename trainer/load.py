@@ -148,11 +148,6 @@ class FlowTable:
         return self.files[0].family
 
     @property
-    def feature_names(self) -> tuple[str, ...]:
-        """Numeric then categorical canonical names: the order a :class:`Preprocessor` expects."""
-        return (*self.numeric.columns, *self.categorical.columns)
-
-    @property
     def rows_read(self) -> int:
         return sum(summary.rows_read for summary in self.files)
 

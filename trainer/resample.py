@@ -49,9 +49,11 @@ def smote_tomek(
     Heartbleed flows blown up to thousands of synthetic ones claim a region of feature space that real
     benign flows share.
 
-    Classes already at or above the target keep their rows, and so do the classes in ``keep`` (the
-    benign class: synthetic benign flows would only blur what normal traffic looks like). Returns
-    shuffled rows. ``class_names[label]`` names a class in the notes (the labels themselves otherwise).
+    Classes already at or above the target are not oversampled, nor are the classes in ``keep`` (the
+    benign class: synthetic benign flows would only blur what normal traffic looks like); Tomek-link
+    cleaning (``tomek``) then removes pairs of nearest neighbours of different classes from every class,
+    these included. Returns shuffled rows. ``class_names[label]`` names a class in the notes (the labels
+    themselves otherwise).
     """
 
     def name(label: object) -> str:

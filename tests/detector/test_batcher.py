@@ -71,10 +71,6 @@ def test_drop_partitions_forgets_only_those_partitions():
     assert sorted((m.partition(), m.offset()) for m in batcher.take()) == [(1, 0), (1, 1), (2, 0), (2, 1)]
 
 
-def test_clear_and_bad_size():
-    batcher = Batcher(2, 0.0, Clock())
-    batcher.add(records(0, range(5)))
-    assert batcher.due()
-    assert batcher.clear() == 5 and len(batcher) == 0
+def test_a_batch_size_below_one_is_refused():
     with pytest.raises(ValueError):
         Batcher(0, 1.0)

@@ -6,7 +6,6 @@ Where Tansu falls short of Apache Kafka the test is ``xfail(strict=True)`` on th
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -14,7 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from detector.topics import ensure_topics
 from tests.support.kafka import (
-    BOOTSTRAP_ENV,
+    EMBEDDED,
     ProxiedBroker,
     client_config,
     consume_exactly,
@@ -27,7 +26,6 @@ from tests.support.kafka import (
 from tests.support.worker import committed_offsets
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
-EMBEDDED = not os.environ.get(BOOTSTRAP_ENV)
 TXN_TIMEOUT_S = 15.0
 
 

@@ -3,7 +3,6 @@ loses nothing, and recovers when the path comes back; a delivery that times out 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
@@ -15,7 +14,7 @@ from detector.topics import ensure_topics
 from detector.worker import PAUSED_EVENT
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
-from tests.support.kafka import BOOTSTRAP_ENV, ProxiedBroker, consume_exactly, unique_name
+from tests.support.kafka import EMBEDDED, ProxiedBroker, consume_exactly, unique_name
 from tests.support.tcpproxy import OFFSET_COMMIT_API_KEY, TXN_OFFSET_COMMIT_API_KEY
 from tests.support.worker import (
     WorkerThread,
@@ -29,7 +28,6 @@ from tests.support.worker import (
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
-EMBEDDED = not os.environ.get(BOOTSTRAP_ENV)
 MAX_BATCH = 16
 CUT_SECONDS = 4.0
 # The cut must end well inside the 6 s session: librdkafka's reconnect backoff would otherwise grow to

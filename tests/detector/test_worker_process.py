@@ -6,7 +6,6 @@ worker is tested in-process in test_worker*.py.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from detector.cli import main
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
-from tests.support.kafka import BOOTSTRAP_ENV, client_config_from_env, consume_exactly, unique_name
+from tests.support.kafka import EMBEDDED, client_config_from_env, consume_exactly, unique_name
 from tests.support.worker import (
     Replay,
     WorkerProcess,
@@ -33,7 +32,6 @@ from tests.support.worker import (
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
-EMBEDDED = not os.environ.get(BOOTSTRAP_ENV)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
+
+from detector import decode, features, values
+from detector.bundle import write_bundle
+from detector.model import ModelConfig, ResCAEBiGRU
+from detector.preprocess import Preprocessor
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
@@ -178,7 +184,6 @@ def test_dead_letter_reason_codes_are_the_contract() -> None:
 
 def test_dead_letter_reason_codes_match_the_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every code the decoder can produce is in the schema (the decoder is the source of the codes)."""
-    decode = pytest.importorskip("detector.decode")
     decoder = decode.FlowDecoder(["Flow Duration"], max_record_bytes=64)
     produced = {
         decoder.decode_bytes(None).code,
@@ -263,7 +268,6 @@ def test_flow_record_must_be_a_non_empty_object() -> None:
 )  # fmt: skip
 def test_numeric_feature_text_matches_the_detector(text: str) -> None:
     """The schema accepts exactly the text that detector.values.parse_number accepts (no drift)."""
-    values = pytest.importorskip("detector.values")
     try:
         values.parse_number(text)
         accepted = True
@@ -275,7 +279,6 @@ def test_numeric_feature_text_matches_the_detector(text: str) -> None:
 
 def test_flow_record_spellings_match_the_feature_vocabulary() -> None:
     """Every listed spelling means what the detector takes it for, and every canonical feature is listed."""
-    features = pytest.importorskip("detector.features")
     schema = load(SCHEMAS / "flow-record.schema.json")
     properties = schema["properties"]
     by_ref: dict[str, list[str]] = {}
@@ -311,8 +314,6 @@ def test_flow_record_spellings_match_the_feature_vocabulary() -> None:
 )
 def test_flow_record_examples_decode_and_fill_an_alert(example: str, label: str | None) -> None:
     """The examples are records the detector scores, and what it copies into an alert fits the alert schema."""
-    decode = pytest.importorskip("detector.decode")
-    features = pytest.importorskip("detector.features")
     raw = (EXAMPLES / example).read_bytes()
     plan = features.resolve_columns(list(json.loads(raw)))
     categorical = [name for name in plan.features if name in features.CATEGORICAL_FEATURES]
@@ -335,15 +336,6 @@ def test_flow_record_examples_decode_and_fill_an_alert(example: str, label: str 
 
 def test_manifest_written_by_write_bundle_validates(tmp_path: Path) -> None:
     """The schema describes what detector.bundle.write_bundle really writes."""
-    np = pytest.importorskip("numpy")
-    pytest.importorskip("torch")
-    try:
-        from detector.bundle import write_bundle
-    except ImportError as exc:  # a broken import is the bundle module's bug, reported by its own tests
-        pytest.skip(f"detector.bundle does not import: {exc}")
-    from detector.model import ModelConfig, ResCAEBiGRU
-    from detector.preprocess import Preprocessor
-
     rng = np.random.default_rng(0)
     pre = Preprocessor.fit(rng.random((20, 4)), ["dur", "spkts", "dpkts", "sbytes"], {"proto": ["tcp", "udp"] * 10})
     model = ResCAEBiGRU(ModelConfig(n_features=pre.width, n_classes=3))
