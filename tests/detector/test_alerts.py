@@ -34,6 +34,13 @@ def test_alert_ids_are_deterministic_per_source_record():
     assert len({alert_id("flows", 1, 5), alert_id("flows", 1, 6), alert_id("flows", 2, 5)}) == 3
 
 
+def test_alert_ids_differ_between_topics_for_the_same_partition_and_offset():
+    assert alert_id("flows", 1, 5) != alert_id("flows-replay", 1, 5)
+    first = build_alert(VERDICT, {}, None, MODEL, ("flows", 0, 7), utc_now())
+    replayed = build_alert(VERDICT, {}, None, MODEL, ("flows-replay", 0, 7), utc_now())
+    assert first["alert_id"] != replayed["alert_id"], "two different records must not share an alert_id"
+
+
 def test_keys_follow_flow_identity():
     assert alert_key({"flow_id": "abc"}, ("t", 0, 1)) == b"abc"
     assert alert_key(flow_identity({"src_ip": "1.1.1.1", "dst_port": "80"}), ("t", 0, 1)) == b"1.1.1.1---80-"

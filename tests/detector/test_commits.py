@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import NamedTuple
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -30,13 +31,45 @@ class RecordingLog:
         self._log.warning(event, **fields)
 
 
-def committer_for(bootstrap: str, group: str) -> tuple[OffsetCommitter, Consumer, RecordingLog]:
-    """A committer and its consumer, the consumer's commit results routed to it as the worker routes them."""
+class CommitRequests:
+    """The consumer as the committer uses it: each commit request is recorded, then sent by the real consumer."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.sent: list[dict[tuple[str, int], int]] = []
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> object:
+        self.sent.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
+        return self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+
+
+class PartitionResult(NamedTuple):
+    """One partition of a commit result as ``on_commit`` reads it: a ``TopicPartition`` whose ``error`` is set
+    (confluent-kafka's own cannot be built with one)."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: KafkaError | None
+
+
+def recorded_committer_for(
+    bootstrap: str, group: str
+) -> tuple[OffsetCommitter, Consumer, RecordingLog, CommitRequests]:
+    """A committer and its consumer, the consumer's commit results routed to it as the worker routes them, and
+    the commit requests the committer made of the consumer."""
     route = CommitRoute()
     consumer = group_consumer(bootstrap, group, config={"on_commit": route, "reconnect.backoff.max.ms": 500})
     log = RecordingLog()
-    route.target = OffsetCommitter(consumer, log=log, retry_after=0.2)
-    return route.target, consumer, log
+    requests = CommitRequests(consumer)
+    route.target = OffsetCommitter(requests, log=log, retry_after=0.2)
+    return route.target, consumer, log, requests
+
+
+def committer_for(bootstrap: str, group: str) -> tuple[OffsetCommitter, Consumer, RecordingLog]:
+    """A committer and its consumer, the consumer's commit results routed to it as the worker routes them."""
+    committer, consumer, log, _ = recorded_committer_for(bootstrap, group)
+    return committer, consumer, log
 
 
 def settle(committer: OffsetCommitter, consumer: Consumer, timeout: float = 30.0) -> None:
@@ -88,6 +121,77 @@ def test_a_failed_commit_is_retried(kafka_bootstrap, new_topic):
     finally:
         consumer.close()
     assert committed_offsets(kafka_bootstrap, group, topic, 1) == {0: 8}
+
+
+def test_a_failed_commit_never_replaces_newer_offsets_added_meanwhile(kafka_bootstrap, new_topic):
+    topic, group = new_topic(), unique_name("commits")
+    committer, consumer, _, requests = recorded_committer_for(kafka_bootstrap, group)
+    try:
+        committer.add({(topic, 0): 5})
+        committer.service()
+        committer.add({(topic, 0): 9})  # more work acknowledged while the first request is outstanding
+        committer.on_commit(KafkaError(KafkaError.NOT_COORDINATOR), [TopicPartition(topic, 0, 5)])
+        settle(committer, consumer)
+    finally:
+        consumer.close()
+    assert committed_offsets(kafka_bootstrap, group, topic, 1) == {0: 9}, "the group offset must never move back"
+    assert requests.sent == [{(topic, 0): 5}, {(topic, 0): 9}], "the retry commits the newer offset, not the failed one"
+
+
+def test_a_commit_refused_for_one_partition_is_retried_for_that_partition(kafka_bootstrap, new_topic):
+    topic, group = new_topic(partitions=2), unique_name("commits")
+    committer, consumer, log, requests = recorded_committer_for(kafka_bootstrap, group)
+    try:
+        committer.add({(topic, 0): 3, (topic, 1): 8})
+        committer.service()
+        # The request as a whole succeeded, but the coordinator refused one partition's offset:
+        refused = KafkaError(KafkaError.REQUEST_TIMED_OUT)
+        committer.on_commit(None, [PartitionResult(topic, 0, 3, None), PartitionResult(topic, 1, 8, refused)])
+        assert log.warnings == ["offset commit failed; will retry"]
+        assert not committer.settled, "the refused offset waits for another try"
+        settle(committer, consumer)
+    finally:
+        consumer.close()
+    assert requests.sent == [{(topic, 0): 3, (topic, 1): 8}, {(topic, 1): 8}], "only the refused partition is retried"
+    assert committed_offsets(kafka_bootstrap, group, topic, 2) == {0: 3, 1: 8}
+
+
+def test_newer_offsets_wait_until_the_outstanding_commit_is_answered(kafka_bootstrap, new_topic):
+    # Two requests in flight at once could be answered (or retried by librdkafka) out of order and move the
+    # group back: the committer sends one request at a time.
+    topic, group = new_topic(), unique_name("commits")
+    committer, consumer, _, requests = recorded_committer_for(kafka_bootstrap, group)
+    try:
+        committer.add({(topic, 0): 5})
+        committer.service()
+        committer.add({(topic, 0): 9})
+        for _ in range(3):
+            committer.service()  # the consumer is not polled: the first request's answer is not served yet
+        assert requests.sent == [{(topic, 0): 5}], "a second commit request went out while the first was unanswered"
+        settle(committer, consumer)
+    finally:
+        consumer.close()
+    assert requests.sent == [{(topic, 0): 5}, {(topic, 0): 9}]
+    assert committed_offsets(kafka_bootstrap, group, topic, 1) == {0: 9}
+
+
+def test_forgetting_a_partition_drops_its_commit_in_flight(kafka_bootstrap, new_topic):
+    topic, group = new_topic(), unique_name("commits")
+    committer, consumer, _, requests = recorded_committer_for(kafka_bootstrap, group)
+    try:
+        committer.add({(topic, 0): 4})
+        committer.service()
+        committer.forget({(topic, 0)})  # revoked while its commit is outstanding
+        assert committer.settled, "a revoked partition's commit is nothing to wait for: its next owner commits it"
+        # Not even a failed answer brings it back:
+        committer.on_commit(KafkaError(KafkaError.NOT_COORDINATOR), [TopicPartition(topic, 0, 4)])
+        assert committer.settled
+        for _ in range(10):  # past the committer's retry back-off (0.2 s)
+            committer.service()
+            consumer.poll(0.05)
+    finally:
+        consumer.close()
+    assert requests.sent == [{(topic, 0): 4}], "a forgotten partition's offset was committed again"
 
 
 def test_a_commit_whose_answer_is_lost_blocks_nothing_until_the_coordinator_is_back(proxied_broker: ProxiedBroker):

@@ -102,6 +102,59 @@ def test_at_least_once_commits_each_batch_after_its_messages_are_acknowledged(ka
     assert values_of(consume_exactly(kafka_bootstrap, sink, 9)) == [b"out-%d" % i for i in range(9)]
 
 
+def test_at_least_once_commits_no_batch_before_every_earlier_batch_is_acknowledged(proxied_broker: ProxiedBroker):
+    bootstrap = proxied_broker.bootstrap_servers
+    source, sink = unique_name("source"), unique_name("sink")
+    ensure_topics(bootstrap, [source, sink])
+    group = unique_name("alo-order")
+    delivery, consumer = wired(AtLeastOnce, idempotent(bootstrap), bootstrap, group, max_in_flight=2, log=LOG)
+    proxy = proxied_broker.proxy
+    try:
+        proxy.hold_next(PRODUCE_API_KEY)  # the first batch's acknowledgements are late
+        delivery.submit(batch(source, range(0, 5), sink))
+        progress = drive(delivery, consumer, lambda p: proxy.held_requests > 0)
+        # A later batch with nothing to produce (all benign under --emit attacks) is complete at once:
+        delivery.submit(batch(source, range(5, 9), sink, outputs=0))
+        for _ in range(5):
+            progress.merge(delivery.service())
+            consumer.poll(0.02)
+        assert not progress.completed, "a batch was committed before an earlier batch's messages were acknowledged"
+        assert delivery.busy()
+
+        proxy.release()
+        progress.merge(drive(delivery, consumer, lambda p: len(p.completed) == 2 and not delivery.busy()))
+        assert [b.next_offsets for b in progress.completed] == [{(source, 0): 5}, {(source, 0): 9}]
+        assert not progress.rewind
+    finally:
+        proxy.release()
+        consumer.close()
+    assert committed_offsets(bootstrap, group, source, 1) == {0: 9}
+    assert values_of(consume_exactly(bootstrap, sink, 5)) == [b"out-%d" % i for i in range(5)]
+
+
+def test_at_least_once_never_commits_the_offsets_of_forgotten_partitions(kafka_bootstrap, new_topic):
+    source, sink = new_topic(prefix="source", partitions=2), new_topic(prefix="sink")
+    group = unique_name("alo-forget")
+    delivery, consumer = wired(
+        AtLeastOnce, idempotent(kafka_bootstrap), kafka_bootstrap, group, max_in_flight=2, log=LOG
+    )
+    both = ScoredBatch(
+        outputs=[Output(sink, None, b"out-%d" % i) for i in range(3)],
+        next_offsets={(source, 0): 4, (source, 1): 6},
+        first_offsets={(source, 0): 0, (source, 1): 2},
+        records=8,
+        alert_timestamps=np.empty(0),
+    )
+    try:
+        delivery.submit(both)
+        delivery.forget({(source, 1)})  # partition 1 revoked before the batch's messages were acknowledged
+        drive(delivery, consumer, lambda p: len(p.completed) == 1 and not delivery.busy())
+    finally:
+        consumer.close()
+    assert committed_offsets(kafka_bootstrap, group, source, 2) == {0: 4, 1: -1001}, "partition 1 is its new owner's"
+    assert values_of(consume_exactly(kafka_bootstrap, sink, 3)) == [b"out-0", b"out-1", b"out-2"]
+
+
 def test_exactly_once_commits_outputs_and_offsets_in_one_transaction(kafka_bootstrap, new_topic):
     source, sink = new_topic(prefix="source"), new_topic(prefix="sink")
     group = unique_name("eos")

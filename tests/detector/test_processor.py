@@ -116,6 +116,37 @@ def test_bad_records_become_dead_letters_with_their_original_bytes_key_and_reaso
     assert batch.next_offsets == {(TOPIC, 0): 20} and batch.records == 10
 
 
+def test_dead_letters_explain_the_rejection_in_words_not_only_its_code(bundle):
+    row = dict(generated_rows(0)[0])
+    bad = [
+        b"\xff not json",
+        b"[1, 2]",
+        orjson.dumps({k: v for k, v in row.items() if k != "Flow Duration"}),
+        orjson.dumps({**row, "Flow Duration": "fast"}),
+    ]
+    dead = processor(bundle).process(messages(bad)).outputs
+    decoder = FlowDecoder(FEATURES)
+    expected = [decoder.decode_bytes(value) for value in bad]
+    headers = [{name: value.decode() for name, value in out.headers} for out in dead]
+    assert [h["flowwarden.reason"] for h in headers] == [r.reason for r in expected]
+    assert [h["flowwarden.reason_code"] for h in headers] == [r.code for r in expected]
+    assert all(h["flowwarden.reason"] != h["flowwarden.reason_code"] for h in headers)
+    assert "Flow Duration" in headers[2]["flowwarden.reason"], "the reason names the missing feature"
+
+
+def test_dead_letters_carry_the_detection_time_of_their_batch(bundle):
+    values = [*flow_values(generated_rows(0)[:2]), b"nope", None]
+    batch = processor(bundle).process(messages(values))
+    alerts = [orjson.loads(out.value) for out in batch.outputs if out.topic == "alerts"]
+    dead = [{name: value.decode() for name, value in out.headers} for out in batch.outputs if out.topic == "dlq"]
+    assert len(alerts) == 2 and len(dead) == 2
+    detected = {alert["detected_at"] for alert in alerts}
+    assert len(detected) == 1, "one batch, one detection time"
+    assert {h["flowwarden.detected_at"] for h in dead} == detected, "dead letters were stamped with another time"
+    for headers in dead:
+        assert schema_errors("dead-letter.schema.json", headers) == []
+
+
 def test_a_batch_of_only_bad_records_needs_no_model(bundle):
     batch = processor(bundle).process(messages([b"nope", b"{}"]))
     assert [o.topic for o in batch.outputs] == ["dlq", "dlq"]
