@@ -267,10 +267,25 @@ def _load(data: Sequence[str], label_map: str | None, reporter: Reporter) -> Flo
                 f"{file.path.name}: duplicate column {column} differs from the first one on {rows} row(s); "
                 "the first was used"
             )
+    _warn_about_case_twins(table.labels.unique(), reporter)
     unused = sorted(set(mapping or {}) - set(table.relabelled()))
     if unused:
         reporter.warn(f"label map entries that match no label in the data: {', '.join(unused)}")
     return table
+
+
+def _warn_about_case_twins(labels: Sequence[str], reporter: Reporter) -> None:
+    """Labels that differ only in letter case (``DDoS``, ``ddos``) stay separate classes, as every distinct
+    name does; this is rarely what was meant, so say so and how to merge them."""
+    by_folded: dict[str, list[str]] = {}
+    for label in labels:
+        by_folded.setdefault(label.casefold(), []).append(label)
+    for twins in by_folded.values():
+        if len(twins) > 1:
+            reporter.warn(
+                f"labels that differ only in letter case stay separate classes: {', '.join(sorted(twins))} "
+                "(merge them with --label-map if they are one class)"
+            )
 
 
 def _model_report(table: FlowTable, prepared: PreparedData, predictions: np.ndarray, seconds: float) -> dict:

@@ -274,6 +274,11 @@ def _inspect(path: Path) -> _Source:
     names = _read_header(path)
     plan = resolve_columns(names)
     seen = _shown(name.strip() for name in names)
+    if len(names) == 1 and any(mark in names[0] for mark in ";\t|"):
+        raise DataError(
+            f"{path}: the header is one column ({names[0][:60]!r}...): the file is not comma-separated; "
+            "flow CSVs are read with ',' between fields"
+        )
     if plan.label is None:
         expected = ", ".join(LABEL_COLUMNS)
         raise DataError(f"{path}: no label column (looked for {expected}); columns seen: {seen}")

@@ -527,3 +527,9 @@ def test_a_fully_quoted_file_loads_like_a_plain_one(tmp_path):
     quoted = load_flows([generated(tmp_path, [quote(x) for x in lines], "generated_q.csv", quote(CIC_HEADER))])
     pd.testing.assert_frame_equal(plain.numeric, quoted.numeric)
     assert quoted.labels.tolist() == plain.labels.tolist()
+
+
+def test_a_semicolon_separated_file_says_it_is_not_comma_separated(tmp_path):
+    path = generated(tmp_path, ["80;10;BENIGN"], header="Dst Port;Flow Duration;Label")
+    with pytest.raises(DataError, match="the file is not comma-separated"):
+        load_flows([path])
