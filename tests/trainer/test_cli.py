@@ -179,6 +179,19 @@ def test_evaluate_warns_about_rows_of_classes_the_bundle_never_learned(tmp_path)
     assert report["labels_unknown_to_model"] == ["Brand New Attack"]
 
 
+def test_labels_that_differ_only_in_letter_case_are_a_warning_not_a_merge(tmp_path):
+    from tests.support.bundles import make_bundle
+
+    rows = generated_rows(seed=3)[:20]
+    rows[0], rows[1] = {**rows[0], "Label": "DoS Hulk"}, {**rows[1], "Label": "dos hulk"}
+    data = write_generated_csv(tmp_path / "generated_flows.csv", rows)
+    out, bundle = tmp_path / "e", make_bundle(tmp_path / "bundle")
+    done = run_trainer("evaluate", "--bundle", str(bundle), "--data", str(data), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "labels that differ only in letter case stay separate classes: DoS Hulk, dos hulk" in done.stderr
+    assert "dos hulk" in json.loads((out / "report.json").read_text())["labels_unknown_to_model"]
+
+
 def test_evaluate_on_data_without_a_feature_every_cic_meter_writes_says_to_train_without_it(tmp_path):
     from tests.support.bundles import make_bundle
 
