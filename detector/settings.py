@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -223,7 +223,8 @@ def load_settings(cls: type[_Settings], flags: Mapping[str, Any], config_file: s
     try:
         return cls(**given)
     except ValidationError as exc:
-        raise SettingsError(f"invalid settings: {'; '.join(map(_problem, exc.errors()))}") from None
+        problems = [_problem(error, _origin(error["loc"], given, cls._toml_data, path)) for error in exc.errors()]
+        raise SettingsError(f"invalid settings: {'; '.join(problems)}") from None
     except SourceError as exc:  # e.g. FLOWWARDEN_KAFKA='not json': a value the environment source cannot parse
         raise SettingsError(f"invalid settings: {_source_problem(exc)}") from None
     finally:
@@ -238,11 +239,28 @@ def topic_name(value: str) -> str:
     return value
 
 
-def _problem(error: Mapping[str, Any]) -> str:
-    """One validation error as ``field: what is wrong`` (no field for a rule across fields)."""
+def _problem(error: Mapping[str, Any], origin: str | None) -> str:
+    """One validation error as ``field: what is wrong (from where)``; no field for a rule across fields."""
     message = str(error["msg"]).removeprefix("Value error, ")
     field = ".".join(map(str, error["loc"]))
-    return f"{field}: {message}" if field else message
+    if not field:
+        return message
+    return f"{field}: {message}" + (f" (from {origin})" if origin else "")
+
+
+def _origin(loc: Sequence[Any], given: Mapping[str, Any], toml_data: Mapping[str, Any], path: Any) -> str | None:
+    """Where the value of the setting at ``loc`` came from, in the order that wins: flag, environment, file."""
+    if not loc:
+        return None
+    name = str(loc[0])
+    if name in given:
+        return "--kafka-option" if name == "kafka" else f"--{name.replace('_', '-')}"
+    variable = f"{ENV_PREFIX}{name.upper()}"
+    if any(key.upper() == variable or key.upper().startswith(f"{variable}__") for key in os.environ):
+        return variable
+    if name in toml_data:
+        return f"config file {path}"
+    return None
 
 
 def _source_problem(exc: SourceError) -> str:

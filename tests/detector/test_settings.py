@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from detector.settings import RunSettings, SettingsError, load_settings
@@ -32,3 +34,14 @@ def test_an_owned_property_in_any_spelling_is_refused(config_file, monkeypatch):
     monkeypatch.setenv("FLOWWARDEN_KAFKA__GROUP_ID", "sneaky")
     with pytest.raises(SettingsError, match=r"group\.id is not a pass-through property"):
         load_settings(RunSettings, {}, config_file)
+
+
+def test_a_bad_value_names_where_it_came_from(config_file, monkeypatch):
+    config_file.write_text("max_batch = 0\n")
+    with pytest.raises(SettingsError, match=rf"max_batch: .* \(from config file {re.escape(str(config_file))}\)"):
+        load_settings(RunSettings, {}, config_file)
+    monkeypatch.setenv("FLOWWARDEN_MAX_BATCH", "-1")
+    with pytest.raises(SettingsError, match=r"max_batch: .* \(from FLOWWARDEN_MAX_BATCH\)"):
+        load_settings(RunSettings, {}, config_file)
+    with pytest.raises(SettingsError, match=r"max_batch: .* \(from --max-batch\)"):
+        load_settings(RunSettings, {"max_batch": 0}, config_file)
