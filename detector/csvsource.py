@@ -93,8 +93,9 @@ def _each_once(files: list[Path]) -> list[Path]:
     seen: set[Path] = set()
     unique = []
     for path in files:
-        if path.resolve() not in seen:
-            seen.add(path.resolve())
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
             unique.append(path)
     return unique
 

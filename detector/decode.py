@@ -103,11 +103,13 @@ class FlowDecoder:
                 numeric[i] = parse_number(record[column.source]) * column.scale
             except ValueError as exc:
                 return Rejected("wrong_type", f"feature {column.source!r}: {exc}")
+        categories = []
         for name in self.categorical:
-            value = record[plan.features[name].source]
-            if isinstance(value, dict | list | bool):
-                return Rejected("wrong_type", f"feature {plan.features[name].source!r} must be a category name")
-        categorical = tuple(_category(record[plan.features[name].source]) for name in self.categorical)
+            source = plan.features[name].source
+            if isinstance(record[source], dict | list | bool):
+                return Rejected("wrong_type", f"feature {source!r} must be a category name")
+            categories.append(_category(record[source]))
+        categorical = tuple(categories)
         flow = {field: record[source] for field, source in plan.flow_fields.items()}
         for source in (*plan.flow_fields.values(), *([plan.label] if plan.label else []), *plan.secondary_labels):
             if isinstance(record.get(source), dict | list):

@@ -5,26 +5,36 @@ librdkafka reports, per partition, the end of the log as the consumer last saw i
 Its own ``consumer_lag`` is measured against the offsets *it* committed, which it does not know when the
 offsets are committed through a producer's transaction; so the worker subtracts its own committed
 positions from these ends instead. The statistics cost nothing extra to obtain: librdkafka emits them
-every ``statistics.interval.ms`` from inside ``poll``.
+every ``statistics.interval.ms`` from inside ``poll``. A document is parsed once (:func:`read_stats`)
+and then read by each function here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 
-def partition_ends(stats_json: str | bytes, topic: str) -> dict[int, tuple[int, int]]:
+def read_stats(stats_json: str | bytes) -> Mapping[str, Any]:
+    """One statistics document as a mapping; empty when it is not a JSON object."""
+    try:
+        stats = orjson.loads(stats_json)
+    except orjson.JSONDecodeError:
+        return {}
+    return stats if isinstance(stats, dict) else {}
+
+
+def partition_ends(stats: Mapping[str, Any], topic: str) -> dict[int, tuple[int, int]]:
     """``{partition: (end offset, committed offset)}`` of ``topic`` from one statistics document.
 
     Partitions whose end is unknown are left out; the committed offset is what librdkafka last fetched or
     committed itself (-1 when unknown), a fallback for a worker that has not committed a batch yet.
     """
     try:
-        stats: Any = orjson.loads(stats_json)
         partitions = stats["topics"][topic]["partitions"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return {}
     ends: dict[int, tuple[int, int]] = {}
     for name, data in partitions.items():
@@ -39,17 +49,14 @@ def partition_ends(stats_json: str | bytes, topic: str) -> dict[int, tuple[int, 
     return ends
 
 
-def any_broker_up(stats_json: str | bytes) -> bool | None:
+def any_broker_up(stats: Mapping[str, Any]) -> bool | None:
     """Whether the client holds a working connection to at least one broker, from one statistics document.
 
     librdkafka lists every broker it knows (bootstrap, learned, the logical ``GroupCoordinator``) with a
     connection ``state``; ``"UP"`` is the only state in which requests flow. ``None`` when the document
     lists no brokers (nothing known yet, or not a statistics document): the caller keeps what it had.
     """
-    try:
-        brokers: Any = orjson.loads(stats_json)["brokers"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
+    brokers = stats.get("brokers")
     if not isinstance(brokers, dict) or not brokers:
         return None
     return any(isinstance(broker, dict) and broker.get("state") == "UP" for broker in brokers.values())

@@ -41,9 +41,14 @@ def resolve_bundle_path(path: str | Path) -> Path:
         version = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise BundleError(f"registry {source}: {LATEST} is not UTF-8 text ({raw[:40]!r})") from None
-    if not version or Path(version).name != version or version in {".", ".."}:
+    if not _is_version_name(version):
         raise BundleError(f"registry {source}: {LATEST} does not name a version ({version!r})")
     return source / VERSIONS / version
+
+
+def _is_version_name(version: str) -> bool:
+    """A name ``LATEST`` may hold: one directory of ``versions/``, never a path out of it."""
+    return bool(version) and Path(version).name == version and version not in {".", ".."}
 
 
 def check_registry_target(registry: str | Path) -> Path:
@@ -150,8 +155,8 @@ class RegistryWatcher:
 
     def _fingerprint(self, version: str) -> tuple[tuple[str, int, int], ...]:
         """Name, size and modification time of each file of a version: what changes when it is fixed."""
-        if Path(version).name != version or version in {".", ".."}:
-            return ()  # not a version name (load_bundle refused it): never worth listing
+        if not _is_version_name(version):
+            return ()  # load_bundle refused it: never worth listing
         target = self.registry / VERSIONS / version
         try:
             files = sorted(target.rglob("*")) if target.is_dir() else [target]

@@ -240,10 +240,11 @@ def _open_out(path: str | None, inputs: list[Path]) -> IO[bytes] | None:
     input files (opening it would empty it before a row is read), is a usage error."""
     if not path:
         return None
-    if Path(path).exists() and any(Path(path).resolve() == source.resolve() for source in inputs):
+    target = Path(path)
+    if target.exists() and any(target.resolve() == source.resolve() for source in inputs):
         raise CsvSourceError(f"--out {path} is one of the input files: it would be emptied before it is read")
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         return open(path, "wb")
     except OSError as exc:
         raise CsvSourceError(f"--out {path} cannot be written: {exc.strerror or exc}") from None

@@ -42,7 +42,7 @@ from detector.batcher import Batcher
 from detector.bundle import BundleError
 from detector.clients import consumer_config, default_transactional_id, producer_config
 from detector.delivery import AtLeastOnce, Delivery, DeliveryFatal, ExactlyOnce, Progress
-from detector.kafkastats import any_broker_up, partition_ends
+from detector.kafkastats import any_broker_up, partition_ends, read_stats
 from detector.logging import get_logger, librdkafka_logger
 from detector.metrics import Health, MetricsServer, WorkerMetrics
 from detector.processor import BatchProcessor, TopicPartitionKey
@@ -539,14 +539,15 @@ class Worker:
         self.delivery.on_commit(error, partitions)
 
     def _on_stats(self, stats_json: str) -> None:
-        reachable = any_broker_up(stats_json)
+        stats = read_stats(stats_json)
+        reachable = any_broker_up(stats)
         if reachable is not None and reachable != self.health.broker_reachable:
             self.health.broker_reachable = reachable
             if reachable:
                 self.log.info("a broker is reachable again: ready")
             else:
                 self.log.warning("no broker reachable: not ready until one is")
-        for partition, (end, committed) in partition_ends(stats_json, self.topic).items():
+        for partition, (end, committed) in partition_ends(stats, self.topic).items():
             tp = (self.topic, partition)
             if tp not in self._assigned:
                 continue

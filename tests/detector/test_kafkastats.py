@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from detector.kafkastats import any_broker_up, partition_ends
+from detector.kafkastats import any_broker_up, partition_ends, read_stats
 
 
 def _stats(brokers: dict[str, str] | None = None, partitions: dict[str, dict[str, int]] | None = None) -> bytes:
@@ -28,12 +28,12 @@ def _stats(brokers: dict[str, str] | None = None, partitions: dict[str, dict[str
     ],
 )
 def test_a_broker_is_up_only_when_one_connection_is_up(brokers, expected):
-    assert any_broker_up(_stats(brokers)) is expected
+    assert any_broker_up(read_stats(_stats(brokers))) is expected
 
 
 @pytest.mark.parametrize("document", [_stats(), _stats({}), b"not json", b"[]"])
 def test_reachability_is_unknown_without_brokers_in_the_document(document):
-    assert any_broker_up(document) is None
+    assert any_broker_up(read_stats(document)) is None
 
 
 def test_partition_ends_prefer_the_stable_offset_and_skip_the_unassigned_bucket():
@@ -43,5 +43,5 @@ def test_partition_ends_prefer_the_stable_offset_and_skip_the_unassigned_bucket(
         "1": {"hi_offset": 50, "ls_offset": -1001, "committed_offset": -1001},
         "2": {"hi_offset": -1001, "ls_offset": -1001, "committed_offset": 7},
     }
-    assert partition_ends(_stats(partitions=partitions), "flows") == {0: (100, 90), 1: (50, -1001)}
-    assert partition_ends(_stats(partitions=partitions), "other") == {}
+    assert partition_ends(read_stats(_stats(partitions=partitions)), "flows") == {0: (100, 90), 1: (50, -1001)}
+    assert partition_ends(read_stats(_stats(partitions=partitions)), "other") == {}
