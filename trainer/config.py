@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from detector.tomlfile import TomlFileError, read_toml_file
 
@@ -21,7 +21,9 @@ PROFILES = ("paper", "tuned", "quick")
 
 class _Section(BaseModel):
     # No inf or nan: an infinite learning rate trains a model of NaN weights that still verifies and serves.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # Strict types: TOML has its own integers, floats and booleans, so `epochs = "3"` or `tomek = 1` is a
+    # mistake to report, not a value to guess at (an integer is still accepted where a float is wanted).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class SplitConfig(_Section):
@@ -68,6 +70,12 @@ class ModelSection(_Section):
     gru_hidden: int = Field(64, ge=1)
     gru_layers: int = Field(2, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _array_as_pair(cls, value: Any) -> Any:
+        """TOML has arrays, not tuples; the two numbers inside are still checked strictly."""
+        return tuple(value) if isinstance(value, list) else value
 
 
 class PretrainConfig(_Section):
@@ -172,19 +180,22 @@ def _validated(data: dict[str, Any], where: str) -> TrainConfig:
 
 
 def _problems(exc: ValidationError) -> str:
-    """One ``key.path: what is wrong`` per key. pydantic reports a value that fits no member of a union
-    (``contamination = 0.9``) once per member, under a location naming the member's type
+    """One ``key.path: what is wrong (got VALUE)`` per key. pydantic reports a value that fits no member of a
+    union (``contamination = 0.9``) once per member, under a location naming the member's type
     (``constrained-float``, ``literal['auto']``): those are joined with "or" under the key the user wrote."""
     problems: dict[str, list[str]] = {}
+    values: dict[str, str] = {}
     for error in exc.errors():
         loc = error["loc"]
         if error["type"] != "extra_forbidden":  # there the last part is the unknown key itself
             loc = tuple(part for part in loc if isinstance(part, int) or part in _FIELD_NAMES)
+            if not isinstance(error["input"], dict):
+                values.setdefault(".".join(map(str, loc)), f" (got {error['input']!r})")
         key = ".".join(map(str, loc))
         messages = problems.setdefault(key, [])
         if error["msg"] not in messages:
             messages.append(error["msg"])
-    return "; ".join(f"{key}: {' or '.join(messages)}" for key, messages in problems.items())
+    return "; ".join(f"{key}: {' or '.join(messages)}{values.get(key, '')}" for key, messages in problems.items())
 
 
 def _field_names(model: type[BaseModel]) -> set[str]:

@@ -111,6 +111,32 @@ def test_a_value_that_fits_no_alternative_is_one_message_under_the_key_the_user_
     assert "constrained" not in message and "literal[" not in message  # pydantic's names for union members
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[finetune]\nepochs = "3"\n', "finetune.epochs: Input should be a valid integer (got '3')"),
+        ("[resample]\ntomek = 1\n", "resample.tomek: Input should be a valid boolean (got 1)"),
+        ("seed = true\n", "seed: Input should be a valid integer (got True)"),
+        ('[model]\nfilters = [8, "16"]\n', "model.filters.1: Input should be a valid integer (got '16')"),
+        ('[finetune]\nlr = "0.1"\n', "finetune.lr: Input should be a valid number (got '0.1')"),
+        ('[features]\nexclude = ["Flow Duration", 3]\n', "features.exclude.1: Input should be a valid string (got 3)"),
+    ],
+)
+def test_a_value_of_the_wrong_toml_type_is_an_error_not_a_guess(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("paper", path)
+
+
+def test_toml_arrays_and_integers_are_accepted_where_a_pair_or_a_float_is_wanted(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nfilters = [8, 16]\n[finetune]\nlr = 1\n[finetune.focal]\nalpha = [1, 0.5]\n")
+    config = load_config("paper", path)
+    assert config.model.filters == (8, 16)
+    assert config.finetune.lr == 1.0 and config.finetune.focal.alpha == [1.0, 0.5]
+
+
 def test_command_line_changes_are_validated_like_a_file():
     with pytest.raises(ConfigError, match=re.escape("finetune.epochs")):
         load_config("quick").with_changes({"finetune": {"epochs": 0}})
