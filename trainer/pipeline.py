@@ -210,6 +210,7 @@ def _resample(
         advance(1)
     steps["resample"] = {
         "k_neighbors": result.k_neighbors,
+        "k_neighbors_reduced": {classes[int(k)]: v for k, v in result.k_reduced.items()},
         "notes": list(result.notes),
         "rows_before": {classes[int(k)]: v for k, v in result.counts_before.items()},
         "rows_after": {classes[int(k)]: v for k, v in result.counts_after.items()},

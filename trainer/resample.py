@@ -5,9 +5,9 @@ neighbours; Tomek-link removal then deletes pairs of opposite-class nearest neig
 the class borders SMOTE blurred. Both run on the scaled training split only.
 
 Tiny classes are the norm in flow data (Heartbleed has 11 rows in our sample, 7 or 8 of them in a
-training split). SMOTE needs ``k + 1`` rows per class, so ``k`` shrinks to fit the smallest class that
-has at least two rows, and a class with a single row is duplicated instead of interpolated. What was
-adapted is reported, never hidden.
+training split). SMOTE needs ``k + 1`` rows per class, so a class with fewer rows is interpolated with a
+smaller ``k`` of its own (every other class keeps the configured one), and a class with a single row is
+duplicated instead of interpolated. What was adapted is reported, never hidden.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from imblearn.combine import SMOTETomek
 from imblearn.over_sampling import SMOTE, RandomOverSampler
 from imblearn.under_sampling import TomekLinks
 
@@ -26,6 +25,8 @@ class ResampleResult:
     features: np.ndarray
     labels: np.ndarray
     k_neighbors: int
+    # Classes too small for ``k_neighbors``, with the k they were interpolated with.
+    k_reduced: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = field(default=())
     counts_before: dict[str, int] = field(default_factory=dict)
     counts_after: dict[str, int] = field(default_factory=dict)
@@ -75,30 +76,26 @@ def smote_tomek(
         x, y = RandomOverSampler(sampling_strategy=singles, random_state=seed).fit_resample(x, y)
     smote_strategy = {c: t for c, t in strategy.items() if c not in singles}
 
-    k = k_neighbors
-    if smote_strategy:
-        smallest_class = min(smote_strategy, key=lambda c: before[str(c)])
-        smallest = before[str(smallest_class)]
-        if smallest - 1 < k:
-            k = smallest - 1
-            notes.append(
-                f"k_neighbors reduced from {k_neighbors} to {k}: the smallest class, {name(smallest_class)}, "
-                f"has {smallest} training rows"
-            )
-        smote = SMOTE(sampling_strategy=smote_strategy, k_neighbors=k, random_state=seed)
-        if tomek:
-            sampler = SMOTETomek(smote=smote, tomek=TomekLinks(sampling_strategy="all"), random_state=seed)
-        else:
-            sampler = smote
-        x, y = sampler.fit_resample(x, y)
-    elif tomek:
+    reduced = {c: before[str(c)] - 1 for c in smote_strategy if before[str(c)] - 1 < k_neighbors}
+    for c, k in reduced.items():
+        rows = before[str(c)]
+        notes.append(f"k_neighbors reduced from {k_neighbors} to {k} for {name(c)}: it has {rows} training rows")
+    # One SMOTE per k, the configured k first: the classes that keep it are synthesized exactly as they
+    # would be without the small classes.
+    groups: dict[int, dict[object, int]] = {}
+    for c, rows in smote_strategy.items():
+        groups.setdefault(reduced.get(c, k_neighbors), {})[c] = rows
+    for k in sorted(groups, reverse=True):
+        x, y = SMOTE(sampling_strategy=groups[k], k_neighbors=k, random_state=seed).fit_resample(x, y)
+    if tomek:
         x, y = TomekLinks(sampling_strategy="all").fit_resample(x, y)
 
     order = np.random.default_rng(seed).permutation(len(y))
     x, y = np.asarray(x)[order], np.asarray(y)[order]
     after_classes, after_counts = np.unique(y, return_counts=True)
     after = {str(c): int(n) for c, n in zip(after_classes, after_counts, strict=True)}
-    return ResampleResult(x, y, k, tuple(notes), before, after)
+    reduced_by_name = {str(c): k for c, k in reduced.items()}
+    return ResampleResult(x, y, k_neighbors, reduced_by_name, tuple(notes), before, after)
 
 
 def _target(rows: int, target: int, max_ratio: float | None) -> int:

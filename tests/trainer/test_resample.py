@@ -19,12 +19,25 @@ def test_minority_classes_are_raised_towards_the_majority():
     assert len(result.labels) == len(result.features)
 
 
-def test_a_class_smaller_than_k_plus_one_shrinks_k_and_says_so():
+def test_a_class_smaller_than_k_plus_one_gets_a_smaller_k_of_its_own_and_says_so():
     x, y = imbalanced([100, 50, 4])
     result = smote_tomek(x, y, k_neighbors=5, seed=1)
-    assert result.k_neighbors == 3
-    assert any("k_neighbors reduced from 5 to 3" in note for note in result.notes)
+    assert result.k_neighbors == 5 and result.k_reduced == {"2": 3}
+    assert any("k_neighbors reduced from 5 to 3 for 2: it has 4 training rows" in note for note in result.notes)
     assert result.counts_after["2"] > 4
+
+
+def test_a_tiny_class_does_not_change_how_the_other_classes_are_synthesized():
+    x, y = imbalanced([100, 50, 30, 4])
+    with_tiny = smote_tomek(x, y, seed=1, tomek=False)
+    without = smote_tomek(x[y != 3], y[y != 3], seed=1, tomek=False)
+
+    def rows(result, label):
+        mine = result.features[result.labels == label]
+        return mine[np.lexsort(mine.T)]
+
+    for label in (1, 2):
+        np.testing.assert_array_equal(rows(with_tiny, label), rows(without, label))
 
 
 def test_a_single_row_class_is_duplicated_not_interpolated():
@@ -40,7 +53,7 @@ def test_notes_name_the_classes_they_are_about():
     x, y = imbalanced([60, 30, 4, 1])
     result = smote_tomek(x, y, seed=1, tomek=False, class_names=("BENIGN", "DoS", "Infiltration", "Heartbleed"))
     assert "duplicated rather than interpolated (one training row): Heartbleed" in result.notes
-    assert any("the smallest class, Infiltration, has 4 training rows" in note for note in result.notes)
+    assert "k_neighbors reduced from 5 to 3 for Infiltration: it has 4 training rows" in result.notes
 
 
 def test_the_cap_limits_oversampling_and_rows_come_out_shuffled():
