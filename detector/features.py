@@ -335,6 +335,22 @@ def _choose_label(candidates: Iterable[str], *, cic: bool = False) -> tuple[str 
 FAMILY_NAMES: dict[str, str] = {"cic": "CICFlowMeter (CIC)", "unsw": "UNSW-NB15"}
 
 
+def missing_features_advice(missing: Iterable[str], trained_on: str, data_family: str) -> str:
+    """What would let a bundle trained on ``trained_on`` features score data of ``data_family`` that lacks
+    ``missing`` of them: a bundle trained on that kind of data; for CIC data that lacks only what newer CIC
+    meters add, a portable bundle; otherwise a bundle trained without the missing features."""
+    missing = list(missing)
+    if data_family != trained_on:
+        return (
+            f"the bundle was trained on {FAMILY_NAMES.get(trained_on, trained_on)} features and the data has "
+            f"{FAMILY_NAMES.get(data_family, data_family)} features: train a bundle on this kind of data"
+        )
+    if trained_on == "cic" and not set(missing) & set(PORTABLE_CIC_FEATURES):
+        return "a bundle trained with `[features] portable = true` needs only what every CIC meter writes"
+    listed = ", ".join(f'"{name}"' for name in missing)
+    return f"the meter that wrote this data lacks them: train a bundle without them (`[features] exclude = [{listed}]`)"
+
+
 def family_of(features: Iterable[str]) -> str:
     """``"cic"``, ``"unsw"`` or ``"mixed"``: which vocabulary a set of canonical features belongs to."""
     names = set(features)

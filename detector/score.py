@@ -37,7 +37,7 @@ from detector.alerts import build_alert
 from detector.bundle import Bundle, BundleError, load_bundle
 from detector.csvsource import EXTRA_CELLS, CsvSourceError, csv_files, read_header, read_rows
 from detector.decode import DecodedFlow, Rejected
-from detector.features import FAMILY_NAMES, family_of, resolve_columns
+from detector.features import family_of, missing_features_advice, resolve_columns
 from detector.online_eval import from_confusion
 from detector.records import layout_for, to_record
 from detector.registry import resolve_bundle_path
@@ -46,14 +46,6 @@ from detector.scoring import DeviceError, Scorer
 DEFAULT_BATCH = 1024
 EXIT_OK, EXIT_NOTHING_SCORED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 NOVEL_HINT_FACTOR = 5  # a novel share this many times the calibrated one is no longer noise
-PORTABLE_HINT = (
-    "rows lack features the bundle needs: their flow meter does not write them. Train on this meter's flows, "
-    "or train a bundle with `[features] portable = true`, which needs only what every CIC meter writes"
-)
-OTHER_FAMILY_HINT = (
-    "rows lack features the bundle needs: the bundle was trained on {bundle} features and the files hold "
-    "{data} features; score them with a bundle trained on such flows"
-)
 _VERDICT_FIELDS = ("flow", "label", "is_attack", "confidence", "probabilities", "novelty", "ground_truth")
 
 
@@ -68,7 +60,7 @@ class ScoreSummary:
     novel: int | None = None  # None: the bundle has no novelty model
     novel_expected: float = 0.0  # the share of novel flows the calibration expects on flows like the training data
     truth_pairs: Counter[tuple[str, str]] = field(default_factory=Counter)
-    missing_features_hint: str = PORTABLE_HINT
+    missing_features_hint: str = "rows lack features the bundle needs"
 
     @classmethod
     def for_bundle(cls, bundle: Bundle) -> ScoreSummary:
@@ -251,10 +243,11 @@ def _open_out(path: str | None, inputs: list[Path]) -> IO[bytes] | None:
 
 
 def _missing_features_hint(bundle: Bundle, headers: list[list[str]]) -> str:
-    """What to do about rows that lack the bundle's features: a portable bundle helps only CIC data."""
-    trained_on = family_of(bundle.features)
-    families = {family_of(resolve_columns(header).features) for header in headers if header}
+    """What to do about rows that lack the bundle's features (the same advice as ``trainer evaluate``)."""
+    plans = [resolve_columns(header) for header in headers if header]
+    needed = list(bundle.features)
+    missing = [name for name in needed if any(name not in plan.features for plan in plans)]
+    families = {family_of(plan.features) for plan in plans}
     data = next(iter(families)) if len(families) == 1 else "mixed"
-    if trained_on == "cic" and data == "cic":
-        return PORTABLE_HINT
-    return OTHER_FAMILY_HINT.format(bundle=FAMILY_NAMES.get(trained_on, trained_on), data=FAMILY_NAMES.get(data, data))
+    advice = missing_features_advice(missing, family_of(needed), data)
+    return f"rows lack features the bundle needs: {advice}"

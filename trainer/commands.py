@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from detector.bundle import load_bundle
-from detector.features import FAMILY_NAMES, PORTABLE_CIC_FEATURES, family_of
+from detector.features import family_of, missing_features_advice
 from detector.registry import check_registry_target, publish, resolve_bundle_path
 from detector.scoring import pick_device, predict_proba
 from trainer.ablate import PAPER_TABLE6, ablation_rows
@@ -102,7 +102,8 @@ def evaluate(
         raise DataError(
             f"the data lacks {len(missing)} feature(s) the bundle needs: {', '.join(missing[:8])}"
             + (" ..." if len(missing) > 8 else "")
-            + _missing_features_hint(missing, family_of(pre.input_features), table.family)
+            + "; "
+            + missing_features_advice(missing, family_of(pre.input_features), table.family)
         )
     matrix = pre.transform(
         table.numeric[list(pre.numeric)].to_numpy(dtype=np.float64),
@@ -129,22 +130,6 @@ def evaluate(
     write_report(out, report, f"Evaluation of bundle {bundle.version}", rows=f"{len(table.labels)} evaluated rows")
     print_summary(report, out, f"bundle {bundle.version} · evaluation")
     return report
-
-
-def _missing_features_hint(missing: Sequence[str], trained_on: str, family: str) -> str:
-    """What would let a bundle score this data: another family needs its own bundle; a CIC bundle needs
-    either the portable feature set (when only newer-meter features are missing) or those features left out."""
-    if family != trained_on:
-        return (
-            f"; the bundle was trained on {FAMILY_NAMES.get(trained_on, trained_on)} features and the data has "
-            f"{FAMILY_NAMES.get(family, family)} features: train a bundle on this kind of data"
-        )
-    if trained_on == "cic" and not set(missing) & set(PORTABLE_CIC_FEATURES):
-        return "; a bundle trained with `[features] portable = true` needs only what every CIC meter writes"
-    listed = ", ".join(f'"{name}"' for name in missing)
-    return (
-        f"; the meter that wrote this data lacks them: train a bundle without them (`[features] exclude = [{listed}]`)"
-    )
 
 
 def _warn_unknown_labels(table: FlowTable, classes: Sequence[str], reporter: Reporter) -> list[str]:

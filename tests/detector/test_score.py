@@ -89,7 +89,15 @@ def test_a_file_without_a_needed_feature_gives_missing_features_rows_and_fails(b
     lines = [orjson.loads(line) for line in captured.out.splitlines()]
     assert [line["error"]["code"] for line in lines] == ["missing_features"] * 4
     assert "Flow Duration" in lines[0]["error"]["reason"]
-    assert "no row could be scored" in captured.err and "portable = true" in captured.err
+    assert "no row could be scored" in captured.err
+    assert '`[features] exclude = ["Flow Duration"]`' in captured.err, "a portable bundle needs Flow Duration too"
+
+
+def test_rows_lacking_only_what_newer_cic_meters_add_are_pointed_at_a_portable_bundle(bundle, tmp_path, capsys):
+    rows = [{k: v for k, v in row.items() if k != "Protocol"} for row in ROWS[:4]]
+    assert score("--bundle", bundle, write_generated_csv(tmp_path / "older-meter.csv.gz", rows)) == 1
+    err = capsys.readouterr().err
+    assert "`[features] portable = true` needs only what every CIC meter writes" in err and "exclude" not in err
 
 
 def test_a_mix_of_scorable_and_unscorable_files_succeeds_and_says_why_rows_failed(bundle, tmp_path, capsys):
@@ -99,7 +107,8 @@ def test_a_mix_of_scorable_and_unscorable_files_succeeds_and_says_why_rows_faile
     whole = write_generated_csv(tmp_path / "whole.csv.gz", ROWS[:3])
     assert score("--bundle", bundle, partial, whole) == 0
     err = capsys.readouterr().err
-    assert "scored 3 of 4 rows" in err and "portable = true" in err and "no row could be scored" not in err
+    assert "scored 3 of 4 rows" in err and "no row could be scored" not in err
+    assert "rows lack features the bundle needs: the meter that wrote this data lacks them" in err
 
 
 def test_verdicts_agree_with_the_scorer_called_directly(bundle, tmp_path, capsys):
@@ -182,7 +191,7 @@ def test_unsw_rows_for_a_cic_bundle_are_not_told_to_train_a_portable_cic_bundle(
     path.write_text(f"{header}\n0.1,2,2,100,200,tcp,-,FIN,,0\n")
     assert score("--bundle", bundle, path) == 1
     err = capsys.readouterr().err
-    assert "trained on CICFlowMeter (CIC) features and the files hold UNSW-NB15 features" in err
+    assert "trained on CICFlowMeter (CIC) features and the data has UNSW-NB15 features: train a bundle on this" in err
     assert "portable" not in err
 
 
