@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,14 @@ from trainer.baselines import run_baselines
 from trainer.config import TrainConfig, load_config
 from trainer.evaluate import classification_metrics, rate_text
 from trainer.export import write_test_predictions, write_test_split
-from trainer.load import DataError, FlowTable, load_flows, read_label_map
+from trainer.load import DataError, FlowTable, UnusedFeatures, load_flows, read_label_map
 from trainer.novelty import novelty_summary
 from trainer.pipeline import FitResult, PreparedData, prepare, save_bundle, train_model
 from trainer.plots import plot_curves
 from trainer.progress import Reporter
 from trainer.report import data_summary, environment, print_summary, rows_dropped, write_report, write_report_json
 from trainer.rundir import check_run_dir
+from trainer.select import unused_features
 
 HEADLINE = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro")
 
@@ -44,7 +45,7 @@ def fit(
     if registry:
         check_registry_target(registry)
     out = check_run_dir(out)
-    table = _load(data, label_map, reporter)
+    table = _load(data, label_map, reporter, _unused_by(config))
     prepared = prepare(table, config, reporter)
     result = train_model(prepared, config, reporter)
     report = _model_report(table, prepared, result.test_predictions, time.perf_counter() - started)
@@ -94,7 +95,7 @@ def evaluate(
     started = time.perf_counter()
     out = check_run_dir(out)
     bundle = load_bundle(resolve_bundle_path(bundle_path))
-    table = _load(data, label_map, reporter)
+    table = _load(data, label_map, reporter, _not_needed_by(bundle.preprocessor.input_features))
     pre = bundle.preprocessor
     available = set(table.numeric.columns) | set(table.categorical.columns)
     missing = [name for name in pre.input_features if name not in available]
@@ -161,7 +162,7 @@ def baselines(
     reporter = reporter or Reporter()
     started = time.perf_counter()
     out = check_run_dir(out)
-    table = _load(data, label_map, reporter)
+    table = _load(data, label_map, reporter, _unused_by(config))
     plain = config.with_changes({"outliers": {"enabled": False}, "resample": {"enabled": False}})
     summary: dict[str, Any] = {}
     for variant, variant_config in (("pipeline", config), ("plain", plain)):
@@ -192,7 +193,7 @@ def ablate(
     """The paper's Table 6 rows, each a full run on the same split."""
     reporter = reporter or Reporter()
     out = check_run_dir(out)
-    table = _load(data, label_map, reporter)
+    table = _load(data, label_map, reporter, _unused_by(config))
     rows: dict[str, Any] = {}
     for name, row_config in ablation_rows(config):
         reporter.note(f"[bold]ablation row {name}[/bold]")
@@ -229,10 +230,36 @@ def _export_test_split(table: FlowTable, result: FitResult, out: Path) -> None:
     )
 
 
-def _load(data: Sequence[str], label_map: str | None, reporter: Reporter) -> FlowTable:
+def _unused_by(config: TrainConfig) -> UnusedFeatures:
+    return lambda names, family: unused_features(names, family, config.features)
+
+
+def _not_needed_by(needed: Sequence[str]) -> UnusedFeatures:
+    """Features a bundle does not use; none when it uses none of them (the missing-features error then
+    says what kind of bundle the data needs)."""
+    wanted = set(needed)
+
+    def not_needed(names: Sequence[str], family: str) -> dict[str, str]:
+        if not wanted & set(names):
+            return {}
+        return {name: "not used by the bundle" for name in names if name not in wanted}
+
+    return not_needed
+
+
+def _load(
+    data: Sequence[str], label_map: str | None, reporter: Reporter, unused: UnusedFeatures | None = None
+) -> FlowTable:
+    """The data, without parsing the features ``unused`` names (text in those drops no row)."""
     mapping = read_label_map(label_map) if label_map else None
+    left_out: dict[str, str] = {}
+
+    def recorded(names: Sequence[str], family: str) -> Mapping[str, str]:
+        left_out.update(unused(names, family) if unused else {})
+        return left_out
+
     with reporter.task("load flows", 1) as advance:
-        table = load_flows(data, label_map=mapping)
+        table = load_flows(data, label_map=mapping, unused=recorded)
         advance(1)
     dropped = sum(table.dropped.values())
     reporter.note(
@@ -241,11 +268,9 @@ def _load(data: Sequence[str], label_map: str | None, reporter: Reporter) -> Flo
         f"{dropped} rows dropped"
         + (f" ({', '.join(f'{k}: {v}' for k, v in table.dropped.items())})" if dropped else "")
     )
-    if table.excluded_features:
-        reporter.warn(
-            f"{len(table.excluded_features)} feature(s) left out because not every file has them: "
-            + ", ".join(sorted(table.excluded_features))
-        )
+    absent = sorted(set(table.excluded_features) - set(left_out))
+    if absent:
+        reporter.warn(f"{len(absent)} feature(s) left out because not every file has them: " + ", ".join(absent))
     for file in table.files:
         for column, rows in file.conflicting_duplicates.items():
             reporter.warn(

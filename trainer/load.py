@@ -30,7 +30,7 @@ import csv
 import itertools
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,10 @@ _NS_RANGE_SECONDS = 9.2e9
 _MAX_NAMES_SHOWN = 40
 _FLAG_CODES = frozenset({"0", "1", "0.0", "1.0"})
 _HEADER_PADDING = " \t\r\n\ufeff"
+
+
+#: ``unused(features, family)`` of :func:`load_flows`: the features not to load, with the reason for each.
+UnusedFeatures = Callable[[Sequence[str], str], Mapping[str, str]]
 
 
 class DataError(ValueError):
@@ -205,6 +209,7 @@ def load_flows(
     *,
     label_map: Mapping[str, str] | None = None,
     limit_per_file: int | None = None,
+    unused: UnusedFeatures | None = None,
 ) -> FlowTable:
     """Load labeled flow CSVs into one :class:`FlowTable`.
 
@@ -218,6 +223,10 @@ def load_flows(
         keys and values are normalised with :func:`detector.labels.normalize_label`. Unmapped labels pass.
     limit_per_file
         Read at most this many data lines of each file (for quick runs); blank lines count.
+    unused
+        Called with the features every file provides and the family (``"cic"``/``"unsw"``); returns the
+        features the caller will not use, each with the reason. Those are never parsed, so text in them
+        drops no row, and they are listed in ``excluded_features``.
 
     Returns
     -------
@@ -241,6 +250,13 @@ def load_flows(
     sources = [_inspect(path) for path in files]
     _check_one_family(sources)
     numeric, categorical, excluded = _common_features(sources)
+    if unused is not None:
+        left_out = dict(unused([*numeric, *categorical], sources[0].family))
+        numeric = [name for name in numeric if name not in left_out]
+        categorical = [name for name in categorical if name not in left_out]
+        if not numeric and not categorical:
+            raise DataError("the feature selection leaves no features")
+        excluded.update(left_out)
     labels_to = _normalize_map(label_map or {})
     loaded = [_load_file(source, numeric, categorical, labels_to, limit_per_file) for source in sources]
     return _combine(loaded, numeric, categorical, excluded)

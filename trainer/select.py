@@ -9,6 +9,7 @@ so one bundle serves every CIC dialect; ``exclude`` drops named features.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from detector.features import PORTABLE_CIC_FEATURES
@@ -16,22 +17,36 @@ from trainer.config import FeatureConfig
 from trainer.load import DataError, FlowTable
 
 
-def select_features(table: FlowTable, config: FeatureConfig) -> FlowTable:
-    """The table restricted to the configured features; dropped ones are listed in ``excluded_features``."""
-    keep = list(table.numeric.columns)
-    reasons: dict[str, str] = {}
-    unknown = sorted(set(config.exclude) - set(table.numeric.columns) - set(table.categorical.columns))
+def unused_features(names: Sequence[str], family: str, config: FeatureConfig) -> dict[str, str]:
+    """Which of ``names`` (features of a ``family`` of data) the config leaves out, with the reason for each.
+
+    Raises :class:`DataError` when ``features.exclude`` names a feature that is not among ``names``: a
+    misspelt exclusion must not train on the feature it meant to drop.
+    """
+    unknown = sorted(set(config.exclude) - set(names))
     if unknown:
         raise DataError(f"features.exclude names features the data does not have: {', '.join(unknown)}")
-    if config.portable and table.family == "cic":
-        for name in keep:
+    reasons: dict[str, str] = {}
+    if config.portable and family == "cic":
+        for name in names:
             if name not in PORTABLE_CIC_FEATURES:
                 reasons[name] = "not written by every CIC flow meter (features.portable)"
     for name in config.exclude:
         reasons[name] = "excluded by features.exclude"
+    return reasons
+
+
+def select_features(table: FlowTable, config: FeatureConfig) -> FlowTable:
+    """The table restricted to the configured features; dropped ones are listed in ``excluded_features``.
+
+    A table loaded with ``load_flows(..., unused=...)`` for the same config comes back unchanged.
+    """
+    names = [*table.numeric.columns, *table.categorical.columns]
+    reasons = unused_features([*names, *table.excluded_features], table.family, config)
+    reasons = {name: reason for name, reason in reasons.items() if name in names}
     if not reasons:
         return table
-    numeric = table.numeric[[name for name in keep if name not in reasons]]
+    numeric = table.numeric[[name for name in table.numeric.columns if name not in reasons]]
     categorical = table.categorical[[name for name in table.categorical.columns if name not in reasons]]
     if numeric.shape[1] + categorical.shape[1] == 0:
         raise DataError("the feature selection leaves no features")

@@ -203,6 +203,34 @@ def test_evaluate_on_data_without_a_feature_every_cic_meter_writes_says_to_train
     assert 'lacks them: train a bundle without them (`[features] exclude = ["Flow Duration"]`)' in done.stderr
 
 
+def test_text_in_an_excluded_feature_drops_no_training_row(tmp_path):
+    rows = [{**row, "Flow Bytes/s": "n/a"} for row in generated_rows(seed=1)]  # a meter that writes no rate
+    data = write_generated_csv(tmp_path / "generated_flows.csv", rows)
+    config = write(tmp_path / "exclude.toml", '[features]\nexclude = ["Flow Bytes/s"]\n')
+    done = run_trainer(
+        "fit", "--data", str(data), "--profile", "quick", "--config", str(config), "--epochs", "1",
+        "--out", str(tmp_path / "run"), "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["rows_dropped"]["total"] == 0
+    assert report["data"]["excluded_features"] == {"Flow Bytes/s": "excluded by features.exclude"}
+    assert "left out because not every file has them" not in done.stderr
+
+
+def test_text_in_a_feature_the_bundle_does_not_use_drops_no_evaluated_row(tmp_path):
+    from tests.support.bundles import make_bundle
+
+    bundle = make_bundle(tmp_path / "bundle")
+    rows = [{**row, "Bwd RST Flags": "n/a"} for row in generated_rows(seed=3)[:20]]
+    data = write_generated_csv(tmp_path / "generated_flows.csv", rows)
+    done = run_trainer("evaluate", "--bundle", str(bundle), "--data", str(data), "--out", str(tmp_path / "e"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["rows_dropped"]["total"] == 0 and report["n_test"] == 20
+    assert "left out because not every file has them" not in done.stderr
+
+
 def test_every_option_but_config_can_come_from_the_environment(monkeypatch):
     from trainer.cli import build_parser, with_environment
 

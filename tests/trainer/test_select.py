@@ -7,7 +7,7 @@ from detector.features import CIC_FEATURES, PORTABLE_CIC_FEATURES, resolve_colum
 from tests.support.generated import generated_rows, write_generated_csv
 from trainer.config import FeatureConfig
 from trainer.load import DataError, load_flows
-from trainer.select import select_features
+from trainer.select import select_features, unused_features
 
 # A real record of the Python cicflowmeter (schemas/examples): its column names as the package writes them.
 PYTHON_CICFLOWMETER_HEADER = list(
@@ -38,3 +38,24 @@ def test_excluded_features_are_dropped_and_unknown_names_are_an_error(table):
     assert "Dst Port" not in selected.numeric.columns
     with pytest.raises(DataError, match="Nope"):
         select_features(table, FeatureConfig(exclude=["Nope"]))
+
+
+def test_a_feature_left_out_at_load_is_not_parsed_so_text_in_it_drops_no_row(tmp_path):
+    rows = [{**row, "Flow Bytes/s": "n/a"} for row in generated_rows()]  # a meter that writes no rate
+    path = write_generated_csv(tmp_path / "generated_flows.csv", rows)
+    config = FeatureConfig(exclude=["Flow Bytes/s"])
+
+    with pytest.raises(DataError, match="no usable rows"):
+        load_flows([path])
+    table = load_flows([path], unused=lambda names, family: unused_features(names, family, config))
+    assert len(table) == len(rows) and table.rows_dropped == 0
+    assert "Flow Bytes/s" not in table.numeric.columns
+    assert table.excluded_features["Flow Bytes/s"] == "excluded by features.exclude"
+    assert select_features(table, config) is table, "selecting again changes nothing and raises nothing"
+
+
+def test_the_selection_at_load_checks_excluded_names_like_select_features(tmp_path):
+    path = write_generated_csv(tmp_path / "generated_flows.csv", generated_rows())
+    config = FeatureConfig(exclude=["Nope"])
+    with pytest.raises(DataError, match=r"features\.exclude names features the data does not have: Nope"):
+        load_flows([path], unused=lambda names, family: unused_features(names, family, config))
