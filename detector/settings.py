@@ -16,13 +16,15 @@ Secrets never reach a log line: use :func:`redact` on anything printed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from types import UnionType
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError as SourceError
 
@@ -219,6 +221,10 @@ def load_settings(cls: type[_Settings], flags: Mapping[str, Any], config_file: s
             f"config file {path}: unknown setting(s) {', '.join(map(repr, unknown))}; "
             "keys are the options' names with underscores (input_topic, max_batch, ...) and a [kafka] table"
         )
+    typed = _wrong_file_types(cls, cls._toml_data, path)
+    if typed:
+        cls._toml_data = {}
+        raise SettingsError(f"invalid settings: {'; '.join(typed)}")
     given = {key: value for key, value in flags.items() if value is not None}
     try:
         return cls(**given)
@@ -229,6 +235,33 @@ def load_settings(cls: type[_Settings], flags: Mapping[str, Any], config_file: s
         raise SettingsError(f"invalid settings: {_source_problem(exc)}") from None
     finally:
         cls._toml_data = {}
+
+
+def _wrong_file_types(cls: type[_Settings], data: Mapping[str, Any], path: Any) -> list[str]:
+    """Values of the file that are not of their setting's type. The environment can only hold text, so
+    settings convert leniently (``FLOWWARDEN_MAX_BATCH=100``); TOML has integers and booleans of its own,
+    and ``max_batch = true`` or ``create_topics = 1`` in a file is a mistake to report, not to convert."""
+    problems = []
+    for name, value in data.items():
+        field = cls.model_fields.get(name)
+        if field is None or name == "kafka":  # another command's setting; librdkafka properties are text
+            continue
+        try:
+            TypeAdapter(field.annotation).validate_json(json.dumps(value), strict=True)
+        except (ValidationError, TypeError):  # TypeError: a TOML date or time, which no setting takes
+            shown = json.dumps(value, default=str)
+            problems.append(f"{name}: must be {_toml_type(field.annotation)}, not {shown} (from config file {path})")
+    return problems
+
+
+def _toml_type(annotation: Any) -> str:
+    """How a setting's type is written in TOML, for messages."""
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a string"}
+    if get_origin(annotation) in (Union, UnionType):  # X | None: TOML has no null, so X
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(json.dumps(choice) for choice in get_args(annotation))
+    return names.get(annotation, str(annotation))
 
 
 def topic_name(value: str) -> str:

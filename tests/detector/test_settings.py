@@ -45,3 +45,27 @@ def test_a_bad_value_names_where_it_came_from(config_file, monkeypatch):
         load_settings(RunSettings, {}, config_file)
     with pytest.raises(SettingsError, match=r"max_batch: .* \(from --max-batch\)"):
         load_settings(RunSettings, {"max_batch": 0}, config_file)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("max_batch = true", "max_batch: must be an integer, not true"),
+        ('max_batch = "64"', 'max_batch: must be an integer, not "64"'),
+        ("create_topics = 1", "create_topics: must be true or false, not 1"),
+        ('guarantee = "maybe"', 'guarantee: must be one of "exactly-once", "at-least-once", not "maybe"'),
+        ('threads = "4"', 'threads: must be an integer, not "4"'),
+        ("input_topic = 5", "input_topic: must be a string, not 5"),
+    ],
+)
+def test_a_file_value_of_the_wrong_toml_type_is_an_error_not_a_conversion(config_file, line, message):
+    config_file.write_text(f"{line}\n")
+    with pytest.raises(SettingsError, match=re.escape(f"{message} (from config file {config_file})")):
+        load_settings(RunSettings, {}, config_file)
+
+
+def test_the_environment_is_text_and_converts_while_the_file_takes_its_own_types(config_file, monkeypatch):
+    config_file.write_text('registry_poll_seconds = 1\nbundle = "."\ncreate_topics = true\n')
+    monkeypatch.setenv("FLOWWARDEN_MAX_BATCH", "128")
+    settings = load_settings(RunSettings, {}, config_file)
+    assert settings.max_batch == 128 and settings.registry_poll_seconds == 1.0 and settings.create_topics is True
