@@ -186,12 +186,12 @@ def _problems(exc: ValidationError) -> str:
     problems: dict[str, list[str]] = {}
     values: dict[str, str] = {}
     for error in exc.errors():
-        loc = error["loc"]
-        if error["type"] != "extra_forbidden":  # there the last part is the unknown key itself
+        loc, unknown_key = error["loc"], error["type"] == "extra_forbidden"
+        if not unknown_key:  # an unknown key's location ends with the key itself
             loc = tuple(part for part in loc if isinstance(part, int) or part in _FIELD_NAMES)
-            if not isinstance(error["input"], dict):
-                values.setdefault(".".join(map(str, loc)), f" (got {error['input']!r})")
         key = ".".join(map(str, loc))
+        if not unknown_key and not isinstance(error["input"], dict):
+            values.setdefault(key, f" (got {error['input']!r})")
         messages = problems.setdefault(key, [])
         if error["msg"] not in messages:
             messages.append(error["msg"])

@@ -82,6 +82,7 @@ _FLAG_CODES = frozenset({"0", "1", "0.0", "1.0"})
 _HEADER_PADDING = " \t\r\n\ufeff"
 
 
+NO_FEATURES_LEFT = "the feature selection leaves no features"
 #: ``unused(features, family)`` of :func:`load_flows`: the features not to load, with the reason for each.
 UnusedFeatures = Callable[[Sequence[str], str], Mapping[str, str]]
 
@@ -255,7 +256,7 @@ def load_flows(
         numeric = [name for name in numeric if name not in left_out]
         categorical = [name for name in categorical if name not in left_out]
         if not numeric and not categorical:
-            raise DataError("the feature selection leaves no features")
+            raise DataError(NO_FEATURES_LEFT)
         excluded.update(left_out)
     labels_to = _normalize_map(label_map or {})
     loaded = [_load_file(source, numeric, categorical, labels_to, limit_per_file) for source in sources]

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from detector.features import PORTABLE_CIC_FEATURES
 from trainer.config import FeatureConfig
-from trainer.load import DataError, FlowTable
+from trainer.load import NO_FEATURES_LEFT, DataError, FlowTable
 
 
 def unused_features(names: Sequence[str], family: str, config: FeatureConfig) -> dict[str, str]:
@@ -49,7 +49,7 @@ def select_features(table: FlowTable, config: FeatureConfig) -> FlowTable:
     numeric = table.numeric[[name for name in table.numeric.columns if name not in reasons]]
     categorical = table.categorical[[name for name in table.categorical.columns if name not in reasons]]
     if numeric.shape[1] + categorical.shape[1] == 0:
-        raise DataError("the feature selection leaves no features")
+        raise DataError(NO_FEATURES_LEFT)
     return replace(
         table,
         numeric=numeric,
