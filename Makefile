@@ -28,9 +28,9 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not kafka"
 
 # Train (quick profile), serve with a real worker on an embedded broker, replay held-out flows, evaluate.
-# DEMO_ARGS passes options through, e.g. DEMO_ARGS='--run .demo/run --limit 0' (see python -m detector.demo -h).
+# DEMO_ARGS passes options through, e.g. DEMO_ARGS='--run .demo/run --limit 0' (see python -m detector.tools.demo -h).
 demo: setup
-	$(PY) -m detector.demo --data $(DATA) $(DEMO_ARGS)
+	$(PY) -m detector.tools.demo --data $(DATA) $(DEMO_ARGS)
 
 bench: setup
 	$(PY) -m pytest -q tests/bench -s -p no:cacheprovider --override-ini testpaths=tests/bench --override-ini "python_files=bench_*.py"

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from detector.broker import BrokerError, EmbeddedBroker
-from detector.envflags import options_from_environment
+from detector.core.envflags import options_from_environment
+from detector.tools.broker import BrokerError, EmbeddedBroker
 
 DEFAULT_BROKER_PORT = 9092
 
@@ -96,8 +96,8 @@ _RUN_SETTINGS = (
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the streaming worker: exit 0 after SIGTERM/SIGINT, 1 on a fatal error, 2 on a start-up error."""
-    from detector.runner import EXIT_USAGE, run_from_flags  # imports torch: only the commands that score do
-    from detector.settings import SettingsError, parse_kafka_options
+    from detector.stream.runner import EXIT_USAGE, run_from_flags  # imports torch: only the commands that score do
+    from detector.stream.settings import SettingsError, parse_kafka_options
 
     try:
         kafka = parse_kafka_options(args.kafka_option)
@@ -153,8 +153,8 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Stream flow CSVs into a topic as JSON flow records (see detector.replay)."""
-    from detector.replay import run_command
+    """Stream flow CSVs into a topic as JSON flow records (see detector.tools.replay)."""
+    from detector.tools.replay import run_command
 
     return run_command(args)
 
@@ -191,8 +191,8 @@ def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """Score flow CSVs with a bundle to JSON lines, without Kafka (see detector.score)."""
-    from detector.score import run_command
+    """Score flow CSVs with a bundle to JSON lines, without Kafka (see detector.tools.score)."""
+    from detector.tools.score import run_command
 
     return run_command(args)
 
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# run and replay read FLOWWARDEN_<OPTION> through their settings classes (detector.settings).
+# run and replay read FLOWWARDEN_<OPTION> through their settings classes (detector.stream.settings).
 _PLAIN_ARGPARSE_COMMANDS = ("score", "broker")
 
 

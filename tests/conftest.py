@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from detector.broker import EmbeddedBroker
-from detector.topics import ensure_topics
+from detector.stream.topics import ensure_topics
+from detector.tools.broker import EmbeddedBroker
 from tests.support.kafka import BOOTSTRAP_ENV, ProxiedBroker, client_config, client_config_from_env, unique_name
 from tests.support.tcpproxy import TcpProxy
 

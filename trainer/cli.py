@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from detector.bundle import BundleError
-from detector.envflags import options_from_environment
-from detector.scoring import DeviceError
+from detector.core.bundle import BundleError
+from detector.core.envflags import options_from_environment
+from detector.core.scorer import DeviceError
 from trainer import commands
 from trainer.config import PROFILES, ConfigError
 from trainer.load import DataError
@@ -97,7 +97,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def with_environment(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
-    """``argv`` plus the options set as ``FLOWWARDEN_<OPTION>`` (:mod:`detector.envflags`), ``--config`` left
+    """``argv`` plus the options set as ``FLOWWARDEN_<OPTION>`` (:mod:`detector.core.envflags`), ``--config`` left
     out: ``FLOWWARDEN_CONFIG`` names the detector's settings file, which is not a training config."""
     return options_from_environment(argv, parser, skip={"--config"})
 

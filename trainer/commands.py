@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from detector.bundle import load_bundle
-from detector.features import family_of, missing_features_advice
-from detector.registry import check_registry_target, publish, resolve_bundle_path
-from detector.scoring import pick_device, predict_proba
+from detector.core.bundle import load_bundle
+from detector.core.features import family_of, missing_features_advice
+from detector.core.registry import check_registry_target, publish, resolve_bundle_path
+from detector.core.scorer import pick_device, predict_proba
 from trainer.ablate import PAPER_TABLE6, ablation_rows
 from trainer.baselines import run_baselines
 from trainer.config import TrainConfig, load_config

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from detector.tomlfile import TomlFileError, read_toml_file
+from detector.core.tomlfile import TomlFileError, read_toml_file
 
 PROFILES = ("paper", "tuned", "quick")
 
@@ -86,7 +86,7 @@ class PretrainConfig(_Section):
 
 
 class NoveltyConfig(_Section):
-    """The novelty model (detector/novelty.py): the stage-1 autoencoder, calibrated on the validation rows."""
+    """The novelty model (detector/core/novelty.py): the stage-1 autoencoder, calibrated on the validation rows."""
 
     enabled: bool = True
     # Share of validation rows scored as not novel: 1 - quantile of flows like the training data are novel.

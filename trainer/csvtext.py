@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from detector.csvsource import CP1252_FALLBACK, open_binary
+from detector.core.csvfile import CP1252_FALLBACK, open_binary
 
 #: Reasons for a line that is not a record, exactly as they appear in reports.
 BLANK_LINE = "blank line"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detector.features import resolve_columns
+from detector.core.features import resolve_columns
 from trainer.load import FlowTable
 
 TEST_SPLIT = "test_split.csv.gz"

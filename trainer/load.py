@@ -1,15 +1,15 @@
 """Loading labeled flow CSVs for training, with every unusable row counted.
 
 :func:`load_flows` reads one or more CSV files (plain or gzip, or folders of them) in any dialect that
-:mod:`detector.features` knows and returns a :class:`FlowTable`: canonical numeric features, UNSW-NB15
+:mod:`detector.core.features` knows and returns a :class:`FlowTable`: canonical numeric features, UNSW-NB15
 categories, normalised labels, flow identity and parsed timestamps, one row per usable flow.
 
 Three promises the rest of the trainer relies on:
 
-* **Same numbers as serving.** Every numeric cell is parsed exactly as :func:`detector.values.parse_number`
+* **Same numbers as serving.** Every numeric cell is parsed exactly as :func:`detector.core.values.parse_number`
   parses a stream record's field (bit for bit, including ``Infinity``, ``inf``, ``NaN``, empty cells and hex
-  ports), then multiplied by the column's unit factor (:attr:`detector.features.Column.scale`), as
-  :mod:`detector.decode` does. The fast path converts a whole column with Python's ``float`` semantics;
+  ports), then multiplied by the column's unit factor (:attr:`detector.core.features.Column.scale`), as
+  :mod:`detector.core.decode` does. The fast path converts a whole column with Python's ``float`` semantics;
   only the cells it rejects go through ``parse_number`` one by one.
 * **No silent loss.** A row that cannot be used is dropped and counted under one reason (the first that
   applies, in this order): :data:`~trainer.csvtext.BLANK_LINE`, :data:`~trainer.csvtext.WRONG_FIELD_COUNT`,
@@ -21,7 +21,7 @@ Three promises the rest of the trainer relies on:
   the header already tells.
 
 Reading the text and splitting it into records is :mod:`trainer.csvtext`'s job (UTF-8, else cp1252, whose
-en dash :func:`detector.labels.normalize_label` then folds into ``Web Attack - Brute Force``).
+en dash :func:`detector.core.labels.normalize_label` then folds into ``Web Attack - Brute Force``).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detector.csvsource import CsvSourceError, csv_files, not_csv_text, open_binary
-from detector.features import (
+from detector.core.csvfile import CsvSourceError, csv_files, not_csv_text, open_binary
+from detector.core.features import (
     CATEGORICAL_FEATURES,
     CIC_FEATURES,
     FAMILY_NAMES,
@@ -49,9 +49,9 @@ from detector.features import (
     family_of,
     resolve_columns,
 )
-from detector.labels import apply_label_map, normalize_label, resolve_label
-from detector.tomlfile import TomlFileError, read_toml_file
-from detector.values import parse_number
+from detector.core.labels import apply_label_map, normalize_label, resolve_label
+from detector.core.tomlfile import TomlFileError, read_toml_file
+from detector.core.values import parse_number
 from trainer.csvtext import decode, read_text, split_records
 
 #: Drop reasons, exactly as they appear in :attr:`FlowTable.dropped` and in reports (with
@@ -221,7 +221,7 @@ def load_flows(
         name). A file reached twice is read once.
     label_map
         Optional renaming of classes applied after spelling normalisation, e.g. ``{"Bot": "Botnet"}``;
-        keys and values are normalised with :func:`detector.labels.normalize_label`. Unmapped labels pass.
+        keys and values are normalised with :func:`detector.core.labels.normalize_label`. Unmapped labels pass.
     limit_per_file
         Read at most this many data lines of each file (for quick runs); blank lines count.
     unused
@@ -518,7 +518,7 @@ def _conflicting_duplicates(
 
 
 def parse_cells(cells: np.ndarray, wanted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Parse string cells exactly as :func:`detector.values.parse_number` parses each one.
+    """Parse string cells exactly as :func:`detector.core.values.parse_number` parses each one.
 
     Returns the float64 values (NaN where a cell is not a number) and a mask of the cells that are not
     numbers. Only cells where ``wanted`` is true are parsed (others come back as NaN, never bad); this keeps

@@ -1,4 +1,4 @@
-"""Calibrating the novelty model (detector/novelty.py) and reporting what it says about a set of flows.
+"""Calibrating the novelty model (detector/core/novelty.py) and reporting what it says about a set of flows.
 
 The threshold is a quantile of the reconstruction errors of the *validation* rows: rows the autoencoder
 was not trained on, drawn like the training data, never the test split. The quantile is chosen up front
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from detector.model import ResCAE
-from detector.novelty import NOVEL_ABOVE, Novelty, NoveltyCalibration, reconstruction_error
+from detector.core.model import ResCAE
+from detector.core.novelty import NOVEL_ABOVE, Novelty, NoveltyCalibration, reconstruction_error
 
 _FLOOR = 1e-12  # a threshold of 0 (a perfect reconstruction of every row) would divide by zero
 

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from detector.bundle import write_bundle
-from detector.labels import BENIGN
-from detector.model import ResCAEBiGRU
-from detector.novelty import Novelty
-from detector.preprocess import Preprocessor
-from detector.scoring import pick_device, predict_proba
+from detector.core.bundle import write_bundle
+from detector.core.labels import BENIGN
+from detector.core.model import ResCAEBiGRU
+from detector.core.novelty import Novelty
+from detector.core.preprocess import Preprocessor
+from detector.core.scorer import pick_device, predict_proba
 from trainer.config import ConfigError, TrainConfig
 from trainer.load import DataError, FlowTable
 from trainer.novelty import calibrate

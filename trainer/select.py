@@ -3,7 +3,7 @@
 By default a model uses every feature the training files share. A model trained on the improved
 CICIDS2017 columns then needs RST flags, ICMP fields and the TCP flow time, which the original CICIDS2017
 files and the Python ``cicflowmeter`` do not write: records from those meters would be dead-lettered as
-missing features. ``portable = true`` trains on :data:`detector.features.PORTABLE_CIC_FEATURES` instead,
+missing features. ``portable = true`` trains on :data:`detector.core.features.PORTABLE_CIC_FEATURES` instead,
 so one bundle serves every CIC dialect; ``exclude`` drops named features.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from detector.features import PORTABLE_CIC_FEATURES
+from detector.core.features import PORTABLE_CIC_FEATURES
 from trainer.config import FeatureConfig
 from trainer.load import NO_FEATURES_LEFT, DataError, FlowTable
 

@@ -1,7 +1,7 @@
 """The two training stages of ResCAE-BiGRU.
 
 Stage 1 pre-trains the convolutional autoencoder (MSE reconstruction, no labels) so the encoder starts
-from features that describe flows; the autoencoder itself becomes the novelty model (detector/novelty.py).
+from features that describe flows; the autoencoder itself becomes the novelty model (detector/core/novelty.py).
 Stage 2 copies that encoder into the classifier and fine-tunes the whole network with Focal Loss, SAM over
 SGD with momentum, and cosine annealing of the learning rate over the run. Each epoch is measured on a
 validation split carved from the training split (never the test split); with ``select_best`` the weights
@@ -23,8 +23,8 @@ from sklearn.metrics import f1_score
 from torch import nn
 from torch.nn import functional as F
 
-from detector.model import ModelConfig, ResCAE, ResCAEBiGRU
-from detector.scoring import predict_proba
+from detector.core.model import ModelConfig, ResCAE, ResCAEBiGRU
+from detector.core.scorer import predict_proba
 from trainer.config import ConfigError, FinetuneConfig, ModelSection, PretrainConfig
 from trainer.losses import FocalLoss
 from trainer.progress import Reporter

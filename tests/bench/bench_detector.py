@@ -24,10 +24,10 @@ import pytest
 import torch
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
-from detector.bundle import load_bundle
-from detector.decode import DecodedFlow, FlowDecoder
-from detector.processor import BatchProcessor
-from detector.scoring import Scorer
+from detector.core.bundle import load_bundle
+from detector.core.decode import DecodedFlow, FlowDecoder
+from detector.core.scorer import Scorer
+from detector.stream.processor import BatchProcessor
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
 from tests.support.kafka import unique_name
@@ -148,7 +148,7 @@ def test_bench_a_real_bundle_with_and_without_its_novelty_model():
     the classifier alone, then with the novelty model's pass, on the same decoded flows."""
     from dataclasses import replace
 
-    from detector.csvsource import read_rows
+    from detector.core.csvfile import read_rows
 
     bundle = load_bundle(os.environ["BENCH_BUNDLE"])
     if bundle.novelty is None:

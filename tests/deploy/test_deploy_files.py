@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from detector.metrics import WorkerMetrics
-from detector.settings import RunSettings, load_settings
+from detector.stream.metrics import WorkerMetrics
+from detector.stream.settings import RunSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -1,7 +1,7 @@
 """The JSON Schemas in schemas/: valid draft 2020-12, examples that validate, and contracts that hold.
 
 The schemas are data; these tests keep them honest against the code that reads and writes the same
-shapes (detector.features / detector.values / detector.decode / detector.bundle).
+shapes (detector.core.features / detector.core.values / detector.core.decode / detector.core.bundle).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
-from detector import decode, features, values
-from detector.bundle import write_bundle
-from detector.model import ModelConfig, ResCAEBiGRU
-from detector.preprocess import Preprocessor
+from detector.core import decode, features, values
+from detector.core.bundle import write_bundle
+from detector.core.model import ModelConfig, ResCAEBiGRU
+from detector.core.preprocess import Preprocessor
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
@@ -267,7 +267,7 @@ def test_flow_record_must_be_a_non_empty_object() -> None:
     ],
 )  # fmt: skip
 def test_numeric_feature_text_matches_the_detector(text: str) -> None:
-    """The schema accepts exactly the text that detector.values.parse_number accepts (no drift)."""
+    """The schema accepts exactly the text that detector.core.values.parse_number accepts (no drift)."""
     try:
         values.parse_number(text)
         accepted = True
@@ -335,7 +335,7 @@ def test_flow_record_examples_decode_and_fill_an_alert(example: str, label: str 
 
 
 def test_manifest_written_by_write_bundle_validates(tmp_path: Path) -> None:
-    """The schema describes what detector.bundle.write_bundle really writes."""
+    """The schema describes what detector.core.bundle.write_bundle really writes."""
     rng = np.random.default_rng(0)
     pre = Preprocessor.fit(rng.random((20, 4)), ["dur", "spkts", "dpkts", "sbytes"], {"proto": ["tcp", "udp"] * 10})
     model = ResCAEBiGRU(ModelConfig(n_features=pre.width, n_classes=3))

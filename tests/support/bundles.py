@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.bundle import write_bundle
-from detector.decode import DecodedFlow, FlowDecoder
-from detector.labels import normalize_label
-from detector.model import ModelConfig, ResCAEBiGRU
-from detector.novelty import Novelty
-from detector.preprocess import Preprocessor
+from detector.core.bundle import write_bundle
+from detector.core.decode import DecodedFlow, FlowDecoder
+from detector.core.labels import normalize_label
+from detector.core.model import ModelConfig, ResCAEBiGRU
+from detector.core.novelty import Novelty
+from detector.core.preprocess import Preprocessor
 from tests.support.generated import FEATURES, generated_rows
 from trainer.config import ModelSection, PretrainConfig
 from trainer.novelty import calibrate

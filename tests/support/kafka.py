@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from detector.broker import EmbeddedBroker
+from detector.tools.broker import EmbeddedBroker
 from tests.support.tcpproxy import TcpProxy
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"

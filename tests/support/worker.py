@@ -26,10 +26,10 @@ import orjson
 from confluent_kafka import Message, TopicPartition
 from jsonschema import Draft202012Validator
 
-from detector.logging import configure_logging
-from detector.runner import build_worker
-from detector.settings import RunSettings
-from detector.worker import Worker
+from detector.stream.logs import configure_logging
+from detector.stream.runner import build_worker
+from detector.stream.settings import RunSettings
+from detector.stream.worker import Worker
 from tests.support.kafka import client_config_from_env, group_consumer, produce_values, reader
 
 REPO = Path(__file__).resolve().parents[2]

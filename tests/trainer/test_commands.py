@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from detector.registry import LATEST
+from detector.core.registry import LATEST
 from tests.support.generated import generated_rows, write_generated_csv
 from trainer.cli import main
 

@@ -15,10 +15,10 @@ from trainer.progress import Reporter
 
 DETECTOR_ONLY_SCORER = """
 import csv, gzip, json, sys
-from detector.bundle import load_bundle
-from detector.csvsource import read_rows
-from detector.decode import DecodedFlow
-from detector.scoring import Scorer
+from detector.core.bundle import load_bundle
+from detector.core.csvfile import read_rows
+from detector.core.decode import DecodedFlow
+from detector.core.scorer import Scorer
 
 scorer = Scorer(load_bundle(sys.argv[1]), device="cpu")
 flows = [scorer.decoder.decode_mapping(row) for row in read_rows(sys.argv[2])]

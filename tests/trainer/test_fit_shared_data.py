@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from detector.bundle import load_bundle
+from detector.core.bundle import load_bundle
 from tests.support.shared_data import require_shared_data
 from trainer import commands
 from trainer.config import load_config

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detector.decode import FlowDecoder
-from detector.labels import BENIGN
-from detector.values import parse_number
+from detector.core.decode import FlowDecoder
+from detector.core.labels import BENIGN
+from detector.core.values import parse_number
 from trainer.csvtext import BLANK_LINE, WRONG_FIELD_COUNT
 from trainer.load import (
     MISSING_LABEL,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detector.labels import BENIGN
+from detector.core.labels import BENIGN
 from tests.support.shared_data import require_shared_data
 from trainer.load import DataError, FlowTable, load_flows
 

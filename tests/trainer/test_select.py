@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.features import CIC_FEATURES, PORTABLE_CIC_FEATURES, resolve_columns
+from detector.core.features import CIC_FEATURES, PORTABLE_CIC_FEATURES, resolve_columns
 from tests.support.generated import generated_rows, write_generated_csv
 from trainer.config import FeatureConfig
 from trainer.load import DataError, load_flows

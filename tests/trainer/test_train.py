@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from detector.model import ModelConfig, ResCAEBiGRU
-from detector.scoring import predict_proba
+from detector.core.model import ModelConfig, ResCAEBiGRU
+from detector.core.scorer import predict_proba
 from trainer.config import FinetuneConfig, ModelSection, PretrainConfig
 from trainer.progress import Reporter
 from trainer.train import TrainingDiverged, finetune, pretrain_autoencoder

@@ -1,0 +1,167 @@
+"""Starting ``detector run``: settings → verified bundle → model → metrics → Kafka clients → the worker loop.
+
+Everything that can be wrong before the first record (settings, the bundle, the device, the metrics port,
+librdkafka properties, missing topics) is a :class:`StartupError` with a one-line message, reported as
+``error: ...`` on stderr with exit status 2 and no traceback. Once the loop runs, the exit status is the
+worker's: 0 after a clean stop (SIGTERM/SIGINT), 1 after a fatal error.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from confluent_kafka import KafkaException
+
+from detector.core.bundle import BundleError, load_bundle
+from detector.core.registry import RegistryWatcher, is_registry, resolve_bundle_path
+from detector.core.scorer import DeviceError
+from detector.stream.logs import configure_logging, get_logger, librdkafka_logger
+from detector.stream.metrics import Health, MetricsServer, WorkerMetrics
+from detector.stream.processor import BatchProcessor
+from detector.stream.settings import RunSettings, SettingsError, load_settings
+from detector.stream.topics import TopicError, ensure_topics
+from detector.stream.worker import Worker
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+METADATA_TIMEOUT_S = 10.0
+
+
+class StartupError(RuntimeError):
+    """The worker cannot start; the message is one line that says what to fix."""
+
+
+def build_worker(settings: RunSettings) -> Worker:
+    """A ready-to-run worker (bundle verified, model loaded, clients created, topics checked).
+
+    Raises :class:`StartupError`. The metrics server, when enabled, is already serving; ``Worker.run``
+    closes it.
+    """
+    if settings.bundle is None:
+        raise StartupError("no model bundle: pass --bundle BUNDLE_OR_REGISTRY (or set FLOWWARDEN_BUNDLE)")
+    if settings.threads:
+        # Scoring runs on the loop's thread; on a small or shared CPU more torch threads than free cores
+        # make every batch slower, not faster.
+        torch.set_num_threads(settings.threads)
+    try:
+        path = resolve_bundle_path(settings.bundle)
+        bundle = load_bundle(path)
+        processor = BatchProcessor(
+            bundle,
+            output_topic=settings.output_topic,
+            dlq_topic=settings.dlq_topic,
+            emit=settings.emit,
+            device=settings.device,
+            max_record_bytes=settings.max_record_bytes,
+        )
+    except (BundleError, DeviceError) as exc:
+        raise StartupError(str(exc)) from None
+    watcher = RegistryWatcher(settings.bundle, path.name) if is_registry(settings.bundle) else None
+
+    metrics, health = WorkerMetrics(), Health()
+    metrics.watch(health)
+    metrics.serve_model(bundle.name, bundle.version, bundle.sha256)
+    health.model_loaded = True
+    server = _metrics_server(settings, metrics, health)
+    try:
+        try:
+            worker = Worker(settings, processor, metrics=metrics, health=health, watcher=watcher, server=server)
+        except SettingsError as exc:
+            raise StartupError(str(exc)) from None
+        except KafkaException as exc:
+            raise StartupError(f"invalid Kafka client settings: {exc.args[0].str()}") from None
+    except BaseException:
+        if server is not None:
+            server.close()
+        raise
+    try:
+        _check_topics(worker)
+    except BaseException:
+        worker.discard()
+        raise
+    return worker
+
+
+def run_worker(settings: RunSettings, *, handle_signals: bool = True) -> int:
+    """Build and run a worker until SIGTERM/SIGINT; returns the exit status."""
+    configure_logging(settings.log_level)
+    try:
+        worker = build_worker(settings)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C while the cluster was asked for metadata: nothing consumed yet
+        print("interrupted during start-up", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    previous: dict[int, Any] = {}
+    if handle_signals and threading.current_thread() is threading.main_thread():
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            worker.stop()
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return worker.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_from_flags(flags: Mapping[str, Any], config_file: str | Path | None = None) -> int:
+    """``detector run``: settings from flags (None = not given), environment and TOML, then :func:`run_worker`."""
+    try:
+        settings = load_settings(RunSettings, flags, config_file)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    assert isinstance(settings, RunSettings)
+    return run_worker(settings)
+
+
+def _metrics_server(settings: RunSettings, metrics: WorkerMetrics, health: Health) -> MetricsServer | None:
+    if not settings.metrics_enabled or settings.metrics_port is None:
+        return None
+    try:
+        return MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port).start()
+    except OSError as exc:
+        where = f"{settings.metrics_host}:{settings.metrics_port}"
+        raise StartupError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from None
+
+
+def _check_topics(worker: Worker) -> None:
+    """Missing topics are a start-up error (or are created with ``create_topics``); an unreachable cluster is not:
+    librdkafka keeps retrying and the worker starts consuming once it is back."""
+    settings = worker.settings
+    wanted = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+    try:
+        metadata = worker.consumer.list_topics(timeout=METADATA_TIMEOUT_S)
+    except KafkaException as exc:
+        get_logger("runner").warning(
+            "cannot read cluster metadata at start-up; starting anyway", error=exc.args[0].str()
+        )
+        return
+    existing = {name for name, topic in metadata.topics.items() if topic.error is None}
+    missing = [topic for topic in dict.fromkeys(wanted) if topic not in existing]
+    if not missing:
+        return
+    if not settings.create_topics:
+        raise StartupError(
+            f"topic(s) {', '.join(missing)} do not exist on {settings.bootstrap_servers}: "
+            "create them first (or pass --create-topics for a development cluster)"
+        )
+    try:
+        ensure_topics(
+            settings.bootstrap_servers,
+            missing,
+            client_config=settings.kafka,
+            logger=librdkafka_logger("librdkafka.admin"),
+        )
+    except TopicError as exc:
+        raise StartupError(str(exc)) from None

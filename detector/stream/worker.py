@@ -1,0 +1,582 @@
+"""The streaming worker: consume → decode → score → produce → commit, one micro-batch at a time.
+
+One thread drives everything (librdkafka's own threads do the network I/O). Each loop iteration:
+
+1. ``delivery.service()``: hand queued messages to the producer, collect delivery reports, commit what is
+   acknowledged (or the transaction), and rewind partitions whose batch failed;
+2. when a batch is due (``max_batch`` records, or ``max_delay_ms`` after its first) and the delivery
+   strategy can take one: decode + score + build outputs (:class:`~detector.stream.processor.BatchProcessor`)
+   and submit them;
+3. between batches, poll the bundle registry and hot-swap a newly verified model;
+4. back-pressure: pause every assigned partition while ``2 × max_batch`` records wait (the producer is not
+   keeping up: queue full, broker unreachable), resume below ``max_batch``;
+5. ``consumer.consume`` (always, even paused: it runs the group protocol, rebalance callbacks, statistics
+   and the results of the asynchronous offset commits, and keeps ``max.poll.interval.ms`` satisfied).
+
+Nothing in the loop waits on the network without a bound, so a broker outage never stops it from serving
+rebalances, health checks and SIGTERM (offset commits are asynchronous for that reason: see
+:mod:`detector.stream.commits`).
+
+Rebalances: ``on_revoke`` finishes the in-flight work (delivers and commits it, within
+:data:`REVOKE_TIMEOUT_S`) or, failing that, makes sure it is never committed (at-least-once: its
+offsets are forgotten; exactly-once: the transaction is aborted); records buffered but not yet scored for
+the revoked partitions are dropped: they are uncommitted, so their new owner reads them. ``on_assign``
+starts clean: the consumer resumes from the group's committed offsets. ``on_lost`` commits nothing.
+
+:meth:`Worker.stop` (SIGTERM/SIGINT) stops consuming, scores and delivers what is buffered, commits,
+closes the consumer (leaving the group) and flushes the producer, within :data:`SHUTDOWN_TIMEOUT_S` +
+:data:`CLOSE_TIMEOUT_S` even when the broker is out of reach (exit status 1 then: the uncommitted records are
+read again by the next owner).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from detector.core.bundle import BundleError
+from detector.core.registry import RegistryWatcher
+from detector.core.scorer import DeviceError
+from detector.stream.batcher import Batcher
+from detector.stream.clients import consumer_config, default_transactional_id, producer_config
+from detector.stream.clientstats import any_broker_up, partition_ends, read_stats
+from detector.stream.delivery import AtLeastOnce, Delivery, DeliveryFatal, ExactlyOnce, Progress
+from detector.stream.logs import get_logger, librdkafka_logger
+from detector.stream.metrics import Health, MetricsServer, WorkerMetrics
+from detector.stream.processor import BatchProcessor, TopicPartitionKey
+from detector.stream.settings import RunSettings, redact
+
+IDLE_WAIT_S = 0.1
+BUSY_WAIT_S = 0.02
+REVOKE_TIMEOUT_S = 10.0
+SHUTDOWN_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 10.0
+# One init_transactions attempt; a timed-out call resumes on the next. Short, so that a stop asked for while
+# the cluster is unreachable is honoured within seconds.
+INIT_TIMEOUT_S = 10.0
+ERROR_LOG_EVERY_S = 10.0
+PAUSE_LOG_EVERY_S = 60.0
+PAUSED_EVENT = "output not keeping up: input paused"
+
+
+class WorkerError(RuntimeError):
+    """The worker cannot continue safely (e.g. it could not rewind a partition); it exits non-zero."""
+
+
+class Worker:
+    """One detector worker: a consumer in ``settings.group_id``, a producer and a model.
+
+    Build it with :func:`detector.stream.runner.build_worker` (which loads and verifies the bundle); call
+    :meth:`run` in one thread and :meth:`stop` from any thread or a signal handler. ``run`` returns the
+    process exit status: 0 after a clean stop, 1 after a fatal delivery error or an unclean stop.
+    Constructing it raises ``KafkaException`` for invalid librdkafka settings.
+    """
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        processor: BatchProcessor,
+        *,
+        metrics: WorkerMetrics,
+        health: Health,
+        watcher: RegistryWatcher | None = None,
+        server: MetricsServer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.metrics = metrics
+        self.health = health
+        self.watcher = watcher
+        self.server = server
+        self.log = get_logger("worker")
+        self.topic = settings.input_topic
+        exactly_once = settings.guarantee == "exactly-once"
+        self.transactional_id: str | None = None
+        if exactly_once:
+            self.transactional_id = settings.transactional_id or default_transactional_id(settings.group_id)
+        self._consumer_config = consumer_config(settings)
+        self._producer_config = producer_config(settings, self.transactional_id)
+        self.consumer = Consumer(
+            {
+                **self._consumer_config,
+                "error_cb": self._on_error,
+                "stats_cb": self._on_stats,
+                "on_commit": self._on_commit,
+                "logger": librdkafka_logger("librdkafka.consumer"),
+            }
+        )
+        self.delivery: Delivery = (
+            ExactlyOnce(self._new_producer, self.consumer, log=self.log)
+            if exactly_once
+            else AtLeastOnce(
+                self._new_producer, self.consumer, max_in_flight=settings.max_in_flight_batches, log=self.log
+            )
+        )
+        self.batcher: Batcher[Message] = Batcher(settings.max_batch, settings.max_delay_ms / 1000.0)
+        self._buffer_limit = 2 * settings.max_batch
+        self._assigned: set[TopicPartitionKey] = set()
+        self._paused: set[TopicPartitionKey] = set()
+        self._pause_log_at = -PAUSE_LOG_EVERY_S
+        self._pauses_unlogged = 0
+        self._pause_logged = False
+        self._committed: dict[TopicPartitionKey, int] = {}
+        self._stop = threading.Event()
+        self._fatal: BaseException | None = None
+        self._last_client_error: KafkaError | None = None
+        self._closing_hard = False
+        self._next_registry_poll = time.monotonic() + settings.registry_poll_seconds
+        self._next_summary = time.monotonic() + settings.summary_seconds
+        self._error_logged: dict[int, float] = {}
+        self._totals = {"records": 0, "scored": 0, "alerts": 0, "dead_letters": 0, "batches": 0}
+        self._summary_base = dict(self._totals)
+
+    def _new_producer(self) -> Producer:
+        return Producer(
+            {**self._producer_config, "error_cb": self._on_error, "logger": librdkafka_logger("librdkafka.producer")}
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.server.port if self.server is not None else None
+
+    @property
+    def assignment(self) -> frozenset[TopicPartitionKey]:
+        """The input partitions this worker owns now."""
+        return frozenset(self._assigned)
+
+    @property
+    def paused(self) -> frozenset[TopicPartitionKey]:
+        """The partitions paused for back-pressure now."""
+        return frozenset(self._paused)
+
+    def stop(self) -> None:
+        """Ask the loop to finish the current batch, commit and exit (safe from signal handlers)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> int:
+        """The loop; returns the exit status. Closes the Kafka clients and the metrics server before returning."""
+        try:
+            self._start()
+            while not self._stop.is_set():
+                self._iterate()
+            return self._shutdown()
+        except (DeliveryFatal, WorkerError, KafkaException) as exc:
+            # A KafkaException that reaches here is librdkafka reporting a fatal error from poll/flush (e.g. the
+            # transactional producer was fenced): nothing more can be delivered or committed by this process.
+            error = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+            self.log.error("fatal: the worker stops without committing further", error=error)
+            self._close_hard()
+            return 1
+        except BaseException:
+            self._close_hard()
+            raise
+        finally:
+            self.health.stopping = True
+            if self.server is not None:
+                self.server.close()
+
+    def _start(self) -> None:
+        bundle = self.processor.bundle
+        self.log.info(
+            "starting",
+            input_topic=self.topic,
+            output_topic=self.settings.output_topic,
+            dlq_topic=self.settings.dlq_topic,
+            group_id=self.settings.group_id,
+            guarantee=self.delivery.name,
+            transactional_id=self.transactional_id,
+            emit=self.settings.emit,
+            max_batch=self.settings.max_batch,
+            max_delay_ms=self.settings.max_delay_ms,
+            device=str(self.processor.scorer.device),
+            model={"name": bundle.name, "version": bundle.version, "bundle_sha256": bundle.sha256},
+            bundle=str(self.settings.bundle),
+            registry=self.watcher is not None,
+            metrics_port=self.metrics_port,
+            consumer_config=redact(self._consumer_config),
+            producer_config=redact(self._producer_config),
+        )
+        self._init_delivery()
+        self.consumer.subscribe(
+            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def _init_delivery(self) -> None:
+        """``init_transactions`` (exactly-once) until it succeeds: the cluster may not be reachable yet.
+
+        Between attempts both clients are polled, so that what librdkafka knows about the cause (a refused
+        connection, failed authentication) is logged now, not at shutdown, and refused credentials end the
+        start-up (see :meth:`_on_error`).
+        """
+        while not self._stop.is_set():
+            self.health.beat()
+            try:
+                self.delivery.start(INIT_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.fatal() or not error.retriable():
+                    raise DeliveryFatal(f"cannot initialise the transactional producer: {error.str()}") from exc
+                self.delivery.producer.poll(0)
+                self.consumer.poll(0)  # not subscribed yet: serves its callbacks, returns no record
+                self._raise_fatal()
+                cause = self._last_client_error.str() if self._last_client_error is not None else None
+                self.log.warning("cannot initialise transactions yet; retrying", error=error.str(), cause=cause)
+
+    def _iterate(self) -> None:
+        self.health.beat()
+        self._absorb(self.delivery.service())
+        if self.batcher.due() and self.delivery.can_accept():
+            self._submit(self.batcher.take())
+        if self.watcher is not None and time.monotonic() >= self._next_registry_poll:
+            self._poll_registry()
+        self._apply_backpressure()
+        self._consume()
+        if time.monotonic() >= self._next_summary:
+            self._summary()
+
+    def _shutdown(self) -> int:
+        self.health.stopping = True
+        self.log.info("stopping: finishing the buffered records", buffered=len(self.batcher))
+        self._pause_input()
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
+        clean = True
+        while True:
+            self.health.beat()
+            progress = self.delivery.service()
+            clean = clean and not progress.rewind
+            self._absorb(progress)
+            if len(self.batcher) and self.delivery.can_accept():
+                self._submit(self.batcher.take())
+                continue
+            if not len(self.batcher) and not self.delivery.busy():
+                break
+            if time.monotonic() >= deadline:
+                self.log.error("could not deliver and commit the last batches in time", timeout_s=SHUTDOWN_TIMEOUT_S)
+                clean = False
+                break
+            self.delivery.producer.poll(BUSY_WAIT_S)
+            self._serve_consumer()
+        # Leaving the group runs on_revoke: after a clean finish it finds nothing in flight; after a timeout it
+        # must not wait again for what did not finish (an open transaction is aborted by its timeout).
+        self._closing_hard = not clean
+        closed = self._close_consumer()
+        left = self.delivery.producer.flush(10 if clean else 1)
+        clean = clean and closed and left == 0 and self._fatal is None
+        self._summary()
+        self.log.info("stopped", clean=clean, undelivered=left)
+        return 0 if clean else 1
+
+    def discard(self) -> None:
+        """Release the clients and the metrics server of a worker that will not :meth:`run`."""
+        self._close_hard()
+        if self.server is not None:
+            self.server.close()
+
+    def _close_hard(self) -> None:
+        self._closing_hard = True
+        self._close_consumer()
+
+    def _pause_input(self) -> None:
+        """Stop fetching for good (shutdown): the loop still polls the consumer, for commit results only."""
+        try:
+            self.consumer.pause(_partitions(self._assigned))
+        except KafkaException as exc:
+            self.log.warning("could not pause the input for shutdown", error=str(exc))
+
+    def _serve_consumer(self) -> None:
+        """Serve the consumer's callbacks (commit results, rebalances) without taking input. A record fetched
+        before the pause is left for the next reader: nothing at or after its offset is committed."""
+        self.consumer.consume(self._buffer_limit, 0)
+        self._raise_fatal()
+
+    def _raise_fatal(self) -> None:
+        """Raise what a librdkafka callback recorded: callbacks must hand control back to librdkafka first."""
+        if self._fatal is not None:
+            fatal, self._fatal = self._fatal, None
+            raise fatal
+
+    def _close_consumer(self) -> bool:
+        """Leave the group, waiting at most :data:`CLOSE_TIMEOUT_S`; False when that did not happen in time.
+
+        ``Consumer.close`` waits for every outstanding commit, and a commit caught by a lost connection waits
+        for the coordinator to come back (:mod:`detector.stream.commits`). So it runs in a helper thread; past the
+        timeout the worker goes on without it and the group drops this member when its session expires.
+        """
+        failure: list[BaseException] = []
+
+        def close() -> None:
+            try:
+                self.consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                failure.append(exc)
+
+        closer = threading.Thread(target=close, name="consumer-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            self.log.error("could not leave the consumer group in time", timeout_s=CLOSE_TIMEOUT_S)
+            return False
+        if failure:
+            self.log.warning("closing the consumer failed", error=str(failure[0]))
+            return False
+        return True
+
+    # --- the batch path ----------------------------------------------------------------------------------
+
+    def _consume(self) -> None:
+        until_due = self.batcher.seconds_until_due()
+        wait = IDLE_WAIT_S if until_due is None else min(until_due, IDLE_WAIT_S)
+        if self.delivery.busy():
+            # Delivery reports arrive on the producer's queue: wait there, then take the input that is ready.
+            self.delivery.producer.poll(BUSY_WAIT_S)
+            wait = 0.0
+        room = max(1, self._buffer_limit - len(self.batcher))
+        messages = self.consumer.consume(room, wait)
+        self._raise_fatal()
+        if not messages:
+            return
+        records = [m for m in messages if m.error() is None]
+        if len(records) != len(messages):
+            for message in messages:
+                if message.error() is not None:
+                    self._on_error(message.error())
+        self.batcher.add(records)
+        self.metrics.records_in.inc(len(records))
+        self._totals["records"] += len(records)
+
+    def _submit(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        batch = self.processor.process(messages)
+        self.delivery.submit(batch)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(messages))
+        if batch.model_seconds:
+            self.metrics.model_seconds.observe(batch.model_seconds)
+        self._totals["batches"] += 1
+
+    def _absorb(self, progress: Progress) -> None:
+        """Account for delivered batches and rewind partitions whose batch failed."""
+        if progress.completed:
+            now = time.time()
+            m = self.metrics
+            for batch in progress.completed:
+                for (label, is_attack), count in batch.verdicts.items():
+                    m.verdicts.labels(label=label, is_attack=str(is_attack).lower()).inc(count)
+                for label, count in batch.alerts.items():
+                    m.alerts_out.labels(label=label).inc(count)
+                for label, count in batch.novel.items():
+                    m.novel_flows.labels(label=label).inc(count)
+                for code, count in batch.dead_letters.items():
+                    m.dead_letters.labels(reason_code=code).inc(count)
+                stamps = batch.alert_timestamps
+                if len(stamps):
+                    m.end_to_end_seconds.observe_many(np.maximum(now - stamps[~np.isnan(stamps)], 0.0))
+                for tp, offset in batch.next_offsets.items():
+                    if tp in self._assigned:
+                        self._committed[tp] = offset
+                self._totals["scored"] += sum(batch.verdicts.values())
+                self._totals["alerts"] += sum(batch.alerts.values())
+                self._totals["dead_letters"] += sum(batch.dead_letters.values())
+        if progress.rewind:
+            self._rewind(progress.rewind)
+
+    def _rewind(self, positions: dict[TopicPartitionKey, int]) -> None:
+        dropped = self.batcher.drop_partitions(positions.keys())
+        for (topic, partition), offset in positions.items():
+            if (topic, partition) not in self._assigned:
+                continue  # revoked meanwhile: its new owner starts from the committed offset
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                # Going on would skip the batch: exit and let the restart resume from the committed offsets.
+                raise WorkerError(f"cannot rewind {topic}/{partition} to offset {offset}: {exc.args[0].str()}") from exc
+        self.metrics.rewinds.inc()
+        self.log.warning(
+            "rewound for redelivery",
+            positions={f"{t}/{p}": o for (t, p), o in positions.items()},
+            dropped_buffered=dropped,
+        )
+
+    def _apply_backpressure(self) -> None:
+        """Pause the input while the buffer is full and the output cannot take a batch; resume once it drained.
+
+        A full buffer alone is the normal state of a backlog (each consume fills it, the next batch empties
+        it): only a delivery that cannot accept more is a reason to stop fetching. A backlog may still pause
+        and resume every few batches, so a pause is logged at most once a minute (with the count since),
+        and its resume with it; ``flowwarden_paused_partitions`` shows every one.
+        """
+        waiting = len(self.batcher)
+        if waiting >= self._buffer_limit and not self.delivery.can_accept():
+            fresh = self._assigned - self._paused
+            if fresh:
+                self.consumer.pause(_partitions(fresh))
+                self._paused |= fresh
+                self._log_pause(waiting)
+        elif self._paused and waiting < self.settings.max_batch:
+            self.consumer.resume(_partitions(self._paused & self._assigned))
+            if self._pause_logged:
+                self.log.info("partitions resumed", resumed=len(self._paused), buffered=waiting)
+                self._pause_logged = False
+            self._paused.clear()
+        self.metrics.paused_partitions.set(len(self._paused))
+
+    def _log_pause(self, waiting: int) -> None:
+        self._pauses_unlogged += 1
+        now = time.monotonic()
+        if now - self._pause_log_at < PAUSE_LOG_EVERY_S:
+            return
+        self.log.warning(
+            PAUSED_EVENT, paused=len(self._paused), buffered=waiting, pauses_since_last_log=self._pauses_unlogged
+        )
+        self._pause_log_at, self._pauses_unlogged, self._pause_logged = now, 0, True
+
+    # --- model hot swap -----------------------------------------------------------------------------------
+
+    def _poll_registry(self) -> None:
+        assert self.watcher is not None
+        self._next_registry_poll = time.monotonic() + self.settings.registry_poll_seconds
+        old = self.processor.bundle
+        try:
+            bundle = self.watcher.poll()
+            if bundle is None:
+                return
+            self.processor.serve(bundle)
+        except Exception as exc:  # whatever is wrong with the new version, the current one keeps serving
+            self.metrics.model_swaps.labels(result="rejected").inc()
+            error = str(exc) if isinstance(exc, BundleError | DeviceError) else f"{type(exc).__name__}: {exc}"
+            self.log.error("new model refused; still serving the current one", serving=old.version, error=error)
+            return
+        self.metrics.serve_model(bundle.name, bundle.version, bundle.sha256)
+        self.metrics.model_swaps.labels(result="ok").inc()
+        self.log.info("model swapped", previous=old.version, version=bundle.version, bundle_sha256=bundle.sha256)
+
+    # --- librdkafka callbacks (run inside consume/poll, on this thread) -------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        fresh = {(tp.topic, tp.partition) for tp in partitions}
+        self.batcher.drop_partitions(fresh)
+        for tp in fresh:
+            self._committed.pop(tp, None)
+        self._assigned |= fresh
+        self.health.joined = True
+        self.log.info("partitions assigned", assigned=_names(fresh), assignment=_names(self._assigned))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        if self._closing_hard:
+            self._assigned -= revoked
+            return
+        try:
+            finished, progress = self.delivery.finish(REVOKE_TIMEOUT_S)
+            self._assigned -= revoked
+            if not finished:
+                progress.merge(self.delivery.forget(revoked))
+            self._absorb(progress)
+        except BaseException as exc:  # raised again by _consume: librdkafka must get control back first
+            self._assigned -= revoked
+            self._fatal = exc
+            return
+        self._release(revoked)
+        self.log.info("partitions revoked", revoked=_names(revoked), finished_in_flight=finished)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned -= lost
+        self.health.joined = False
+        if not self._closing_hard:
+            try:
+                self._absorb(self.delivery.forget(lost))
+            except BaseException as exc:
+                self._fatal = exc
+        self._release(lost)
+        self.log.warning("partitions lost: their uncommitted work is left to the next owner", lost=_names(lost))
+
+    def _release(self, partitions: set[TopicPartitionKey]) -> None:
+        self.batcher.drop_partitions(partitions)
+        self._resume_before_release(partitions & self._paused)
+        self._paused -= partitions
+        for tp in partitions:
+            self._committed.pop(tp, None)
+        self.metrics.forget_partitions(partitions)
+
+    def _resume_before_release(self, partitions: set[TopicPartitionKey]) -> None:
+        """librdkafka keeps a partition's pause flag across a rebalance: one paused when it was revoked or lost
+        would stay silent when it comes back. The callbacks run while the partitions are still assigned, so a
+        resume here is the last moment it is guaranteed to apply."""
+        if not partitions:
+            return
+        try:
+            self.consumer.resume(_partitions(partitions))
+        except KafkaException as exc:
+            self.log.warning("could not resume released partitions", partitions=_names(partitions), error=str(exc))
+
+    def _on_error(self, error: KafkaError) -> None:
+        self._last_client_error = error
+        self.metrics.kafka_errors.labels(code=error.name()).inc()
+        if error.fatal():
+            self._fatal = DeliveryFatal(f"fatal Kafka client error: {error.str()}")
+        elif error.code() == KafkaError._AUTHENTICATION and not self.health.joined:
+            # Wrong credentials do not fix themselves: stop (an orchestrator shows why) instead of retrying forever.
+            # Once the worker has served, a failure is more likely a rotation in progress: librdkafka retries.
+            self._fatal = DeliveryFatal(f"the cluster refused the credentials: {error.str()}")
+        now = time.monotonic()
+        if now - self._error_logged.get(error.code(), -ERROR_LOG_EVERY_S) >= ERROR_LOG_EVERY_S:
+            self._error_logged[error.code()] = now
+            self.log.warning("kafka client error", code=error.name(), error=error.str())
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        self.delivery.on_commit(error, partitions)
+
+    def _on_stats(self, stats_json: str) -> None:
+        stats = read_stats(stats_json)
+        reachable = any_broker_up(stats)
+        if reachable is not None and reachable != self.health.broker_reachable:
+            self.health.broker_reachable = reachable
+            if reachable:
+                self.log.info("a broker is reachable again: ready")
+            else:
+                self.log.warning("no broker reachable: not ready until one is")
+        for partition, (end, committed) in partition_ends(stats, self.topic).items():
+            tp = (self.topic, partition)
+            if tp not in self._assigned:
+                continue
+            position = self._committed.get(tp, committed)
+            if position >= 0:
+                self.metrics.consumer_lag.labels(topic=self.topic, partition=str(partition)).set(max(0, end - position))
+
+    # --- logs -------------------------------------------------------------------------------------------------
+
+    def _summary(self) -> None:
+        now = time.monotonic()
+        elapsed = max(1e-9, self.settings.summary_seconds - (self._next_summary - now))
+        delta = {key: value - self._summary_base[key] for key, value in self._totals.items()}
+        self.log.info(
+            "throughput",
+            **delta,
+            records_per_s=round(delta["records"] / elapsed, 1),
+            model_version=self.processor.bundle.version,
+            assigned=len(self._assigned),
+            paused=len(self._paused),
+            buffered=len(self.batcher),
+        )
+        self._summary_base = dict(self._totals)
+        self._next_summary = now + self.settings.summary_seconds
+
+
+def _partitions(keys: Iterable[TopicPartitionKey]) -> list[TopicPartition]:
+    return [TopicPartition(topic, partition) for topic, partition in keys]
+
+
+def _names(keys: Iterable[TopicPartitionKey]) -> list[str]:
+    return [f"{topic}/{partition}" for topic, partition in sorted(keys)]
