@@ -2,35 +2,28 @@
 
 Everything that can be wrong before the first record (settings, the bundle, the device, the metrics port,
 librdkafka properties, missing topics) is a :class:`StartupError` with a one-line message, reported as
-``error: ...`` on stderr with exit status 2 and no traceback. Once the loop runs, the exit status is the
+``detector run: error: ...`` on stderr with exit status 2 and no traceback. Once the loop runs, the exit status is the
 worker's: 0 after a clean stop (SIGTERM/SIGINT), 1 after a fatal error.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
-from collections.abc import Mapping
-from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import torch
 from confluent_kafka import KafkaException
 
 from detector.core.bundle import BundleError, load_bundle
+from detector.core.process import ExitCode, stop_on_signals
 from detector.core.registry import RegistryWatcher, is_registry, resolve_bundle_path
 from detector.core.scorer import DeviceError
 from detector.stream.logs import configure_logging, get_logger, librdkafka_logger
 from detector.stream.metrics import Health, MetricsServer, WorkerMetrics
 from detector.stream.processor import BatchProcessor
-from detector.stream.settings import RunSettings, SettingsError, load_settings
+from detector.stream.settings import RunSettings, SettingsError
 from detector.stream.topics import TopicError, ensure_topics
 from detector.stream.worker import Worker
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 METADATA_TIMEOUT_S = 10.0
 
 
@@ -95,38 +88,19 @@ def run_worker(settings: RunSettings, *, handle_signals: bool = True) -> int:
     try:
         worker = build_worker(settings)
     except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+        print(f"detector run: error: {exc}", file=sys.stderr, flush=True)
+        return ExitCode.USAGE
     except KeyboardInterrupt:  # Ctrl-C while the cluster was asked for metadata: nothing consumed yet
         print("interrupted during start-up", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    previous: dict[int, Any] = {}
-    if handle_signals and threading.current_thread() is threading.main_thread():
-
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            worker.stop()
-
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+        return ExitCode.INTERRUPTED
+    if not handle_signals:
         return worker.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def run_from_flags(flags: Mapping[str, Any], config_file: str | Path | None = None) -> int:
-    """``detector run``: settings from flags (None = not given), environment and TOML, then :func:`run_worker`."""
-    try:
-        settings = load_settings(RunSettings, flags, config_file)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
-    assert isinstance(settings, RunSettings)
-    return run_worker(settings)
+    with stop_on_signals(worker.stop):
+        return worker.run()
 
 
 def _metrics_server(settings: RunSettings, metrics: WorkerMetrics, health: Health) -> MetricsServer | None:
-    if not settings.metrics_enabled or settings.metrics_port is None:
+    if not settings.metrics:
         return None
     try:
         return MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port).start()

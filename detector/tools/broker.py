@@ -26,12 +26,16 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+
+from detector.core.process import ExitCode, stop_on_signals
+from detector.tools.settings import BrokerSettings
 
 HOST = "127.0.0.1"
 DEFAULT_START_TIMEOUT_S = 20.0
@@ -326,3 +330,25 @@ def _die_with_parent() -> Callable[[], None] | None:
         prctl(pr_set_pdeathsig, signal.SIGKILL)
 
     return set_pdeathsig
+
+
+def run_command(settings: BrokerSettings) -> int:
+    """``detector broker``: run the embedded broker in the foreground until Ctrl-C or SIGTERM. Exit 0 after a
+    clean stop, 2 when it cannot start (the port is taken, no binary), 1 when it dies while running."""
+    stop = threading.Event()
+    try:
+        with stop_on_signals(stop.set), EmbeddedBroker(settings.port, log_path=settings.log) as broker:
+            print(f"broker ready: {broker.bootstrap_servers}", flush=True)
+            print("memory-only storage: stopping the broker loses every topic and offset", flush=True)
+            while not stop.wait(0.5):
+                if not broker.running:
+                    print(
+                        f"detector broker: error: the broker exited unexpectedly; log:\n{broker.log_tail()}",
+                        file=sys.stderr,
+                    )
+                    return ExitCode.FAILURE
+            print("stopping the broker", flush=True)
+    except BrokerError as exc:  # it could not start: a taken port, a missing binary
+        print(f"detector broker: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    return ExitCode.OK

@@ -16,7 +16,6 @@ on Ctrl-C, SIGTERM or an error.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -30,7 +29,6 @@ import urllib.request
 import uuid
 from collections import Counter, deque
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 import orjson
@@ -39,14 +37,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from detector.core.process import ExitCode, sigterm_interrupts
 from detector.core.registry import publish
-from detector.stream.settings import ReplaySettings
 from detector.stream.topics import TopicError, ensure_topics
 from detector.tools.broker import BrokerError, EmbeddedBroker, free_port
 from detector.tools.demo_data import DemoDataError, ReplaySet, check_run, find_training_data, prepare_replay_set
 from detector.tools.demo_view import Snapshot, histogram_quantile, render, scrape
 from detector.tools.online_eval import Evaluation, evaluation_table, from_confusion
 from detector.tools.replay import ReplayStats, replay
+from detector.tools.settings import DemoSettings, ReplaySettings
 
 REPO = Path(__file__).resolve().parents[2]
 FLOWS, VERDICTS, DEAD_LETTERS = "demo.flows", "demo.verdicts", "demo.flows.dlq"
@@ -56,7 +55,6 @@ WORKER_KAFKA = ("session.timeout.ms=6000", "heartbeat.interval.ms=500")
 READY_TIMEOUT_S = 240.0
 STALL_TIMEOUT_S = 120.0
 READ_TIMEOUT_S = 120.0
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class DemoError(RuntimeError):
@@ -66,10 +64,10 @@ class DemoError(RuntimeError):
 class Demo:
     """The demo's steps and everything they start, so that :meth:`close` can stop all of it."""
 
-    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+    def __init__(self, args: DemoSettings, console: Console) -> None:
         self.args = args
         self.console = console
-        self.work = Path(args.work).resolve()
+        self.work = (args.work if args.work.is_absolute() else REPO / args.work).resolve()
         self.logs = self.work / "logs"
         self.started = time.monotonic()
         self.broker: EmbeddedBroker | None = None
@@ -140,7 +138,7 @@ class Demo:
         self.console.print(agreement, highlight=False)
         problems = self._problems(stats, final, expected, read, replay_set)
         self._closing_summary(stats, final, run, problems)
-        return EXIT_FAILED if problems else EXIT_OK
+        return ExitCode.FAILURE if problems else ExitCode.OK
 
     def _train(self, data: Path | None) -> Path:
         run = self.work / "run"
@@ -201,6 +199,7 @@ class Demo:
 
     def _replay_live(self, bootstrap: str, replay_set: ReplaySet, metrics_port: int) -> ReplayStats:
         settings = ReplaySettings(
+            csv=[replay_set.path],
             bootstrap_servers=bootstrap,
             topic=FLOWS,
             rate=self.args.rate,
@@ -413,47 +412,32 @@ def _tail(path: Path, limit: int = 3000) -> str:
     return data[-limit:].decode("utf-8", "replace")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m detector.tools.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="labelled CSVs (a folder holding cicids2017_improved_sample, or CSVs)")
-    parser.add_argument("--run", help="reuse this `trainer fit` run directory instead of training")
-    parser.add_argument("--work", default=str(REPO / ".demo"), help="scratch directory (default: .demo)")
-    parser.add_argument("--profile", default="quick", choices=("quick", "tuned", "paper"), help="training profile")
-    # A 2-core laptop scores a few hundred flows/s with the quick model: 4000 flows at 200/s keep the live view
-    # busy for about 20 s without a backlog. --limit 0 replays the whole held-out split.
-    parser.add_argument("--rate", type=float, default=200.0, help="replay rate, flows/s (default: %(default)g)")
-    parser.add_argument(
-        "--limit", type=int, default=4000, help="held-out rows to replay; 0 = all (default: %(default)s)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="sample and shuffle seed (default: %(default)s)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="the worker's device")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(settings: DemoSettings) -> int:
+    """``detector demo``: run every step, stop everything it started, return the exit status."""
     console = Console()
-    demo = Demo(args, console)
-
-    def terminate(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    demo = Demo(settings, console)
     try:
-        return demo.run()
+        with sigterm_interrupts():
+            return demo.run()
     except KeyboardInterrupt:
         console.print("\n[yellow]interrupted: stopping the replay, the worker and the broker[/yellow]")
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except DemoDataError as exc:
         console.print(f"[red]demo:[/red] {exc}", highlight=False)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except (DemoError, BrokerError, TopicError) as exc:
         console.print("[red]demo failed:[/red]", end=" ")
         console.print(str(exc), highlight=False, markup=False)
-        return EXIT_FAILED
+        return ExitCode.FAILURE
     finally:
         demo.close()
-        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m detector.tools.demo [options]`` is ``detector demo [options]``."""
+    from detector.cli import main as detector_main
+
+    return detector_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -11,16 +11,13 @@ CLI around it: settings, a progress bar and a summary on stderr.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from rich.console import Console
@@ -37,16 +34,16 @@ from rich.progress import (
 from rich.text import Text
 
 from detector.core.csvfile import CsvSourceError, csv_files, read_header
+from detector.core.process import ExitCode, sigterm_interrupts
+from detector.core.settings import redact
 from detector.stream.logs import console_librdkafka_logger
-from detector.stream.settings import ReplaySettings, SettingsError, load_settings, parse_kafka_options, redact
 from detector.stream.topics import TopicError, ensure_topics
 from detector.tools.pacing import TimelinePacer, TokenBucket
 from detector.tools.replay_source import Order, SourceError, SourceStats, check_timestamps, ordered_flows
+from detector.tools.settings import ReplaySettings
 
 FLUSH_TIMEOUT_S = 60.0
 PROGRESS_EVERY_S = 0.2
-EXIT_OK, EXIT_DELIVERY_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-EXIT_NOTHING_SENT = 1
 # Replay defaults; anything given with --kafka-option or [kafka] wins.
 PRODUCER_DEFAULTS = {"linger.ms": "10", "enable.idempotence": "true", "client.id": "flowwarden-replay"}
 
@@ -237,8 +234,8 @@ def _expected_total(settings: ReplaySettings, source: SourceStats) -> int | None
 
 def exit_status(stats: ReplayStats) -> int:
     if stats.failed:
-        return EXIT_DELIVERY_FAILED
-    return EXIT_INTERRUPTED if stats.interrupted else EXIT_OK
+        return ExitCode.FAILURE
+    return ExitCode.INTERRUPTED if stats.interrupted else ExitCode.OK
 
 
 def summary_lines(stats: ReplayStats) -> list[str]:
@@ -270,20 +267,19 @@ class _RateColumn(ProgressColumn):
         return Text(f"{speed:,.0f} flows/s" if speed else "– flows/s", style="progress.data.speed")
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """``detector replay`` from parsed arguments; returns the exit status."""
+def run_command(settings: ReplaySettings) -> int:
+    """``detector replay`` from its settings; returns the exit status."""
     console = Console(stderr=True)
     try:
-        settings = _settings(args)
-        files = csv_files(args.csv)
+        files = csv_files(settings.csv)
         for path in files:
             read_header(path)  # refuses a pcap, a gzip file without .gz or UTF-16 text up front
         order = effective_order(settings)
         if order == "time":
             check_timestamps(files)
-    except (SettingsError, CsvSourceError, ReplayError, SourceError) as exc:
+    except (CsvSourceError, ReplayError, SourceError) as exc:
         console.print(f"detector replay: error: {exc}", markup=False, soft_wrap=True)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     console.print(
         f"replaying {len(files)} file(s) to {settings.topic!r} on {settings.bootstrap_servers} "
         f"({order} order{_pace_text(settings)}); client settings {redact(producer_config(settings))}",
@@ -300,9 +296,8 @@ def run_command(args: argparse.Namespace) -> int:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    previous = _sigterm_like_ctrl_c()
     try:
-        with Progress(*columns, console=console, transient=True) as bar:
+        with sigterm_interrupts(), Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("replay", total=settings.limit)
 
             def show(stats: ReplayStats) -> None:
@@ -311,56 +306,19 @@ def run_command(args: argparse.Namespace) -> int:
             stats = replay(files, settings, on_progress=show)
     except KeyboardInterrupt:
         console.print("detector replay: interrupted before the first record was sent", markup=False)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except (TopicError, SourceError, ReplayError) as exc:
         console.print(f"detector replay: error: {exc}", markup=False, soft_wrap=True)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except KafkaException as exc:
         console.print(f"detector replay: Kafka error: {exc.args[0].str()}", markup=False, soft_wrap=True)
-        return EXIT_USAGE
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        return ExitCode.USAGE
     for line in summary_lines(stats):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     if not stats.interrupted and stats.source.rows_read == 0:
         console.print("detector replay: the files hold no data rows", markup=False, soft_wrap=True)
-        return EXIT_NOTHING_SENT
+        return ExitCode.FAILURE
     return exit_status(stats)
-
-
-def _sigterm_like_ctrl_c() -> Any:
-    """Make SIGTERM (``timeout``, ``docker stop``) stop a replay as Ctrl-C does: flush, then the summary.
-
-    Returns the previous handler to restore, or None when not on the main thread (signals cannot be set).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, interrupt)
-
-
-def _settings(args: argparse.Namespace) -> ReplaySettings:
-    flags: dict[str, Any] = {
-        "bootstrap_servers": args.bootstrap_servers,
-        "topic": args.topic,
-        "rate": args.rate,
-        "speedup": args.speedup,
-        "limit": args.limit,
-        "with_labels": args.with_labels,
-        "order": args.order,
-        "seed": args.seed,
-        "loop": args.loop,
-        "partitions": args.partitions,
-        "shuffle_buffer": args.shuffle_buffer,
-        "kafka": parse_kafka_options(args.kafka_option),
-    }
-    settings = load_settings(ReplaySettings, flags, args.config)
-    assert isinstance(settings, ReplaySettings)
-    return settings
 
 
 def _pace_text(settings: ReplaySettings) -> str:

@@ -19,7 +19,6 @@ One JSON object per input row, in input order::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import sys
@@ -39,12 +38,13 @@ from detector.core.csvfile import EXTRA_CELLS, CsvSourceError, csv_files, read_h
 from detector.core.decode import DecodedFlow, Rejected
 from detector.core.features import family_of, missing_features_advice, resolve_columns
 from detector.core.flowrecord import layout_for, to_record
+from detector.core.process import ExitCode, sigterm_interrupts
 from detector.core.registry import resolve_bundle_path
 from detector.core.scorer import DeviceError, Scorer
 from detector.tools.online_eval import from_confusion
+from detector.tools.settings import ScoreSettings
 
 DEFAULT_BATCH = 1024
-EXIT_OK, EXIT_NOTHING_SCORED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 NOVEL_HINT_FACTOR = 5  # a novel share this many times the calibrated one is no longer noise
 _VERDICT_FIELDS = ("flow", "label", "is_attack", "confidence", "probabilities", "novelty", "ground_truth")
 
@@ -178,19 +178,19 @@ def _flush(pending: list[_Pending], scorer: Scorer, out: IO[bytes], summary: Sco
     pending.clear()
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """``detector score`` from parsed arguments; returns the exit status."""
+def run_command(settings: ScoreSettings) -> int:
+    """``detector score`` from its settings; returns the exit status."""
     console = Console(stderr=True)
     started = time.perf_counter()
     try:
-        files = csv_files(args.csv)
+        files = csv_files(settings.csv)
         headers = [read_header(path) for path in files]  # refuses binary and UTF-16 files up front
-        bundle = load_bundle(resolve_bundle_path(args.bundle))
-        scorer = Scorer(bundle, device=args.device)
-        out = _open_out(args.out, files)
+        bundle = load_bundle(resolve_bundle_path(settings.bundle))
+        scorer = Scorer(bundle, device=settings.device)
+        out = _open_out(settings.out, files)
     except (CsvSourceError, BundleError, DeviceError) as exc:
         console.print(f"detector score: error: {exc}", markup=False, soft_wrap=True)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     console.print(
         f"scoring with {bundle.name} {bundle.version} ({len(bundle.classes)} classes) on {scorer.device}",
         markup=False,
@@ -199,35 +199,36 @@ def run_command(args: argparse.Namespace) -> int:
     )
     summary = ScoreSummary.for_bundle(bundle)
     summary.missing_features_hint = _missing_features_hint(bundle, headers)
-    status = EXIT_OK
+    status = ExitCode.OK
     try:
         if out is not None:
-            with out:
-                score_files(files, scorer, out, batch=args.batch, summary=summary)
+            with sigterm_interrupts(), out:
+                score_files(files, scorer, out, batch=settings.batch, summary=summary)
         else:
-            score_files(files, scorer, sys.stdout.buffer, batch=args.batch, summary=summary)
+            with sigterm_interrupts():
+                score_files(files, scorer, sys.stdout.buffer, batch=settings.batch, summary=summary)
             sys.stdout.buffer.flush()
     except BrokenPipeError:
         # `detector score ... | head`: the reader left. Point stdout at /dev/null so the exit flush is quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        return ExitCode.OK
     except KeyboardInterrupt:
         console.print("detector score: interrupted; counts so far:", markup=False)
-        status = EXIT_INTERRUPTED
+        status = ExitCode.INTERRUPTED
     console.print(
         summary.line(len(files), time.perf_counter() - started), markup=False, highlight=False, soft_wrap=True
     )
     for hint in summary.hints():
         console.print(f"detector score: {hint}", markup=False, highlight=False, soft_wrap=True)
-    if status == EXIT_OK and not summary.rows:
+    if status == ExitCode.OK and not summary.rows:
         console.print("detector score: the files hold no data rows", markup=False, soft_wrap=True)
-        return EXIT_NOTHING_SCORED
-    if status == EXIT_OK and not summary.scored:
-        return EXIT_NOTHING_SCORED
+        return ExitCode.FAILURE
+    if status == ExitCode.OK and not summary.scored:
+        return ExitCode.FAILURE
     return status
 
 
-def _open_out(path: str | None, inputs: list[Path]) -> IO[bytes] | None:
+def _open_out(path: str | Path | None, inputs: list[Path]) -> IO[bytes] | None:
     """The ``--out`` file opened for writing (None: stdout); a path that cannot be written, or one of the
     input files (opening it would empty it before a row is read), is a usage error."""
     if not path:

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from detector.core.settings import SettingsError
 from tests.support.generated import generated_rows, write_generated_csv
 
 
@@ -132,7 +133,7 @@ def test_a_registry_that_is_a_bundle_is_refused_before_training(tmp_path, good_c
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--epochs", "0"], "finetune.epochs"),
+        (["--epochs", "0"], "epochs: Input should be greater than or equal to 1 (from --epochs)"),
         (["--seed", "-1"], "seed"),
         (["--config", "alpha.toml"], "finetune.focal.alpha has 2 weights but the data has 4 classes"),
     ],
@@ -232,7 +233,7 @@ def test_text_in_a_feature_the_bundle_does_not_use_drops_no_evaluated_row(tmp_pa
 
 
 def test_every_option_but_config_can_come_from_the_environment(monkeypatch):
-    from trainer.cli import build_parser, with_environment
+    from trainer.cli import build_parser
 
     parser = build_parser()
     monkeypatch.setenv("FLOWWARDEN_DATA", "a.csv 'folder with space'")
@@ -241,10 +242,12 @@ def test_every_option_but_config_can_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("FLOWWARDEN_EPOCHS", "3")
     monkeypatch.setenv("FLOWWARDEN_QUIET", "true")
     monkeypatch.setenv("FLOWWARDEN_CONFIG", "detector-settings.toml")  # the detector's, never the trainer's
-    args = parser.parse_args(with_environment(["fit", "--profile", "paper"], parser))
-    assert args.data == ["a.csv", "folder with space"] and str(args.out) == "runs/env"
-    assert args.profile == "paper", "a flag wins over the environment"
-    assert (args.epochs, args.quiet, args.config) == (3, True, None)
+    args = parser.parse_args(["fit", "--profile", "paper"])
+    settings = args._command.settings(args)
+    assert [str(path) for path in settings.data] == ["a.csv", "folder with space"] and str(settings.out) == "runs/env"
+    assert settings.profile == "paper", "a flag wins over the environment"
+    assert (settings.epochs, settings.quiet, settings.config) == (3, True, None)
     monkeypatch.setenv("FLOWWARDEN_PROFILE", "fast")
-    with pytest.raises(SystemExit):  # checked like a flag: an unknown profile is a usage error
-        parser.parse_args(with_environment(["fit"], parser))
+    args = parser.parse_args(["fit"])
+    with pytest.raises(SettingsError, match=r"profile: .* \(from FLOWWARDEN_PROFILE\)"):
+        args._command.settings(args)

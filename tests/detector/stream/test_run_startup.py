@@ -44,7 +44,7 @@ def test_bad_settings_exit_2_with_one_line(argv, message, bundle_path, capsys):
     base = ["run", "--bundle", str(bundle_path), "--bootstrap-servers", "127.0.0.1:1", "--no-metrics"]
     assert main([*base, *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert len(err) == 1 and err[0].startswith("detector run: error: ") and message in err[0], err
 
 
 def test_a_kafka_table_in_the_environment_that_is_not_json_is_one_line_without_its_value(
@@ -82,7 +82,7 @@ def test_run_settings_come_from_flags_then_environment_then_toml(bundle_path, tm
     assert (settings.group_id, settings.max_batch, settings.max_delay_ms) == ("from-flag", 64, 7)
     assert (settings.emit, settings.guarantee) == ("all", "at-least-once")
     assert settings.kafka == {"sasl.username": "toml-user", "sasl.mechanism": "PLAIN", "sasl.password": "secret"}
-    assert settings.metrics_enabled is False and settings.create_topics is True
+    assert settings.metrics is False and settings.create_topics is True
 
 
 def test_a_malformed_kafka_option_never_echoes_its_text(bundle_path, capsys):
@@ -109,9 +109,10 @@ def test_one_settings_file_serves_run_and_replay(bundle_path, tmp_path, monkeypa
     assert settings.kafka == {"enable.ssl.certificate.verification": "false"}  # librdkafka's spelling, not "False"
 
 
-def test_every_flag_has_its_environment_variable_no_metrics_included(bundle_path, monkeypatch):
+def test_a_switch_is_turned_off_by_its_no_flag_or_by_false_in_the_environment(bundle_path, monkeypatch):
     seen = []
     monkeypatch.setattr("detector.stream.runner.run_worker", lambda settings: seen.append(settings) or 0)
-    monkeypatch.setenv("FLOWWARDEN_NO_METRICS", "1")
+    assert main(["run", "--bundle", str(bundle_path), "--no-metrics"]) == 0
+    monkeypatch.setenv("FLOWWARDEN_METRICS", "false")
     assert main(["run", "--bundle", str(bundle_path)]) == 0
-    assert seen[0].metrics_enabled is False
+    assert [settings.metrics for settings in seen] == [False, False]

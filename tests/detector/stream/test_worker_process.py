@@ -163,7 +163,7 @@ def test_a_tampered_bundle_is_refused_by_the_process_with_one_line(bundle_path, 
     with worker:
         assert worker.wait(60) == 2
         lines = worker.text().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: bundle "), lines
+    assert len(lines) == 1 and lines[0].startswith("detector run: error: bundle "), lines
     assert "checksum mismatch for model.safetensors" in lines[0]
 
 
@@ -171,7 +171,7 @@ def test_no_bundle_and_missing_topics_exit_2(bundle_path, kafka_bootstrap, capsy
     monkeypatch.delenv("FLOWWARDEN_BUNDLE", raising=False)
     assert main(["run", "--bootstrap-servers", kafka_bootstrap, "--no-metrics"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: no model bundle: pass --bundle BUNDLE_OR_REGISTRY (or set FLOWWARDEN_BUNDLE)"
+        "detector run: error: no model bundle: pass --bundle BUNDLE_OR_REGISTRY (or set FLOWWARDEN_BUNDLE)"
     )
     topic = unique_name("absent")
     argv = ["run", "--bundle", str(bundle_path), "--bootstrap-servers", kafka_bootstrap, "--no-metrics"]

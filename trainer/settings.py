@@ -1,0 +1,117 @@
+"""The settings models of the ``trainer`` commands: flags, ``FLOWWARDEN_*`` variables and help are generated
+from them (:mod:`detector.core.settings`).
+
+The trainer reads no settings file: its ``--config FILE.toml`` is a *training* configuration (a profile's
+fields overridden, :mod:`trainer.config`), so ``FLOWWARDEN_CONFIG``, which names the detector's settings
+file, is not read here. ``--seed``, ``--split``, ``--device`` and ``--epochs`` override the training
+configuration (:meth:`TrainingOptions.overrides`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import CliVariadicArg
+
+from detector.core.settings import CommandSettings
+from trainer.config import PROFILES
+
+Device = Literal["auto", "cpu", "cuda"]
+_DEVICE_HELP = "where the network runs: auto (a GPU when there is one), cpu, cuda"
+
+
+class DataOptions(CommandSettings):
+    """Labelled flows in, a run directory out."""
+
+    data: CliVariadicArg[list[Path]] = Field(
+        description="CSV files or folders (.csv, .csv.gz); FLOWWARDEN_DATA takes several separated by spaces"
+    )
+    out: Path = Field(description="run directory to write (never overwritten)", json_schema_extra={"metavar": "DIR"})
+    label_map: Path | None = Field(
+        None,
+        description="TOML file renaming labels, e.g. [labels] Bot = 'Botnet'",
+        json_schema_extra={"metavar": "FILE"},
+    )
+    quiet: bool = Field(False, description="no progress bars")
+
+
+class TrainingOptions(DataOptions):
+    """A training configuration: a profile, a config file on top, a few overrides."""
+
+    profile: Literal[PROFILES] = Field(  # type: ignore[valid-type]
+        "paper",
+        description="shipped settings: paper (the paper's, 50 epochs), tuned (validated changes), quick (few epochs)",
+    )
+    config: Path | None = Field(
+        None,
+        description="TOML file overriding any field of the profile (see trainer/profiles/*.toml); "
+        "not read from FLOWWARDEN_CONFIG, which names the detector's settings file",
+        json_schema_extra={"metavar": "FILE.toml", "env": False},
+    )
+    seed: int | None = Field(None, description="seed of the split and of every random step (none: the profile's, 42)")
+    split: Literal["stratified", "temporal"] | None = Field(
+        None, description="how to split train/test (none: the profile's, stratified)"
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        """The training-configuration fields these options change."""
+        changes: dict[str, Any] = {}
+        if self.seed is not None:
+            changes["seed"] = self.seed
+        if self.split:
+            changes["split"] = {"method": self.split}
+        return changes
+
+
+class ModelTrainingOptions(TrainingOptions):
+    """Options of the commands that train the network."""
+
+    device: Device | None = Field(None, description=f"{_DEVICE_HELP} (none: the profile's, auto)")
+    epochs: int | None = Field(
+        None, ge=1, description="exactly this many fine-tuning epochs (overrides the profile and its min_steps)"
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        changes = super().overrides()
+        if self.device:
+            changes["device"] = self.device
+        if self.epochs is not None:
+            changes["finetune"] = {"epochs": self.epochs, "min_steps": 0}
+        return changes
+
+
+class FitSettings(ModelTrainingOptions):
+    """``trainer fit``: train ResCAE-BiGRU, evaluate on a held-out split, write a bundle."""
+
+    registry: Path | None = Field(
+        None, description="also publish the bundle to this registry directory", json_schema_extra={"metavar": "DIR"}
+    )
+
+
+class BaselinesSettings(TrainingOptions):
+    """``trainer baselines``: Decision Tree and Random Forest on the same split as ``fit``."""
+
+
+class AblateSettings(ModelTrainingOptions):
+    """``trainer ablate``: the paper's Table 6 rows: base, +SAM, +iForest, +SMOTE, full."""
+
+
+class EvaluateSettings(DataOptions):
+    """``trainer evaluate``: score a bundle (or registry) on labelled data."""
+
+    bundle: Path = Field(description="bundle directory, .tar.gz, or registry", json_schema_extra={"metavar": "BUNDLE"})
+    device: Device = Field("auto", description=_DEVICE_HELP)
+
+
+class PublishSettings(CommandSettings):
+    """``trainer publish``: add a bundle to a registry and move LATEST to it."""
+
+    bundle: Path = Field(
+        description="bundle directory or .tar.gz (it is verified first)", json_schema_extra={"metavar": "BUNDLE"}
+    )
+    registry: Path = Field(
+        description="registry directory (created if needed; a directory of its own)",
+        json_schema_extra={"metavar": "DIR"},
+    )
