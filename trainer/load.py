@@ -12,7 +12,8 @@ Three promises the rest of the trainer relies on:
   :mod:`detector.core.decode` does. The fast path converts a whole column with Python's ``float`` semantics;
   only the cells it rejects go through ``parse_number`` one by one.
 * **No silent loss.** A row that cannot be used is dropped and counted under one reason (the first that
-  applies, in this order): :data:`~trainer.csvtext.BLANK_LINE`, :data:`~trainer.csvtext.WRONG_FIELD_COUNT`,
+  applies, in this order): :data:`~detector.core.csvfile.BLANK_LINE`,
+  :data:`~detector.core.csvfile.WRONG_FIELD_COUNT`,
   :data:`REPEATED_HEADER`, :data:`MISSING_LABEL`, ``TEXT_IN_NUMERIC.format(feature=...)``. For every file,
   ``rows_read == rows_kept + sum(dropped.values())``. NaN and ±inf are *not* a reason to drop: such rows are
   kept and counted in :attr:`FlowTable.nonfinite_rows`; the stored preprocessing handles them.
@@ -20,8 +21,9 @@ Three promises the rest of the trainer relies on:
   usable) raises :class:`DataError` naming the file and the problem, before any large file is parsed where
   the header already tells.
 
-Reading the text and splitting it into records is :mod:`trainer.csvtext`'s job (UTF-8, else cp1252, whose
-en dash :func:`detector.core.labels.normalize_label` then folds into ``Web Attack - Brute Force``).
+Reading the text and splitting it into records is :mod:`detector.core.csvfile`'s job, the same reader replay
+and scoring use (UTF-8, else cp1252, whose en dash :func:`detector.core.labels.normalize_label` then folds
+into ``Web Attack - Brute Force``); timestamps are read by :mod:`detector.core.flowtime`, as replay reads them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detector.core.csvfile import CsvSourceError, csv_files, not_csv_text, open_binary
+from detector.core.csvfile import (
+    BLANK_LINE,
+    LONG_ROW,
+    SHORT_ROW,
+    WRONG_FIELD_COUNT,
+    CsvReader,
+    CsvSourceError,
+    csv_files,
+    not_csv_text,
+    open_binary,
+    read_table,
+)
 from detector.core.features import (
     CATEGORICAL_FEATURES,
     CIC_FEATURES,
@@ -49,13 +62,13 @@ from detector.core.features import (
     family_of,
     resolve_columns,
 )
+from detector.core.flowtime import flow_times
 from detector.core.labels import apply_label_map, normalize_label, resolve_label
 from detector.core.tomlfile import TomlFileError, read_toml_file
 from detector.core.values import parse_number
-from trainer.csvtext import decode, read_text, split_records
 
 #: Drop reasons, exactly as they appear in :attr:`FlowTable.dropped` and in reports (with
-#: :data:`trainer.csvtext.BLANK_LINE` and :data:`trainer.csvtext.WRONG_FIELD_COUNT`).
+#: :data:`BLANK_LINE` and :data:`WRONG_FIELD_COUNT`).
 REPEATED_HEADER = "repeated header line"
 MISSING_LABEL = "missing label"
 TEXT_IN_NUMERIC = "text in numeric feature {feature}"
@@ -64,17 +77,6 @@ TEXT_IN_NUMERIC = "text in numeric feature {feature}"
 FLOW_FIELDS: tuple[str, ...] = ("flow_id", "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "timestamp")
 
 
-# Timestamp layouts tried in order; each only fills what the earlier ones left unparsed. CICFlowMeter
-# writes day-first dates ("5/7/2017 8:12" is 5 July), CSE-CIC-IDS2018 adds seconds, some tools add AM/PM.
-_TIME_FORMATS: tuple[str, ...] = (
-    "ISO8601",
-    "%d/%m/%Y %H:%M:%S",
-    "%d/%m/%Y %H:%M",
-    "%d/%m/%Y %I:%M:%S %p",
-    "%d/%m/%Y %I:%M %p",
-)
-# Epoch numbers above this are milliseconds, not seconds (1e11 s is the year 5138).
-_EPOCH_MILLISECONDS_ABOVE = 1e11
 # What datetime64[ns] can hold, in seconds since the epoch.
 _NS_RANGE_SECONDS = 9.2e9
 _MAX_NAMES_SHOWN = 40
@@ -311,24 +313,24 @@ def _read_header(path: Path) -> list[str]:
     """The header's column names (verbatim). Also rejects empty, header-only and non-text files cheaply."""
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
+    names: list[str] = []
     try:
         with open_binary(path) as handle:
             _refuse_binary(path, handle.read(4096))  # a pcapng's first "line" is a lone newline: look further
-            handle.seek(0)
-            first = handle.readline()
-            header, _, rest = first.rstrip(b"\r\n").partition(b"\r")  # classic Mac files end lines in CR
-            has_data = bool(rest.strip()) or any(line.strip() for line in handle)
+        with CsvReader(path) as reader:
+            names = reader.raw_header
+            has_data = any(any(cell.strip() for cell in record) for record in reader.records())
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
-    text = decode(header)[0]
-    if not text.strip():
+    except csv.Error as exc:
+        if not names:  # the header itself is broken
+            raise DataError(f"{path}: the header line is not CSV: {exc}") from None
+        has_data = True  # a broken record after the header: reported with its line when the body is read
+    if not any(name.strip() for name in names):
         raise DataError(f"{path}: empty file (no header line)")
     if not has_data:
         raise DataError(f"{path}: header only, no data rows")
-    try:
-        return next(csv.reader([text]))
-    except csv.Error as exc:
-        raise DataError(f"{path}: the header line is not CSV: {exc}") from None
+    return names
 
 
 def _refuse_binary(path: Path, start: bytes) -> None:
@@ -383,13 +385,16 @@ def _load_file(
     limit: int | None,
 ) -> _Loaded:
     try:
-        text, encoding = read_text(source.path, limit)
+        table = read_table(source.path, limit)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{source.path}: cannot read: {exc}") from None
-    try:
-        cells, structural, rows_read = split_records(text, len(source.names))
-    except (pd.errors.ParserError, csv.Error) as exc:  # e.g. a quote that is never closed
+    except csv.Error as exc:  # e.g. a quote that is never closed
         raise DataError(f"{source.path}: not a readable CSV: {str(exc).strip()}") from None
+    cells = _cells(table.records, len(source.names))
+    # The trainer drops short and long rows alike: both are rows it cannot align with the header.
+    wrong_width = table.malformed[SHORT_ROW] + table.malformed[LONG_ROW]
+    structural = +Counter({BLANK_LINE: table.malformed[BLANK_LINE], WRONG_FIELD_COUNT: wrong_width})
+    rows_read, encoding = table.rows_read, table.encoding
     reasons = pd.Series(None, index=cells.index, dtype=object)
     _mark(reasons, _repeated_headers(cells, source), REPEATED_HEADER)
     labels, renamed_by = _labels(cells, source, label_map, rows=reasons.isna())
@@ -427,6 +432,13 @@ def _load_file(
         flow=flow,
         timestamps=parse_timestamps(flow["timestamp"]),
     )
+
+
+def _cells(records: list[list[str]], width: int) -> pd.DataFrame:
+    """The usable records as a frame of string cells, columns numbered 0..width-1."""
+    if not records:
+        return pd.DataFrame({i: pd.Series([], dtype=str) for i in range(width)})
+    return pd.DataFrame(records, columns=list(range(width)), dtype=str)
 
 
 def _mark(reasons: pd.Series, mask: pd.Series | np.ndarray, reason: str) -> None:
@@ -571,33 +583,17 @@ def _flow_frame(cells: pd.DataFrame, source: _Source) -> pd.DataFrame:
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:
-    """Flow timestamps as naive ``datetime64[ns]``; NaT where a cell is empty or unreadable.
+    """Flow timestamps as naive UTC ``datetime64[ns]``; NaT where a cell is empty or unreadable.
 
-    Accepts ISO 8601 (improved CICIDS2017 ``2017-07-05 18:12:15.650811``, the Python ``cicflowmeter``),
-    CICFlowMeter's day-first ``5/7/2017 8:12`` (with or without seconds, AM/PM), and Unix epoch seconds
-    (UNSW-NB15 ``Stime``; milliseconds when the numbers are too large for seconds). Times with a UTC offset
-    are converted to UTC; others are kept as written (local time of the capture).
+    The rules are :func:`detector.core.flowtime.flow_time`'s, the very ones replay and scoring use (ISO 8601,
+    day-first slashed dates unless the day comes second, epoch seconds/ms/µs/ns by size); times are kept
+    to the microsecond.
     """
-    text = values.astype(str).str.strip().fillna("").reset_index(drop=True)
-    result = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
-    present = text.ne("") & text.ne("nan")
-    if not present.any():
-        return result
-    epoch = pd.to_numeric(text[present], errors="coerce")
-    if epoch.notna().all():
-        seconds = epoch.where(epoch.abs() <= _EPOCH_MILLISECONDS_ABOVE, epoch / 1000.0)
-        seconds = seconds.where(seconds.abs() < _NS_RANGE_SECONDS)
-        result[present] = pd.to_datetime(seconds, unit="s", errors="coerce").astype("datetime64[ns]")
-        return result
-    for layout in _TIME_FORMATS:
-        todo = present & result.isna()
-        if not todo.any():
-            break
-        parsed = pd.to_datetime(text[todo], format=layout, errors="coerce", utc=True)
-        parsed = parsed.dt.tz_localize(None)
-        in_range = parsed.between(pd.Timestamp.min, pd.Timestamp.max)
-        result[todo] = parsed.where(in_range).astype("datetime64[ns]")
-    return result
+    seconds = flow_times(values.tolist())
+    micros = np.round(seconds * 1e6)
+    in_range = np.abs(micros) < _NS_RANGE_SECONDS * 1e6
+    micros = np.where(in_range, micros, np.nan)
+    return pd.Series(pd.to_datetime(micros, unit="us"), dtype="datetime64[ns]").reset_index(drop=True)
 
 
 # ---- putting files together

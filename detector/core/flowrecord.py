@@ -17,10 +17,8 @@ offline reference and the stream see identical input. The conversion is delibera
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -30,18 +28,6 @@ from detector.core.labels import resolve_label
 _TEXT_FLOW_FIELDS = frozenset({"flow_id", "src_ip", "dst_ip"})
 _KEY_FIELDS = ("src_ip", "dst_ip", "src_port", "dst_port", "protocol")
 _INT64 = 2**63
-# Day first before month first: CSE-CIC-IDS2018 writes 14/02/2018, CICIDS2017's TrafficLabelling 3/7/2017.
-_TIME_FORMATS = (
-    "%d/%m/%Y %H:%M:%S",
-    "%d/%m/%Y %H:%M",
-    "%d/%m/%Y %I:%M:%S %p",
-    "%d/%m/%Y %I:%M %p",
-    "%m/%d/%Y %H:%M:%S",
-    "%m/%d/%Y %H:%M",
-    "%m/%d/%Y %I:%M:%S %p",
-    "%m/%d/%Y %I:%M %p",
-)
-_EPOCH_LIKE = re.compile(r"^\s*\d+(\.\d*)?\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +80,17 @@ def cell_value(text: str) -> Any:
     return value if math.isfinite(value) else text
 
 
-def to_record(row: Mapping[str, str], layout: RecordLayout, *, with_labels: bool) -> dict[str, Any]:
-    """The flow record for one CSV row (see the module docstring for the rules)."""
+def to_record(row: Mapping[str, Any], layout: RecordLayout, *, with_labels: bool) -> dict[str, Any]:
+    """The flow record for one CSV row (see the module docstring for the rules). Cells are text as a CSV
+    reader gives them; a cell that is already a number or None (a DataFrame's) is kept as it is, and one in
+    a text column becomes its text."""
     record: dict[str, Any] = {}
     for name, text in row.items():
         if name in layout.text_columns:
             if with_labels or name not in layout.label_columns:
-                record[name] = text
+                record[name] = text if text is None or isinstance(text, str) else str(text)
         else:
-            record[name] = cell_value(text)
+            record[name] = cell_value(text) if isinstance(text, str) else text
     return record
 
 
@@ -126,48 +114,6 @@ def record_key(row: Mapping[str, Any], layout: RecordLayout) -> bytes | None:
         return flow_id.encode()
     parts = [_text(row.get(layout.flow_fields[f])) if f in layout.flow_fields else "" for f in _KEY_FIELDS]
     return "-".join(parts).encode() if parts[0] and parts[1] else None
-
-
-def flow_time(value: Any) -> float | None:
-    """Seconds since the epoch for a flow timestamp as datasets write it, or None if it is not one.
-
-    Accepts ISO 8601 (``2017-07-07 19:02:39.182486``), the CIC day/month/year forms (with or without
-    seconds, 24 h or AM/PM) and epoch numbers (UNSW-NB15 ``Stime``; milli/microseconds are recognised by
-    size). Naive times are taken as UTC: only differences between flows matter for ordering and pacing.
-    """
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return _epoch_seconds(float(value))
-    text = str(value).strip()
-    if not text:
-        return None
-    if _EPOCH_LIKE.match(text):
-        return _epoch_seconds(float(text))
-    try:
-        return _as_utc(datetime.fromisoformat(text)).timestamp()
-    except ValueError:
-        pass
-    for pattern in _TIME_FORMATS:
-        try:
-            return _as_utc(datetime.strptime(text, pattern)).timestamp()
-        except ValueError:
-            continue
-    return None
-
-
-def _epoch_seconds(number: float) -> float | None:
-    if not math.isfinite(number):
-        return None
-    if number > 1e15:
-        return number / 1e6
-    if number > 1e12:
-        return number / 1e3
-    return number
-
-
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _text(value: Any) -> str:

@@ -29,7 +29,8 @@ from typing import Literal
 import orjson
 
 from detector.core.csvfile import read_header, read_rows
-from detector.core.flowrecord import flow_time, layout_for, record_key, row_label, to_record
+from detector.core.flowrecord import layout_for, record_key, row_label, to_record
+from detector.core.flowtime import flow_time
 
 Order = Literal["shuffle", "file", "time"]
 ORDERS: tuple[str, ...] = ("shuffle", "file", "time")

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from detector.core.csvfile import BLANK_LINE, WRONG_FIELD_COUNT
 from detector.core.decode import FlowDecoder
 from detector.core.labels import BENIGN
 from detector.core.values import parse_number
-from trainer.csvtext import BLANK_LINE, WRONG_FIELD_COUNT
 from trainer.load import (
     MISSING_LABEL,
     REPEATED_HEADER,

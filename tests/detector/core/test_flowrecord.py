@@ -1,14 +1,12 @@
 """CSV rows → JSON flow records: what a replay publishes and what ``detector score`` scores."""
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-import pytest
 from jsonschema import Draft202012Validator
 
-from detector.core.flowrecord import cell_value, flow_time, layout_for, record_key, row_label, to_record
+from detector.core.flowrecord import cell_value, layout_for, record_key, row_label, to_record
 
 SCHEMA = json.loads((Path(__file__).parents[3] / "schemas" / "flow-record.schema.json").read_text())
 
@@ -89,24 +87,3 @@ def test_the_key_is_the_flow_id_else_the_five_tuple_else_none():
     assert record_key({"Flow Duration": "1"}, layout_for(("Flow Duration",))) is None
     port_only = {" Destination Port": "80", " Flow Duration": "1"}
     assert record_key(port_only, layout_for(tuple(port_only))) is None, "a port alone is no flow identity"
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2017-07-03 11:00:00.5", datetime(2017, 7, 3, 11, 0, 0, 500000, tzinfo=UTC)),
-        ("14/02/2018 08:31:01", datetime(2018, 2, 14, 8, 31, 1, tzinfo=UTC)),
-        ("3/7/2017 8:59", datetime(2017, 7, 3, 8, 59, tzinfo=UTC)),
-        ("07/13/2017 01:02:03 PM", datetime(2017, 7, 13, 13, 2, 3, tzinfo=UTC)),
-        ("2024-11-22T10:00:00+01:00", datetime(2024, 11, 22, 9, 0, tzinfo=UTC)),
-    ],
-)
-def test_flow_timestamps_in_dataset_formats(text, expected):
-    assert flow_time(text) == expected.timestamp()
-
-
-def test_epoch_timestamps_in_seconds_milliseconds_and_microseconds():
-    assert flow_time("1421927377") == 1421927377.0
-    assert flow_time(1421927377000) == 1421927377.0
-    assert flow_time(1421927377000000) == 1421927377.0
-    assert flow_time("not a time") is None and flow_time("") is None and flow_time(None) is None

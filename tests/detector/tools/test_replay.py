@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from detector.cli import main
-from detector.core.flowrecord import flow_time
+from detector.core.flowtime import flow_time
 from tests.support.generated import generated_rows, write_generated_csv
 from tests.support.kafka import client_config, client_config_from_env, consume_exactly, reader, unique_name
 
