@@ -1,4 +1,4 @@
-"""``trainer fit``: DESIGN.md's steps 1-9 in order, each one a call into its own module.
+"""``trainer fit``: the training steps of docs/architecture.md in order, each one a call into its own module.
 
 load → split (before anything is fitted) → Isolation-Forest cleaning of benign training rows →
 min-max scaling fitted on the training split → SMOTE-Tomek on the training split → autoencoder

@@ -1,6 +1,6 @@
 """Writing a run directory: ``report.json``, ``report.md``, figures, and the one-screen summary.
 
-``report.json`` is a contract (DESIGN.md): at least ``accuracy``, ``precision_weighted``,
+``report.json`` is a contract (docs/architecture.md, "Contracts"): at least ``accuracy``, ``precision_weighted``,
 ``recall_weighted``, ``f1_weighted``, ``f1_macro``, ``per_class``, ``n_train``, ``n_test``,
 ``rows_dropped`` (total and reasons) and ``seconds``. Everything else a reader needs to trust the numbers
 (split, what each step did, configuration, versions) is there too.

@@ -37,7 +37,7 @@ def test_the_classifier_starts_from_the_encoder_the_autoencoder_pre_trained(tmp_
         )
 
 
-# ---- what each step may see: DESIGN.md steps 3-6 fit on the training split only
+# ---- what each step may see: the training steps 3-6 (split, clean, scale, resample) fit on the training split only
 
 
 def _prepared(tmp_path, **changes):
