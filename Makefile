@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 
-.PHONY: setup test test-fast lint demo bench fit-paper pcap-check clean
+.PHONY: setup test test-fast lint docs demo bench fit-paper pcap-check clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# The README's option tables, generated from the commands' settings models (tests/test_docs.py checks them).
+docs: setup
+	$(PY) -m tests.support.docs
 
 test: setup lint
 	$(PY) -m pytest -q

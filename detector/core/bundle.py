@@ -338,7 +338,8 @@ def _brief(exc: Exception, shown: int = 2) -> str:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return document
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path.name} is not readable JSON: {exc}") from exc
 

@@ -1,8 +1,8 @@
 """The ResCAE-BiGRU network: a residual convolutional encoder, its pre-training decoder, and the
 bidirectional-GRU classifier that reads the encoder's output as a sequence.
 
-Shapes follow DESIGN.md. A flow is a vector of F scaled features, seen as an image of one row:
-``[N, 1, 1, F]``. Every convolution slides along the feature axis only, so kernels are ``(1, k)``.
+Shapes follow the paper's method (README). A flow is a vector of F scaled features, seen as an image of one
+row: ``[N, 1, 1, F]``. Every convolution slides along the feature axis only, so kernels are ``(1, k)``.
 
 The paper's table gives the shortcut path kernel 1, stride 2, padding 1 and the main path kernel 3,
 stride 2, padding 1. With those numbers the two paths produce different widths (for F=80: 41 vs 40)
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,11 +34,11 @@ class ModelConfig:
     gru_layers: int = 2
     dropout: float = 0.5
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> ModelConfig:
+    def from_json(cls, data: dict[str, Any]) -> ModelConfig:
         """Read ``model.json``; raises ``ValueError`` naming the field that is missing or of the wrong type."""
         if not isinstance(data, dict):
             raise ValueError("model.json must hold an object")
@@ -103,7 +104,8 @@ class Encoder(nn.Module):
         self.rb2 = ResidualBlock(filters[0], filters[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rb2(self.rb1(x))
+        encoded: torch.Tensor = self.rb2(self.rb1(x))
+        return encoded
 
 
 class ResCAE(nn.Module):
@@ -153,7 +155,8 @@ class ResCAEBiGRU(nn.Module):
         sequence = encoded.squeeze(2).permute(0, 2, 1)  # [N, L, C]
         _, hidden = self.gru(sequence)  # [layers * 2, N, H]
         last = torch.cat([hidden[-2], hidden[-1]], dim=1)  # forward and backward of the top layer
-        return self.head(self.dropout(last))
+        logits: torch.Tensor = self.head(self.dropout(last))
+        return logits
 
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

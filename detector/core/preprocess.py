@@ -19,7 +19,7 @@ The parameters are plain JSON inside the bundle (``preprocessing.json``).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +91,7 @@ class Preprocessor:
     def width(self) -> int:
         return len(self.output_names)
 
-    def transform(self, numeric: np.ndarray, categorical: dict[str, Sequence[str]] | None = None) -> np.ndarray:
+    def transform(self, numeric: np.ndarray, categorical: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
         """Model-ready float32 matrix ``[N, width]`` from raw numeric values and category strings."""
         values = _as_matrix(numeric, len(self.numeric)).astype(np.float64, copy=True)
         np.nan_to_num(values, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
@@ -99,12 +99,13 @@ class Preprocessor:
         np.clip(values, self.minimum, self.maximum, out=values)
         span = self.maximum - self.minimum
         inverse = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
-        scaled = ((values - self.minimum) * inverse).astype(np.float32)
+        scaled: np.ndarray = ((values - self.minimum) * inverse).astype(np.float32)
         if not self.categories:
             return scaled
-        return np.hstack([scaled, self._one_hot(categorical or {}, len(values))])
+        combined: np.ndarray = np.hstack([scaled, self._one_hot(categorical or {}, len(values))])
+        return combined
 
-    def _one_hot(self, categorical: dict[str, Sequence[str]], n_rows: int) -> np.ndarray:
+    def _one_hot(self, categorical: Mapping[str, Sequence[str]], n_rows: int) -> np.ndarray:
         blocks = []
         for name, vocabulary in self.categories.items():
             if name not in categorical:
@@ -167,4 +168,5 @@ def _as_matrix(values: np.ndarray, width: int) -> np.ndarray:
 def _signed_log(values: np.ndarray, enabled: bool) -> np.ndarray:
     if not enabled:
         return values
-    return np.sign(values) * np.log1p(np.abs(values))
+    logged: np.ndarray = np.sign(values) * np.log1p(np.abs(values))
+    return logged

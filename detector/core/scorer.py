@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from detector.core.bundle import Bundle
 from detector.core.decode import DecodedFlow, FlowDecoder
-from detector.core.model import INFERENCE_BATCH, in_batches
+from detector.core.model import INFERENCE_BATCH, ResCAEBiGRU, in_batches
 from detector.core.novelty import NOVEL_ABOVE
 
 
@@ -35,7 +34,7 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def predict_proba(
-    model: nn.Module, matrix: np.ndarray, device: torch.device, batch_size: int = INFERENCE_BATCH
+    model: ResCAEBiGRU, matrix: np.ndarray, device: torch.device, batch_size: int = INFERENCE_BATCH
 ) -> np.ndarray:
     """Softmax probabilities ``[N, classes]`` for a preprocessed matrix; the model must be in eval mode."""
     outputs = in_batches(lambda x: torch.softmax(model(x), dim=1).float(), matrix, device, batch_size)
