@@ -43,7 +43,7 @@ GAUGES = _of_type("gauge")
 SERIES = COUNTERS | GAUGES | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 METRIC = re.compile(r"flowwarden_[a-z_]+")
 
-# CLI flags (DESIGN.md contracts; flags may grow, add them here when they do).
+# CLI flags (docs/architecture.md contracts; flags may grow, add them here when they do).
 RUN_FLAGS = {
     "--bootstrap-servers",
     "--input-topic",
@@ -187,9 +187,11 @@ def test_detector_image_has_cpu_torch_and_no_training_extra() -> None:
     sources = {re.match(r"COPY --from=(\S+)", line).group(1) for line in copies}
     for name in sources | {"detector"}:
         joined = "\n".join(stages[name])
-        assert "[train]" not in joined, f"stage {name} installs the train extra"
+        assert not re.search(r"\.\[[^]]*\b(train|tools)\b", joined), f"stage {name} installs the train or tools extra"
+        copied = [line.split()[1:-1] for line in stages[name] if line.startswith("COPY ") and "--from" not in line]
+        assert not any(src.startswith(("trainer", "detector/tools")) for srcs in copied for src in srcs), name
     assert any('"torch==${TORCH_VERSION}"' in line and "--index-url" in line for line in stages["build"])
-    assert any(".[train]" in line for line in stages["trainer-build"])
+    assert any(re.search(r"\.\[[^]]*\btrain\b", line) for line in stages["trainer-build"])
 
 
 def test_dockerfile_copies_files_that_exist() -> None:
