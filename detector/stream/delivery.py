@@ -30,7 +30,7 @@ Both commit plain offsets through :class:`~detector.stream.commits.OffsetCommitt
 the consumer's ``on_commit`` callback: the caller must route it to :meth:`on_commit` and keep polling the
 consumer while :meth:`busy`.
 
-Rewinding is reported to the caller (:attr:`Progress.rewind`), which owns the consumer's position and the
+Rewinding is reported to the caller (:attr:`DeliveryReport.rewind`), which owns the consumer's position and the
 records buffered after the batch: it must seek those partitions back and drop what it buffered for them.
 """
 
@@ -71,31 +71,33 @@ class DeliveryFatal(RuntimeError):
 
 
 @dataclass
-class Progress:
+class DeliveryReport:
     """What happened since the last call: batches now delivered (and committed), partitions to rewind."""
 
     completed: list[ScoredBatch] = field(default_factory=list)
     rewind: dict[TopicPartitionKey, int] = field(default_factory=dict)
 
-    def merge(self, other: Progress) -> None:
+    def merge(self, other: DeliveryReport) -> None:
         self.completed.extend(other.completed)
         for tp, offset in other.rewind.items():
             self.rewind[tp] = min(offset, self.rewind.get(tp, offset))
 
 
 class Delivery(Protocol):
-    """The interface the worker drives; see the module docstring."""
+    """The interface the worker drives; see the module docstring. A delivery owns its producer: the worker
+    waits on it through :meth:`wait` and empties it through :meth:`close`."""
 
     name: str
-    producer: Producer
 
     def start(self, timeout: float) -> None: ...
+    def wait(self, timeout: float) -> None: ...
+    def close(self, timeout: float) -> int: ...
     def can_accept(self) -> bool: ...
     def busy(self) -> bool: ...
     def submit(self, batch: ScoredBatch) -> None: ...
-    def service(self) -> Progress: ...
-    def finish(self, timeout: float) -> tuple[bool, Progress]: ...
-    def forget(self, partitions: set[TopicPartitionKey]) -> Progress: ...
+    def service(self) -> DeliveryReport: ...
+    def finish(self, timeout: float) -> tuple[bool, DeliveryReport]: ...
+    def forget(self, partitions: set[TopicPartitionKey]) -> DeliveryReport: ...
     def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None: ...
 
 
@@ -198,7 +200,7 @@ class AtLeastOnce:
 
     def __init__(self, new_producer: ProducerFactory, consumer: Consumer, *, max_in_flight: int, log: Any) -> None:
         self._new_producer = new_producer
-        self.producer = new_producer()
+        self._producer = new_producer()
         self._max_in_flight = max_in_flight
         self._log = log
         self._queue: deque[_InFlight] = deque()
@@ -206,6 +208,14 @@ class AtLeastOnce:
 
     def start(self, timeout: float) -> None:
         """Nothing to set up: an idempotent producer needs no handshake before the first message."""
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for delivery reports (they are collected by the next :meth:`service`)."""
+        self._producer.poll(timeout)
+
+    def close(self, timeout: float) -> int:
+        """Flush the producer for up to ``timeout`` seconds; returns the messages still undelivered."""
+        return int(self._producer.flush(timeout))
 
     def can_accept(self) -> bool:
         return len(self._queue) < self._max_in_flight and not (self._queue and self._queue[-1].unsent)
@@ -216,14 +226,14 @@ class AtLeastOnce:
     def submit(self, batch: ScoredBatch) -> None:
         flight = _InFlight(batch)
         self._queue.append(flight)
-        _send(self.producer, flight)
+        _send(self._producer, flight)
 
-    def service(self) -> Progress:
-        self.producer.poll(0)
+    def service(self) -> DeliveryReport:
+        self._producer.poll(0)
         for flight in self._queue:
-            if flight.unsent and not _send(self.producer, flight):
+            if flight.unsent and not _send(self._producer, flight):
                 break
-        progress = Progress()
+        progress = DeliveryReport()
         while self._queue and self._queue[0].done:
             head = self._queue[0]
             if head.error is not None:
@@ -241,35 +251,35 @@ class AtLeastOnce:
         self._commits.service()
         return progress
 
-    def finish(self, timeout: float) -> tuple[bool, Progress]:
+    def finish(self, timeout: float) -> tuple[bool, DeliveryReport]:
         """Wait until every batch handed over is acknowledged (or ``timeout`` passes), then commit synchronously.
 
         For rebalance callbacks, which cannot poll the consumer for asynchronous commit results.
         """
         deadline = time.monotonic() + timeout
-        total = Progress()
+        total = DeliveryReport()
         while self._queue:
             total.merge(self.service())
             if total.rewind or time.monotonic() >= deadline:
                 return False, total
-            self.producer.poll(0.05)
+            self._producer.poll(0.05)
         try:
             self._commits.commit_now()
         except KafkaException:
             return False, total
         return True, total
 
-    def forget(self, partitions: set[TopicPartitionKey]) -> Progress:
+    def forget(self, partitions: set[TopicPartitionKey]) -> DeliveryReport:
         """Never commit offsets of ``partitions`` (revoked or lost); their batches may still be delivered."""
         self._commits.forget(partitions)
         for flight in self._queue:
             for tp in partitions:
                 flight.batch.next_offsets.pop(tp, None)
                 flight.batch.first_offsets.pop(tp, None)
-        return Progress()
+        return DeliveryReport()
 
     def _replace_producer(self) -> None:
-        retired, self.producer = self.producer, self._new_producer()
+        retired, self._producer = self._producer, self._new_producer()
         _retire(retired, RETIRE_TIMEOUT_S)
 
     def _abandon_queue(self) -> dict[TopicPartitionKey, int]:
@@ -300,8 +310,8 @@ class ExactlyOnce:
         orphan_wait: float = ORPHAN_WAIT_S,
     ) -> None:
         self._new_producer = new_producer
-        self.producer = new_producer()
-        self._successor_pending = False  # self.producer replaces an aborted one and is not initialised yet
+        self._producer = new_producer()
+        self._successor_pending = False  # self._producer replaces an aborted one and is not initialised yet
         self._consumer = consumer
         self._commits = OffsetCommitter(consumer, log=log)
         self._log = log
@@ -316,8 +326,17 @@ class ExactlyOnce:
         self._done: list[ScoredBatch] = []
 
     def start(self, timeout: float) -> None:
-        """``init_transactions``: fences an older producer with the same transactional id. Raises KafkaException."""
-        self.producer.init_transactions(timeout)
+        r"""``init_transactions``: fences an older producer with the same transactional id. Raises KafkaException.
+        Between attempts that time out, the caller :meth:`wait`\ s, which serves the producer's callbacks."""
+        self._producer.init_transactions(timeout)
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for delivery reports (they are collected by the next :meth:`service`)."""
+        self._producer.poll(timeout)
+
+    def close(self, timeout: float) -> int:
+        """Flush the producer for up to ``timeout`` seconds; returns the messages still undelivered."""
+        return int(self._producer.flush(timeout))
 
     def can_accept(self) -> bool:
         # A plain commit still outstanding could land after the next transaction's offsets and move the group
@@ -333,17 +352,17 @@ class ExactlyOnce:
         if not batch.outputs:
             self._commit_offsets_only(batch)
             return
-        self._guard(self.producer.begin_transaction)
+        self._guard(self._producer.begin_transaction)
         self._flight = _InFlight(batch)
         self._offsets_sent = False
         self._state = self._OPEN
         self._send()
 
-    def service(self) -> Progress:
-        self.producer.poll(0)
+    def service(self) -> DeliveryReport:
+        self._producer.poll(0)
         self._commits.service()
         self._retire_orphans()
-        progress = Progress(completed=self._done)
+        progress = DeliveryReport(completed=self._done)
         self._done = []
         if self._state == self._OPEN:
             flight = self._flight
@@ -364,12 +383,12 @@ class ExactlyOnce:
             self._abort(progress)
         return progress
 
-    def finish(self, timeout: float) -> tuple[bool, Progress]:
+    def finish(self, timeout: float) -> tuple[bool, DeliveryReport]:
         """Complete the open transaction within ``timeout``, else abort it; commit a plain commit still
         outstanding synchronously (for rebalance callbacks, which cannot poll the consumer for its result).
         True when everything committed."""
         deadline = time.monotonic() + timeout
-        total = Progress()
+        total = DeliveryReport()
         while True:
             total.merge(self.service())
             if self._state == self._IDLE:
@@ -384,12 +403,12 @@ class ExactlyOnce:
                     self._state = self._ABORT
                     total.merge(self.service())
                 return False, total
-            self.producer.poll(0.05)
+            self._producer.poll(0.05)
 
-    def forget(self, partitions: set[TopicPartitionKey]) -> Progress:
+    def forget(self, partitions: set[TopicPartitionKey]) -> DeliveryReport:
         """Never commit ``partitions`` from here on: abort an open transaction that holds them (their new
         owner redoes that work); the rewind returned is for the partitions this worker keeps."""
-        progress = Progress()
+        progress = DeliveryReport()
         self._commits.forget(partitions)
         flight = self._flight
         if flight is None or not partitions & flight.batch.next_offsets.keys():
@@ -404,17 +423,17 @@ class ExactlyOnce:
     def _send(self) -> None:
         assert self._flight is not None
         try:
-            _send(self.producer, self._flight)
+            _send(self._producer, self._flight)
         except KafkaException as exc:
             self._classify(exc, "produce")
 
-    def _commit(self, progress: Progress) -> None:
+    def _commit(self, progress: DeliveryReport) -> None:
         flight = self._flight
         assert flight is not None
         if not self._offsets_sent and not self._send_offsets(flight):
             return
         try:
-            self.producer.commit_transaction(self._call_timeout)
+            self._producer.commit_transaction(self._call_timeout)
         except KafkaException as exc:
             self._classify(exc, "commit")
             return
@@ -424,7 +443,7 @@ class ExactlyOnce:
     def _send_offsets(self, flight: _InFlight) -> bool:
         """Add the batch's offsets to the transaction; False while that is under way or after it failed."""
         if self._offsets_call is None:
-            producer, timeout = self.producer, self._call_timeout
+            producer, timeout = self._producer, self._call_timeout
             offsets = topic_partitions(flight.batch.next_offsets)
             metadata = self._consumer.consumer_group_metadata()
             self._offsets_call = _BackgroundCall(
@@ -442,7 +461,7 @@ class ExactlyOnce:
         self._offsets_sent = True
         return True
 
-    def _abort(self, progress: Progress) -> None:
+    def _abort(self, progress: DeliveryReport) -> None:
         """Abort the open transaction by starting a successor producer with the same transactional id.
 
         Its ``init_transactions`` fences this producer and has the coordinator abort the open transaction, and
@@ -468,16 +487,16 @@ class ExactlyOnce:
         if not self._successor_pending:
             call, self._offsets_call = self._offsets_call, None
             if call is not None and not call.done:
-                self._orphans.append(_Orphan(self.producer, call, time.monotonic() + self._orphan_wait))
+                self._orphans.append(_Orphan(self._producer, call, time.monotonic() + self._orphan_wait))
                 self._log.warning("abort: waiting for the transaction's offsets call to end before aborting")
             else:
-                _retire(self.producer, 0)
-            self.producer = self._new_producer()
+                _retire(self._producer, 0)
+            self._producer = self._new_producer()
             self._successor_pending = True
         if any(not orphan.call.done and time.monotonic() < orphan.wait_until for orphan in self._orphans):
             return
         try:
-            self.producer.init_transactions(self._call_timeout)
+            self._producer.init_transactions(self._call_timeout)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.fatal() or not error.retriable():

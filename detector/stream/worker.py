@@ -44,7 +44,7 @@ from detector.core.scorer import DeviceError
 from detector.stream.batcher import Batcher
 from detector.stream.clients import consumer_config, default_transactional_id, producer_config
 from detector.stream.clientstats import any_broker_up, partition_ends, read_stats
-from detector.stream.delivery import AtLeastOnce, Delivery, DeliveryFatal, ExactlyOnce, Progress
+from detector.stream.delivery import AtLeastOnce, Delivery, DeliveryFatal, DeliveryReport, ExactlyOnce
 from detector.stream.logs import get_logger, librdkafka_logger
 from detector.stream.metrics import Health, MetricsServer, WorkerMetrics
 from detector.stream.processor import BatchProcessor, TopicPartitionKey
@@ -227,7 +227,7 @@ class Worker:
                 error: KafkaError = exc.args[0]
                 if error.fatal() or not error.retriable():
                     raise DeliveryFatal(f"cannot initialise the transactional producer: {error.str()}") from exc
-                self.delivery.producer.poll(0)
+                self.delivery.wait(0)
                 self.consumer.poll(0)  # not subscribed yet: serves its callbacks, returns no record
                 self._raise_fatal()
                 cause = self._last_client_error.str() if self._last_client_error is not None else None
@@ -253,9 +253,9 @@ class Worker:
         clean = True
         while True:
             self.health.beat()
-            progress = self.delivery.service()
-            clean = clean and not progress.rewind
-            self._absorb(progress)
+            report = self.delivery.service()
+            clean = clean and not report.rewind
+            self._absorb(report)
             if len(self.batcher) and self.delivery.can_accept():
                 self._submit(self.batcher.take())
                 continue
@@ -265,13 +265,13 @@ class Worker:
                 self.log.error("could not deliver and commit the last batches in time", timeout_s=SHUTDOWN_TIMEOUT_S)
                 clean = False
                 break
-            self.delivery.producer.poll(BUSY_WAIT_S)
+            self.delivery.wait(BUSY_WAIT_S)
             self._serve_consumer()
         # Leaving the group runs on_revoke: after a clean finish it finds nothing in flight; after a timeout it
         # must not wait again for what did not finish (an open transaction is aborted by its timeout).
         self._closing_hard = not clean
         closed = self._close_consumer()
-        left = self.delivery.producer.flush(10 if clean else 1)
+        left = self.delivery.close(10 if clean else 1)
         clean = clean and closed and left == 0 and self._fatal is None
         self._summary()
         self.log.info("stopped", clean=clean, undelivered=left)
@@ -339,7 +339,7 @@ class Worker:
         wait = IDLE_WAIT_S if until_due is None else min(until_due, IDLE_WAIT_S)
         if self.delivery.busy():
             # Delivery reports arrive on the producer's queue: wait there, then take the input that is ready.
-            self.delivery.producer.poll(BUSY_WAIT_S)
+            self.delivery.wait(BUSY_WAIT_S)
             wait = 0.0
         room = max(1, self._buffer_limit - len(self.batcher))
         messages = self.consumer.consume(room, wait)
@@ -365,12 +365,12 @@ class Worker:
             self.metrics.model_seconds.observe(batch.model_seconds)
         self._totals["batches"] += 1
 
-    def _absorb(self, progress: Progress) -> None:
+    def _absorb(self, report: DeliveryReport) -> None:
         """Account for delivered batches and rewind partitions whose batch failed."""
-        if progress.completed:
+        if report.completed:
             now = time.time()
             m = self.metrics
-            for batch in progress.completed:
+            for batch in report.completed:
                 for (label, is_attack), count in batch.verdicts.items():
                     m.verdicts.labels(label=label, is_attack=str(is_attack).lower()).inc(count)
                 for label, count in batch.alerts.items():
@@ -388,8 +388,8 @@ class Worker:
                 self._totals["scored"] += sum(batch.verdicts.values())
                 self._totals["alerts"] += sum(batch.alerts.values())
                 self._totals["dead_letters"] += sum(batch.dead_letters.values())
-        if progress.rewind:
-            self._rewind(progress.rewind)
+        if report.rewind:
+            self._rewind(report.rewind)
 
     def _rewind(self, positions: dict[TopicPartitionKey, int]) -> None:
         dropped = self.batcher.drop_partitions(positions.keys())
@@ -478,11 +478,11 @@ class Worker:
             self._assigned -= revoked
             return
         try:
-            finished, progress = self.delivery.finish(REVOKE_TIMEOUT_S)
+            finished, report = self.delivery.finish(REVOKE_TIMEOUT_S)
             self._assigned -= revoked
             if not finished:
-                progress.merge(self.delivery.forget(revoked))
-            self._absorb(progress)
+                report.merge(self.delivery.forget(revoked))
+            self._absorb(report)
         except BaseException as exc:  # raised again by _consume: librdkafka must get control back first
             self._assigned -= revoked
             self._fatal = exc
@@ -528,7 +528,7 @@ class Worker:
             self._fatal = DeliveryFatal(f"fatal Kafka client error: {error.str()}")
         elif error.code() == KafkaError._AUTHENTICATION and not self.health.joined:
             # Wrong credentials do not fix themselves: stop (an orchestrator shows why) instead of retrying forever.
-            # Once the worker has served, a failure is more likely a rotation in progress: librdkafka retries.
+            # Once the worker has served, a failure is more likely a rotation in report: librdkafka retries.
             self._fatal = DeliveryFatal(f"the cluster refused the credentials: {error.str()}")
         now = time.monotonic()
         if now - self._error_logged.get(error.code(), -ERROR_LOG_EVERY_S) >= ERROR_LOG_EVERY_S:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from detector.stream.delivery import AtLeastOnce, DeliveryFatal, ExactlyOnce, Progress
+from detector.stream.delivery import AtLeastOnce, DeliveryFatal, DeliveryReport, ExactlyOnce
 from detector.stream.logs import get_logger
 from detector.stream.processor import Output, ScoredBatch
 from detector.stream.topics import ensure_topics
@@ -43,9 +43,9 @@ def batch(source: str, offsets: range, sink: str, outputs: int | None = None, *,
     )
 
 
-def drive(delivery, consumer: Consumer, until, timeout: float = 30.0) -> Progress:
+def drive(delivery, consumer: Consumer, until, timeout: float = 30.0) -> DeliveryReport:
     """Call ``service`` and poll the consumer (for commit results) as the worker's loop does, until ``until``."""
-    total = Progress()
+    total = DeliveryReport()
     deadline = time.monotonic() + timeout
     while not until(total):
         assert time.monotonic() < deadline, f"delivery made no such progress in {timeout:g} s: {total}"
