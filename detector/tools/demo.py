@@ -431,14 +431,3 @@ def run_command(settings: DemoSettings) -> int:
         return ExitCode.FAILURE
     finally:
         demo.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m detector.tools.demo [options]`` is ``detector demo [options]``."""
-    from detector.cli import main as detector_main
-
-    return detector_main(["demo", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

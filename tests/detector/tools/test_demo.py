@@ -11,8 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client import Counter as PromCounter
 
+from detector.cli import main as detector_main
 from detector.core.csvfile import read_rows
-from detector.tools.demo import describe_agreement, main
+from detector.tools.demo import describe_agreement
 from detector.tools.demo_data import DATA_ENV, SHARED_SAMPLE, DemoDataError, find_training_data, prepare_replay_set
 from detector.tools.demo_view import histogram_quantile, parse_metrics
 from tests.support.generated import generated_rows, write_generated_csv
@@ -93,7 +94,7 @@ def test_agreement_is_reported_as_equal_or_as_a_count_of_differences():
 
 def test_without_data_the_demo_says_how_to_get_it(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(DATA_ENV, raising=False)
-    assert main(["--data", str(tmp_path / "nothing"), "--work", str(tmp_path / "work")]) == 2
+    assert detector_main(["demo", "--data", str(tmp_path / "nothing"), "--work", str(tmp_path / "work")]) == 2
     out = capsys.readouterr().out
     assert "UNSW-NB15" in out and "CICIDS2017" in out and "make demo DATA=" in out
 
@@ -114,7 +115,9 @@ def small_run(tmp_path_factory) -> Path:
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_the_demo_streams_a_bounded_sample_and_agrees_with_the_trainer(small_run, tmp_path, capsys):
-    status = main(["--run", str(small_run), "--work", str(tmp_path / "work"), "--limit", "60", "--rate", "200"])
+    status = detector_main(
+        ["demo", "--run", str(small_run), "--work", str(tmp_path / "work"), "--limit", "60", "--rate", "200"]
+    )
     out = capsys.readouterr().out
     assert status == 0, out[-3000:]
     assert "replaying a seeded sample of 60 of the" in out
