@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_vs_parse": round(decoding["decode"].per_second / decoding["parse"].per_second, 3),
         }
         log("backends against the fp32 model on the CPU")
-        result["backend"] = _backends(bundle, flows, device, serving, rates, args)
+        result["backend"] = _backends(bundle, flows, device, scorers[serving], rates, args)
     batch = args.batch if args.batch in sizes else sizes[-1]
     model_cpu = rates[serving][batch].cpu_ms_per_1000
     result["model_only"]["cpu_ms_per_1000_at_worker_batch"] = round(model_cpu, 1)
@@ -129,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         options = e2e.E2EOptions(
             prepared.bundle, args.e2e_flows, args.latency_seconds, args.batch, device.type, "auto", timeout_s=900
         )
-        result["e2e"] = e2e.run(values, options, model_cpu_ms_per_1000=model_cpu)
+        result["e2e"] = attempt(lambda: e2e.run(values, options, model_cpu_ms_per_1000=model_cpu), args.dry)
 
     if args.train_time:
-        result["train"] = paper_fit_time(device.type, args.train_epochs, args.dry)
+        result["train"] = attempt(lambda: paper_fit_time(device.type, args.train_epochs, args.dry), args.dry)
     result["machine"] = machine()
     line = orjson.dumps(result).decode()
     if args.out:
@@ -142,11 +143,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def attempt(step: Callable[[], dict[str, Any]], dry: bool) -> dict[str, Any]:
+    """A step's result, or (on a real run, where one chance on a GPU machine must not lose the other numbers)
+    its error in the JSON line. A dry run fails loudly instead: that is what it is for."""
+    if dry:
+        return step()
+    try:
+        return step()
+    except Exception as exc:
+        log(f"failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {str(exc)[-1500:]}"}
+
+
 def _rate(rate: Any) -> dict[str, float]:
     return {"flows_per_s": round(rate.per_second), "cpu_ms_per_1000": round(rate.cpu_ms_per_1000, 1)}
 
 
-def _backends(bundle, flows, device, serving, rates, args) -> dict[str, Any]:
+def _backends(bundle, flows, device, served: Scorer, rates, args) -> dict[str, Any]:
+    """The serving backend against the fp32 model, and every backend of the device for labels and flags (on a
+    GPU also the speed of the ones not timed in model_only)."""
+    serving = served.backend.name
     reference = Scorer(bundle, "cpu", backend="eager")
     names = CUDA_BACKENDS if device.type == "cuda" else CPU_BACKENDS
     agreement = compare_backends(bundle, flows, names, device.type, reference)
@@ -162,16 +178,18 @@ def _backends(bundle, flows, device, serving, rates, args) -> dict[str, Any]:
         "reference": "eager fp32 on the CPU",
         "all": agreement,
     }
+    for name in names:
+        if name in (serving, "eager") or "error" in agreement[name]:
+            continue
+        try:
+            scorer = {name: Scorer(bundle, device.type, backend=name)}
+            other = model_only(scorer, flows[: args.flows], [batch], args.repeat)[name][batch]
+            agreement[name]["speedup_vs_eager"] = round(other.per_second / rates["eager"][batch].per_second, 2)
+        except Exception as exc:  # one precision this GPU or torch cannot run must not lose the rest
+            agreement[name]["error"] = f"{type(exc).__name__}: {exc}"[:300]
     if device.type == "cuda":
-        extra = {name: Scorer(bundle, "cuda", backend=name) for name in names if "error" not in agreement[name]}
-        extra.pop(serving, None)
-        extra.pop("eager", None)
-        others = model_only(extra, flows[: args.flows], [batch], args.repeat) if extra else {}
-        for name, by_size in others.items():
-            agreement[name]["speedup_vs_eager"] = round(by_size[batch].per_second / rates["eager"][batch].per_second, 2)
         summary["cpu_gpu_label_agreement"] = agreement["eager"].get("label_agreement")
-        graphs = getattr(Scorer(bundle, "cuda", backend=serving).backend, "graphs_disabled", None)
-        summary["graphs_disabled"] = graphs
+        summary["graphs_disabled"] = getattr(served.backend, "graphs_disabled", None)
     return summary
 
 
