@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2e-only", action="store_true", help="only the worker end to end (and the model-only CPU)")
     parser.add_argument("--train-time", action="store_true", help="also time trainer fit --profile paper (few epochs)")
     parser.add_argument("--train-epochs", type=int, default=2, help="fine-tuning epochs of the timed paper fit")
+    parser.add_argument("--threads", type=int, help="torch threads for the model, here and in the worker (--threads)")
     parser.add_argument("--out", type=Path, help="also write the JSON line to this file")
     args = parser.parse_args(argv)
     if args.dry:
@@ -71,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     sizes = [int(size) for size in args.batch_sizes.split(",")]
     result: dict[str, Any] = {"bench": "flowwarden", "device": device.type, "dry": args.dry}
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_e2e:
         log(f"worker end to end: {args.e2e_flows} records per guarantee, then {args.latency_seconds:g} s at half rate")
         options = e2e.E2EOptions(
-            prepared.bundle, args.e2e_flows, args.latency_seconds, args.batch, device.type, "auto", timeout_s=900
+            prepared.bundle, args.e2e_flows, args.latency_seconds, args.batch, device.type, "auto", args.threads, 900
         )
         result["e2e"] = attempt(lambda: e2e.run(values, options, model_cpu_ms_per_1000=model_cpu), args.dry)
 
