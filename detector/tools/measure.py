@@ -134,7 +134,8 @@ def compare_backends(
 ) -> dict[str, dict[str, Any]]:
     """Each backend's labels and novelty flags on ``flows`` against ``reference`` (the fp32 model): the share
     of identical labels and flags, and the largest probability difference. A backend that cannot be built
-    here reports its error instead."""
+    here reports its error instead. ``reference`` must not share ``bundle``'s modules when ``device`` differs
+    from its own (a Scorer moves its bundle's modules to its device)."""
     expected = reference.scores(flows)
     labels, flags = expected.ranked(1)[:, 0], expected.novel()
     results: dict[str, dict[str, Any]] = {}

@@ -166,7 +166,9 @@ def _backends(bundle, flows, device, served: Scorer, rates, args) -> dict[str, A
     """The serving backend against the fp32 model, and every backend of the device for labels and flags (on a
     GPU also the speed of the ones not timed in model_only)."""
     serving = served.backend.name
-    reference = Scorer(bundle, "cpu", backend="eager")
+    # A Scorer moves its bundle's modules to its device: the CPU reference gets a bundle object of its own, or
+    # it would pull the GPU scorers' weights (and their captured graphs' inputs) back to the CPU.
+    reference = Scorer(load_bundle(bundle.path), "cpu", backend="eager")
     names = CUDA_BACKENDS if device.type == "cuda" else CPU_BACKENDS
     agreement = compare_backends(bundle, flows, names, device.type, reference)
     batch = args.batch if args.batch in rates[serving] else max(rates[serving])
