@@ -204,6 +204,8 @@ def choose(name: str, device: torch.device) -> str:
     """The backend ``name`` resolves to on ``device`` (``auto``: the fastest measured there)."""
     kind = device.type
     if name == "auto":
+        if kind == "cpu" and not _fbgemm():
+            return "eager"  # int8 is measured with x86's fbgemm kernels only (an ARM CPU gets the fp32 model)
         return AUTO.get(kind, "eager")
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
@@ -211,6 +213,10 @@ def choose(name: str, device: torch.device) -> str:
     if name not in allowed:
         raise BackendError(f"backend {name} does not run on {kind}: choose one of {', '.join(('auto', *allowed))}")
     return name
+
+
+def _fbgemm() -> bool:
+    return bool({"x86", "fbgemm"} & set(torch.backends.quantized.supported_engines))
 
 
 def build_backend(

@@ -119,3 +119,11 @@ def test_a_reduced_precision_gpu_backend_keeps_the_novelty_model_in_fp32(bundle,
     probabilities, errors = half.start(matrix).wait()
     np.testing.assert_allclose(errors, reference_errors, rtol=1e-5, atol=1e-9)
     assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(1), 1, atol=1e-3)
+
+
+def test_auto_serves_the_fp32_model_on_a_cpu_without_x86_int8_kernels(monkeypatch):
+    import detector.core.backends as backends
+
+    monkeypatch.setattr(backends, "_fbgemm", lambda: False)  # torch's engine list cannot be patched
+    assert choose("auto", CPU) == "eager"
+    assert choose("auto", torch.device("cuda")) == "cuda-graphs"
