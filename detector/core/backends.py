@@ -25,7 +25,6 @@ depend on the backend, and it costs little beside the classifier.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -93,16 +92,23 @@ class Backend:
 
 
 def predict_proba(
-    model: Callable[[torch.Tensor], torch.Tensor],
+    model: ResCAEBiGRU, matrix: np.ndarray, device: torch.device, batch_size: int = INFERENCE_BATCH
+) -> np.ndarray:
+    """Softmax probabilities ``[N, classes]`` for a preprocessed matrix; the model must be in eval mode."""
+    return probabilities(model, model.config.n_classes, matrix, device, batch_size)
+
+
+def probabilities(
+    classify: Callable[[torch.Tensor], torch.Tensor],
+    n_classes: int,
     matrix: np.ndarray,
     device: torch.device,
     batch_size: int = INFERENCE_BATCH,
-    n_classes: int | None = None,
 ) -> np.ndarray:
-    """Softmax probabilities ``[N, classes]`` for a preprocessed matrix; the model must be in eval mode."""
-    outputs = in_batches(lambda x: torch.softmax(model(x), dim=1).float(), matrix, device, batch_size)
+    """Softmax of ``classify``'s logits for a preprocessed matrix, ``batch_size`` rows at a time."""
+    outputs = in_batches(lambda x: torch.softmax(classify(x), dim=1).float(), matrix, device, batch_size)
     if not outputs:
-        return np.zeros((0, n_classes if n_classes is not None else model.config.n_classes), dtype=np.float32)
+        return np.zeros((0, n_classes), dtype=np.float32)
     return np.concatenate(outputs)
 
 
@@ -116,7 +122,7 @@ class EagerBackend(Backend):
         self.model = model
 
     def run(self, matrix: np.ndarray) -> Outputs:
-        return predict_proba(self.model, matrix, self.device, n_classes=self.n_classes), self._errors(matrix)
+        return predict_proba(self.model, matrix, self.device), self._errors(matrix)
 
 
 class Int8Backend(Backend):
@@ -129,7 +135,7 @@ class Int8Backend(Backend):
         self.model = Int8Classifier(model)
 
     def run(self, matrix: np.ndarray) -> Outputs:
-        return predict_proba(self.model, matrix, self.device, n_classes=self.n_classes), self._errors(matrix)
+        return probabilities(self.model, self.n_classes, matrix, self.device), self._errors(matrix)
 
 
 class Int8Classifier:
@@ -157,14 +163,16 @@ class Int8Classifier:
         sequence = model.encoder(as_image(x)).squeeze(2).permute(0, 2, 1)  # [N, L, C], as ResCAEBiGRU.forward
         initial = torch.zeros(2 * gru.num_layers, sequence.shape[0], gru.hidden_size)
         _, hidden = torch.quantized_gru(sequence, initial, self.params, True, gru.num_layers, 0.0, False, True, True)
-        return model.head(torch.cat([hidden[-2], hidden[-1]], dim=1))
+        logits: torch.Tensor = model.head(torch.cat([hidden[-2], hidden[-1]], dim=1))
+        return logits
 
 
 def _cell_params(gru: nn.GRU, layer: int, suffix: str) -> object:
     """One direction of one layer of ``gru`` packed for fbgemm: int8 weights, fp32 biases."""
 
     def tensor(name: str) -> torch.Tensor:
-        return getattr(gru, f"{name}_l{layer}{suffix}").detach().float().contiguous()
+        weight: torch.Tensor = getattr(gru, f"{name}_l{layer}{suffix}")
+        return weight.detach().float().contiguous()
 
     packed = {
         kind: torch.ops.quantized.linear_prepack(_per_channel_int8(tensor(f"weight_{kind}")), tensor(f"bias_{kind}"))
@@ -187,17 +195,6 @@ def _per_channel_int8(weight: torch.Tensor) -> torch.Tensor:
         # (and in 2.11), and ``make bench`` checks the agreement after every torch upgrade.
         warnings.simplefilter("ignore")
         return torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
-
-
-def quantized(model: ResCAEBiGRU) -> nn.Module:
-    """``torch.ao``'s default dynamic quantization of the GRU and Linear layers (per-tensor weights, 7-bit
-    activations): the first int8 candidate measured, kept for ``tests/bench/backend_candidates.py``."""
-    with warnings.catch_warnings():
-        # torch 2.13 announces that torch.ao's eager quantization moves to the torchao package.
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model).cpu().eval(), {nn.GRU, nn.Linear}, dtype=torch.qint8
-        )
 
 
 def choose(name: str, device: torch.device) -> str:

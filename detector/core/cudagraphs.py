@@ -101,7 +101,7 @@ class CudaGraphsBackend(Backend):
         """Capture the forward pass for this slot's buffers; on failure, note why and go on without graphs."""
         try:
             current = torch.cuda.current_stream(self.device)
-            side = torch.cuda.Stream(self.device)
+            side = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
             side.wait_stream(current)
             with torch.cuda.stream(side):
                 for _ in range(WARMUP_RUNS):
@@ -138,7 +138,7 @@ class _Slot:
         self.host_errors = torch.zeros(size, dtype=torch.float32, pin_memory=pin)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.device_out: tuple[torch.Tensor, torch.Tensor | None] | None = None  # the graph's outputs
-        self.done = torch.cuda.Event() if backend.on_gpu else None
+        self.done = torch.cuda.Event() if backend.on_gpu else None  # type: ignore[no-untyped-call]
 
 
 class _SlotPending(Pending):
@@ -167,5 +167,5 @@ class _Joined(Pending):
     def wait(self) -> Outputs:
         outputs = [part.wait() for part in self.parts]
         probabilities = np.concatenate([p for p, _ in outputs])
-        errors = None if outputs[0][1] is None else np.concatenate([e for _, e in outputs])  # type: ignore[misc]
+        errors = None if outputs[0][1] is None else np.concatenate([e for _, e in outputs if e is not None])
         return probabilities, errors

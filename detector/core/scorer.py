@@ -64,7 +64,8 @@ class Scores:
         """The scores of consecutive parts of a batch, as one."""
         if len(parts) == 1:
             return parts[0]
-        novelty = None if parts[0].novelty is None else np.concatenate([p.novelty for p in parts])  # type: ignore[misc]
+        novelties = [p.novelty for p in parts if p.novelty is not None]
+        novelty = np.concatenate(novelties) if novelties else None
         return cls(np.concatenate([p.probabilities for p in parts]), novelty)
 
     def take(self, rows: np.ndarray) -> Scores:
