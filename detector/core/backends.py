@@ -19,8 +19,9 @@ name               device  what it runs
 =================  ======  ==========================================================================
 
 ``auto`` picks ``int8`` on the CPU and ``cuda-graphs`` on a GPU (see README "Performance" for the
-measurements behind that choice). The novelty model always runs in fp32 on every backend: its flags must not
-depend on the backend, and it costs little beside the classifier.
+measurements behind that choice). The novelty model always runs in fp32 on every backend, so its flags do not
+depend on the backend (on the CPU they are the eager model's exactly; a GPU adds up the same fp32 terms in
+another order), and it costs little beside the classifier.
 """
 
 from __future__ import annotations
