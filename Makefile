@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 
-.PHONY: setup test test-fast lint docs demo bench fit-paper pcap-check clean
+.PHONY: setup test test-fast lint docs demo bench bench-e2e bench-candidates bench-gpu bench-gpu-prepare fit-paper pcap-check clean
 
 setup: $(STAMP)
 
@@ -37,8 +37,26 @@ test-fast: setup
 demo: setup
 	$(PY) -m detector.tools.demo --data $(DATA) $(DEMO_ARGS)
 
+# The detector measured side by side in one run on a real bundle (trained once, cached in .cache/bench), ending
+# with one JSON line (README "Performance"). BENCH_ARGS e.g. '--no-e2e' (python -m tests.bench.bench -h).
 bench: setup
-	$(PY) -m pytest -q tests/bench -s -p no:cacheprovider --override-ini testpaths=tests/bench --override-ini "python_files=bench_*.py"
+	$(PY) -m tests.bench.bench $(BENCH_ARGS)
+
+# The worker end to end alone, on the bundle `make bench` cached (python -m detector.tools.e2e -h).
+bench-e2e: setup
+	$(PY) -m tests.bench.bench --e2e-only $(BENCH_ARGS)
+
+# The serving-backend candidates (torch.compile, hand-written GRU, bf16, int8) on the cached bench bundle.
+bench-candidates: setup
+	$(PY) -m tests.bench.backend_candidates --cached $(BENCH_ARGS)
+
+# On a GPU machine (no internet): `make bench-gpu-prepare` here first (wheels, data, cached bundle into .whl/),
+# carry .whl, then `bash tests/bench/gpu.sh` there. `make test` runs it dry on the CPU (tests/bench/test_bench_dry.py).
+bench-gpu-prepare: setup
+	PYTHON=$(PY) tests/bench/gpu_prepare.sh
+
+bench-gpu:
+	bash tests/bench/gpu.sh $(BENCH_ARGS)
 
 fit-paper: setup
 	$(VENV)/bin/trainer fit --data $(DATA)/cicids2017_improved_sample --profile paper --out runs/paper
@@ -50,4 +68,4 @@ pcap-check: setup
 	$(PY) tests/bench/pcap_check.py --bundle $(BUNDLE) --pcaps $(DATA)/pcap $(PCAP_ARGS)
 
 clean:
-	rm -rf runs .demo .pytest_cache .ruff_cache
+	rm -rf runs .demo .pytest_cache .ruff_cache .whl

@@ -40,9 +40,9 @@ COLUMNS = ("label", "is_attack", "confidence", "probabilities", "novelty", "is_n
 class Detector:
     """A verified bundle ready to score flows; build it with :func:`load`."""
 
-    def __init__(self, bundle: Bundle, device: str = "auto", batch: int = 1024) -> None:
+    def __init__(self, bundle: Bundle, device: str = "auto", batch: int = 1024, backend: str = "auto") -> None:
         self.bundle = bundle
-        self.scorer = Scorer(bundle, device)
+        self.scorer = Scorer(bundle, device, backend=backend)
         self.batch = batch
 
     @property
@@ -102,12 +102,13 @@ class Detector:
         return self.scorer.decoder.decode_mapping(record)
 
 
-def load(path: str | Path, *, device: str = "auto", batch: int = 1024) -> Detector:
+def load(path: str | Path, *, device: str = "auto", batch: int = 1024, backend: str = "auto") -> Detector:
     """A :class:`Detector` for a bundle directory, a ``.tar.gz`` bundle or a registry (its ``LATEST``
     version). The bundle is verified (format version, every checksum) first; raises
     :class:`~detector.core.bundle.BundleError` for a bad one, :class:`~detector.core.scorer.DeviceError`
-    for ``device="cuda"`` without a GPU."""
-    return Detector(load_bundle(resolve_bundle_path(Path(path))), device=device, batch=batch)
+    for ``device="cuda"`` without a GPU or a ``backend`` the device cannot run (``auto``: int8 on a CPU,
+    CUDA graphs on a GPU; ``eager``: the fp32 model exactly as the trainer evaluated it)."""
+    return Detector(load_bundle(resolve_bundle_path(Path(path))), device=device, batch=batch, backend=backend)
 
 
 def _plain(value: Any) -> Any:

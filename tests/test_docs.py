@@ -27,7 +27,7 @@ def named_in_index(room: str) -> set[str]:
     """Module file names listed under the room's bullet of the architecture's module index."""
     match = re.search(rf"^\* `{re.escape(room)}/`:(.*?)(?=^\* |^## )", ARCHITECTURE, re.S | re.M)
     assert match, f"docs/architecture.md has no module index entry for {room}/"
-    return set(re.findall(r"`([a-z_]+\.py)`", match.group(1)))
+    return set(re.findall(r"`([a-z0-9_]+\.py)`", match.group(1)))
 
 
 @pytest.mark.parametrize("room", sorted(ROOMS))

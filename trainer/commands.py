@@ -45,7 +45,8 @@ def fit(
     if registry:
         check_registry_target(registry)
     out = check_run_dir(out)
-    table = _load(data, label_map, reporter, _unused_by(config))
+    with reporter.stage("load"):
+        table = _load(data, label_map, reporter, _unused_by(config))
     prepared = prepare(table, config, reporter)
     result = train_model(prepared, config, reporter)
     report = _model_report(table, prepared, result.test_predictions, time.perf_counter() - started)
@@ -61,16 +62,18 @@ def fit(
     if result.novelty is not None and result.test_novelty is not None:
         truth = prepared.names(prepared.test_y)
         report["novelty"] = novelty_summary(truth, result.test_novelty, result.novelty.calibration)
-    bundle_dir = save_bundle(
-        result,
-        out / "bundle",
-        training_data=data_summary(table),
-        metrics={key: report[key] for key in (*HEADLINE, "n_train", "n_test")},
-    )
-    bundle = load_bundle(bundle_dir)
-    report["bundle"] = {"path": str(bundle_dir), "version": bundle.version, "sha256": bundle.sha256}
-    _export_test_split(table, result, out)
+    with reporter.stage("bundle, test split"):
+        bundle_dir = save_bundle(
+            result,
+            out / "bundle",
+            training_data=data_summary(table),
+            metrics={key: report[key] for key in (*HEADLINE, "n_train", "n_test")},
+        )
+        bundle = load_bundle(bundle_dir)
+        report["bundle"] = {"path": str(bundle_dir), "version": bundle.version, "sha256": bundle.sha256}
+        _export_test_split(table, result, out)
     report["seconds"] = round(time.perf_counter() - started, 1)
+    report["stage_seconds"] = dict(reporter.stage_seconds)
     write_report(out, report, f"ResCAE-BiGRU ({config.profile})")
     plot_curves(result.history, out / "curves.png")
     print_summary(report, out, f"ResCAE-BiGRU · {config.profile} profile · test split")

@@ -72,28 +72,32 @@ class FitResult:
 
 def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> PreparedData:
     """Split, clean, scale and resample; the test split is only ever transformed, never fitted on."""
-    table = select_features(table, config.features)
-    classes = _classes(table)
-    _check_focal_alpha(config, classes)
-    steps: dict[str, Any] = {"features": _feature_summary(table)}
-    labels = _Labels(table.labels.to_numpy(dtype=object), classes)
-
-    split = _split(table, config)
+    with reporter.stage("split"):
+        table = select_features(table, config.features)
+        classes = _classes(table)
+        _check_focal_alpha(config, classes)
+        steps: dict[str, Any] = {"features": _feature_summary(table)}
+        labels = _Labels(table.labels.to_numpy(dtype=object), classes)
+        split = _split(table, config)
     if split.test_only_classes:
         reporter.warn(
             f"no training rows for {', '.join(split.test_only_classes)}: the model cannot learn these classes, "
             "and their test rows will all be misclassified"
         )
-    train_rows, val_rows = _carve_validation(split.train, labels.names, config)
-    steps["split"] = _split_summary(split, len(val_rows), config)
-
-    columns = _Columns.of(table)
-    train_rows = _clean(train_rows, labels.names, columns, config, steps, reporter)
-    preprocessor = columns.fit_preprocessor(train_rows, config)
-    train_x, train_y = columns.transform(preprocessor, train_rows), labels.indices(train_rows)
+    with reporter.stage("split"):
+        train_rows, val_rows = _carve_validation(split.train, labels.names, config)
+        steps["split"] = _split_summary(split, len(val_rows), config)
+        columns = _Columns.of(table)
+    with reporter.stage("outliers"):
+        train_rows = _clean(train_rows, labels.names, columns, config, steps, reporter)
+    with reporter.stage("scaling"):
+        preprocessor = columns.fit_preprocessor(train_rows, config)
+        train_x, train_y = columns.transform(preprocessor, train_rows), labels.indices(train_rows)
+        val_x, test_x = columns.transform(preprocessor, val_rows), columns.transform(preprocessor, split.test)
     pretrain_x = train_x
     if config.resample.enabled:
-        train_x, train_y = _resample(train_x, train_y, classes, config, steps, reporter)
+        with reporter.stage("resample"):
+            train_x, train_y = _resample(train_x, train_y, classes, config, steps, reporter)
 
     return PreparedData(
         classes=classes,
@@ -101,9 +105,9 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
         preprocessor=preprocessor,
         train_x=train_x,
         train_y=train_y,
-        val_x=columns.transform(preprocessor, val_rows),
+        val_x=val_x,
         val_y=labels.indices(val_rows),
-        test_x=columns.transform(preprocessor, split.test),
+        test_x=test_x,
         test_y=labels.indices(split.test),
         test_rows=split.test,
         pretrain_x=pretrain_x,
@@ -230,25 +234,30 @@ def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter)
     device = pick_device(config.device)
     model = build_model(prepared.train_x.shape[1], len(prepared.classes), config.model)
     history = History()
-    pretrained = _pretrain(prepared, config, device, reporter)
+    with reporter.stage("pre-train"):
+        pretrained = _pretrain(prepared, config, device, reporter)
     if pretrained is not None:
         history.pretrain_loss = pretrained.losses
         if pretrained.encoder_state is not None:
             model.encoder.load_state_dict(pretrained.encoder_state)
     validation = (prepared.val_x, prepared.val_y) if len(prepared.val_y) else None
-    finetune(
-        model,
-        (prepared.train_x, prepared.train_y),
-        validation,
-        config.finetune,
-        device,
-        config.seed,
-        reporter,
-        history,
-    )
-    probabilities = predict_proba(model, prepared.test_x, device)
+    with reporter.stage("fine-tune"):
+        finetune(
+            model,
+            (prepared.train_x, prepared.train_y),
+            validation,
+            config.finetune,
+            device,
+            config.seed,
+            reporter,
+            history,
+        )
+    with reporter.stage("test predictions"):
+        probabilities = predict_proba(model, prepared.test_x, device)
     model.cpu().eval()
-    novelty = _calibrated(pretrained, prepared, config, device, reporter)
+    with reporter.stage("novelty"):
+        novelty = _calibrated(pretrained, prepared, config, device, reporter)
+        test_novelty = novelty.to(device).scores(prepared.test_x, device) if novelty is not None else None
     return FitResult(
         prepared=prepared,
         model=model,
@@ -258,7 +267,7 @@ def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter)
         device=str(device),
         seconds=time.perf_counter() - started,
         novelty=novelty,
-        test_novelty=novelty.to(device).scores(prepared.test_x, device) if novelty is not None else None,
+        test_novelty=test_novelty,
     )
 
 

@@ -6,6 +6,7 @@ and how long is left. Tests and library callers pass ``enabled=False``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -19,6 +20,17 @@ class Reporter:
     def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
         self.enabled = enabled
         self.console = console or Console(stderr=True)
+        self.stage_seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage of the run (wall seconds, added up when a stage runs more than once): the report's
+        ``stage_seconds`` and the summary say where a run's time went."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[name] = round(self.stage_seconds.get(name, 0.0) + time.perf_counter() - started, 2)
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:

@@ -108,4 +108,11 @@ def print_summary(report: dict[str, Any], out: Path, title: str, console: Consol
     if "novelty" in report:
         console.print(novelty_line(report["novelty"]).removeprefix("- "))
     console.print(f"{report['n_train']} training rows, {report['n_test']} test rows, {report['seconds']:.0f}s")
+    if report.get("stage_seconds"):
+        console.print("time by stage: " + stage_text(report["stage_seconds"]), highlight=False)
     console.print(f"run directory: {out}")
+
+
+def stage_text(stages: dict[str, float]) -> str:
+    """``load 12s · split 0s · ...`` in the order the stages ran."""
+    return " · ".join(f"{name} {seconds:.0f}s" for name, seconds in stages.items())

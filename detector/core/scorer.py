@@ -1,7 +1,9 @@
 """Scoring flows with a bundle: decoded flows → preprocessing → model → verdicts.
 
-This is the one model path. The trainer evaluates with :func:`predict_proba`, ``detector score`` and the
-Kafka worker use :class:`Scorer`; so offline scores, evaluation and the stream cannot disagree.
+This is the one model path. The trainer evaluates with :func:`predict_proba` (the fp32 model as trained),
+``detector score`` and the Kafka worker use :class:`Scorer`, which runs the same weights through a serving
+backend (:mod:`detector.core.backends`: int8 on the CPU, CUDA graphs on a GPU, or ``eager``, which is exactly
+:func:`predict_proba`). ``make bench`` measures how often a backend's label differs from the fp32 model's.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from detector.core.backends import Backend, BackendError, Pending, build_backend
+from detector.core.backends import predict_proba as predict_proba  # the fp32 model as trained: the trainer's path
 from detector.core.bundle import Bundle
 from detector.core.decode import DecodedFlow, FlowDecoder
-from detector.core.model import INFERENCE_BATCH, ResCAEBiGRU, in_batches
 from detector.core.novelty import NOVEL_ABOVE
 
 
@@ -31,16 +34,6 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested not in {"cpu", "cuda"}:
         raise DeviceError(f"unknown device {requested!r}: choose auto, cpu or cuda")
     return torch.device(requested)
-
-
-def predict_proba(
-    model: ResCAEBiGRU, matrix: np.ndarray, device: torch.device, batch_size: int = INFERENCE_BATCH
-) -> np.ndarray:
-    """Softmax probabilities ``[N, classes]`` for a preprocessed matrix; the model must be in eval mode."""
-    outputs = in_batches(lambda x: torch.softmax(model(x), dim=1).float(), matrix, device, batch_size)
-    if not outputs:
-        return np.zeros((0, model.config.n_classes), dtype=np.float32)
-    return np.concatenate(outputs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +59,15 @@ class Scores:
     probabilities: np.ndarray
     novelty: np.ndarray | None
 
+    @classmethod
+    def joined(cls, parts: Sequence[Scores]) -> Scores:
+        """The scores of consecutive parts of a batch, as one."""
+        if len(parts) == 1:
+            return parts[0]
+        novelties = [p.novelty for p in parts if p.novelty is not None]
+        novelty = np.concatenate(novelties) if novelties else None
+        return cls(np.concatenate([p.probabilities for p in parts]), novelty)
+
     def take(self, rows: np.ndarray) -> Scores:
         return Scores(self.probabilities[rows], None if self.novelty is None else self.novelty[rows])
 
@@ -80,27 +82,55 @@ class Scores:
         return self.novelty > NOVEL_ABOVE
 
 
-class Scorer:
-    """A loaded bundle ready to score batches of decoded flows on one device."""
+class PendingScores:
+    """Scores being computed (on a GPU the caller may decode the next flows meanwhile); :meth:`wait` returns them."""
 
-    def __init__(self, bundle: Bundle, device: str = "auto", top_k: int = 3) -> None:
+    def __init__(self, pending: Pending, threshold: float | None) -> None:
+        self._pending = pending
+        self._threshold = threshold
+
+    def wait(self) -> Scores:
+        probabilities, errors = self._pending.wait()
+        novelty = errors / self._threshold if errors is not None and self._threshold is not None else None
+        return Scores(probabilities, novelty)
+
+
+class Scorer:
+    """A loaded bundle ready to score batches of decoded flows on one device, through one serving backend
+    (``auto``: the fastest measured for the device; see :mod:`detector.core.backends`). Raises
+    :class:`DeviceError` for a device or backend that cannot be used here."""
+
+    def __init__(self, bundle: Bundle, device: str = "auto", top_k: int = 3, backend: str = "auto") -> None:
         self.bundle = bundle
         self.device = pick_device(device)
         self.model = bundle.model.to(self.device).eval()
         self.novelty = bundle.novelty.to(self.device) if bundle.novelty is not None else None
+        try:
+            self.backend: Backend = build_backend(
+                backend, self.model, self.novelty.autoencoder if self.novelty is not None else None, self.device
+            )
+        except BackendError as exc:
+            raise DeviceError(str(exc)) from None
         self.top_k = max(1, min(top_k, len(bundle.classes)))
         pre = bundle.preprocessor
         self.decoder = FlowDecoder(pre.numeric, tuple(pre.categories))
         self._classes = np.asarray(bundle.classes, dtype=object)
         self._benign = bundle.classes.index(bundle.benign_class)
+        self._threshold = self.novelty.calibration.threshold if self.novelty is not None else None
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether :meth:`start` returns before the device has finished (a GPU backend)."""
+        return self.backend.asynchronous
+
+    def start(self, flows: Sequence[DecodedFlow]) -> PendingScores:
+        """Preprocess ``flows`` and begin scoring them; the scores come from :meth:`PendingScores.wait`."""
+        return PendingScores(self.backend.start(self._matrix(flows)), self._threshold)
 
     def scores(self, flows: Sequence[DecodedFlow]) -> Scores:
         """Class probabilities (in the bundle's class order) and novelty for decoded flows: one
         preprocessing pass feeds both models."""
-        matrix = self._matrix(flows)
-        probabilities = predict_proba(self.model, matrix, self.device)
-        novelty = self.novelty.scores(matrix, self.device) if self.novelty is not None else None
-        return Scores(probabilities, novelty)
+        return self.start(flows).wait()
 
     def score(self, flows: Sequence[DecodedFlow]) -> list[Verdict]:
         """One verdict per flow, in order."""

@@ -1,10 +1,12 @@
 """One micro-batch of consumed records → the messages to produce, the offsets to commit, the counts to export.
 
 Decoding is per record (each record is its own JSON object), but scoring is one model call for the whole
-batch, and verdict objects are built only for the records that become alerts (``--emit attacks`` skips
-the benign majority; ``--emit flagged`` keeps the flows classified as attacks *or* novel). Records that
-cannot be decoded become dead letters with their original bytes. A :class:`BatchProcessor` serves one
-bundle at a time; :meth:`BatchProcessor.serve` swaps it between batches.
+batch (on a GPU, one call per :data:`PIPELINE_ROWS` decoded flows, so that decoding the next rows overlaps the
+model on the previous ones: the GPU backend's calls return before it has finished), and verdict objects are
+built only for the records that become alerts (``--emit attacks`` skips the benign majority; ``--emit flagged``
+keeps the flows classified as attacks *or* novel). Records that cannot be decoded become dead letters with
+their original bytes. A :class:`BatchProcessor` serves one bundle at a time; :meth:`BatchProcessor.serve`
+swaps it between batches.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from detector.core.alerts import alert_key, build_alert, utc_now
 from detector.core.bundle import Bundle
 from detector.core.decode import DecodedFlow, FlowDecoder, Rejected
-from detector.core.scorer import Scorer
+from detector.core.scorer import PendingScores, Scorer, Scores
 from detector.stream.deadletter import dead_letter_headers, dead_letter_value
 
 TopicPartitionKey = tuple[str, int]
+PIPELINE_ROWS = 256  # an asynchronous (GPU) scorer gets the batch in parts of this many decoded flows
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +75,19 @@ class BatchProcessor:
         emit: Literal["attacks", "flagged", "all"] = "attacks",
         device: str = "auto",
         max_record_bytes: int | None = None,
+        backend: str = "auto",
     ) -> None:
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
         self.emit = emit
         self.device = device
+        self.backend = backend
         self.max_record_bytes = max_record_bytes
         self.serve(bundle)
 
     def serve(self, bundle: Bundle) -> None:
         """Score every later batch with ``bundle`` (raises :class:`~detector.core.scorer.DeviceError`)."""
-        scorer = Scorer(bundle, self.device)
+        scorer = Scorer(bundle, self.device, backend=self.backend)
         pre = bundle.preprocessor
         limit = {} if self.max_record_bytes is None else {"max_record_bytes": self.max_record_bytes}
         self.decoder = FlowDecoder(pre.numeric, tuple(pre.categories), **limit)
@@ -96,6 +101,7 @@ class BatchProcessor:
         """Decode, score and build the outputs of ``messages`` (in offset order within each partition)."""
         decode = self.decoder.decode_bytes
         flows: list[DecodedFlow] = []
+        scoring = _Scoring(self.scorer, flows)
         sources: list[tuple[str, int, int]] = []
         timestamps: list[float] = []
         rejected: list[tuple[Message, Rejected, tuple[str, int, int]]] = []
@@ -113,13 +119,16 @@ class BatchProcessor:
                 sources.append((topic, partition, offset))
                 kind, stamp = message.timestamp()
                 timestamps.append(stamp / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE else np.nan)
+                scoring.added()
             else:
                 rejected.append((message, result, (topic, partition, offset)))  # type: ignore[arg-type]
 
         batch = ScoredBatch([], next_offsets, first_offsets, len(messages), np.empty(0))
+        scores = scoring.finish()
+        batch.model_seconds = scoring.seconds
         detected_at = utc_now()
-        if flows:
-            self._score(flows, sources, np.asarray(timestamps), detected_at, batch)
+        if scores is not None:
+            self._score(scores, flows, sources, np.asarray(timestamps), detected_at, batch)
         for message, reason, source in rejected:
             value, extra = dead_letter_value(message.value())
             headers = dead_letter_headers(reason, source, detected_at) + extra
@@ -129,15 +138,13 @@ class BatchProcessor:
 
     def _score(
         self,
+        scores: Scores,
         flows: list[DecodedFlow],
         sources: list[tuple[str, int, int]],
         timestamps: np.ndarray,
         detected_at: str,
         batch: ScoredBatch,
     ) -> None:
-        started = time.perf_counter()
-        scores = self.scorer.scores(flows)
-        batch.model_seconds = time.perf_counter() - started
         best = scores.ranked(1)[:, 0]  # Scorer.verdicts ranks the same way: the counted label is the alert's
         for index, count in self._per_class(best):
             batch.verdicts[(self._classes[index], index != self._benign)] += count
@@ -167,3 +174,39 @@ class BatchProcessor:
         if self.emit == "flagged":
             flagged |= novel
         return np.flatnonzero(flagged)
+
+
+class _Scoring:
+    """Hands a batch's decoded flows to the scorer: all at once at the end, or, when the scorer is asynchronous
+    (a GPU), every :data:`PIPELINE_ROWS` flows as they are decoded, so the device scores while the CPU decodes.
+    ``seconds`` is the time spent in the scorer's calls (preprocessing, and waiting for the device)."""
+
+    def __init__(self, scorer: Scorer, flows: list[DecodedFlow]) -> None:
+        self.scorer = scorer
+        self.flows = flows
+        self.part = PIPELINE_ROWS if scorer.asynchronous else 0
+        self.sent = 0
+        self.pending: list[PendingScores] = []
+        self.seconds = 0.0
+
+    def added(self) -> None:
+        """Call after each flow appended to ``flows``."""
+        if self.part and len(self.flows) - self.sent >= self.part:
+            self._send()
+
+    def finish(self) -> Scores | None:
+        """The scores of every flow, in order (None when there are none)."""
+        if not self.flows:
+            return None
+        if self.sent < len(self.flows):
+            self._send()
+        started = time.perf_counter()
+        scores = Scores.joined([pending.wait() for pending in self.pending])
+        self.seconds += time.perf_counter() - started
+        return scores
+
+    def _send(self) -> None:
+        started = time.perf_counter()
+        self.pending.append(self.scorer.start(self.flows[self.sent :]))
+        self.sent = len(self.flows)
+        self.seconds += time.perf_counter() - started

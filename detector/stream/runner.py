@@ -53,6 +53,7 @@ def build_worker(settings: RunSettings) -> Worker:
             emit=settings.emit,
             device=settings.device,
             max_record_bytes=settings.max_record_bytes,
+            backend=settings.backend,
         )
     except (BundleError, DeviceError) as exc:
         raise StartupError(str(exc)) from None

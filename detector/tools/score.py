@@ -186,13 +186,14 @@ def run_command(settings: ScoreSettings) -> int:
         files = csv_files(settings.csv)
         headers = [read_header(path) for path in files]  # refuses binary and UTF-16 files up front
         bundle = load_bundle(resolve_bundle_path(settings.bundle))
-        scorer = Scorer(bundle, device=settings.device)
+        scorer = Scorer(bundle, device=settings.device, backend=settings.backend)
         out = _open_out(settings.out, files)
     except (CsvSourceError, BundleError, DeviceError) as exc:
         console.print(f"detector score: error: {exc}", markup=False, soft_wrap=True)
         return ExitCode.USAGE
     console.print(
-        f"scoring with {bundle.name} {bundle.version} ({len(bundle.classes)} classes) on {scorer.device}",
+        f"scoring with {bundle.name} {bundle.version} ({len(bundle.classes)} classes) on {scorer.device} "
+        f"({scorer.backend.name} backend)",
         markup=False,
         highlight=False,
         soft_wrap=True,

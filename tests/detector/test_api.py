@@ -13,6 +13,7 @@ from detector.cli import main
 from detector.core.bundle import BundleError
 from detector.core.csvfile import read_rows
 from detector.core.registry import publish
+from detector.core.scorer import DeviceError
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows, write_generated_csv
 
@@ -93,3 +94,12 @@ def test_importing_detector_does_not_import_torch():
     code = "import sys, detector; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_the_backend_is_chosen_like_detector_scores(bundle, flows):
+    fp32 = detector.load(bundle, backend="eager").predict(read_rows(flows))
+    int8 = detector.load(bundle).predict(read_rows(flows))
+    assert list(fp32["label"]) == list(int8["label"]), "int8 labels these generated flows as the fp32 model does"
+    assert list(fp32["confidence"]) != list(int8["confidence"]), "auto on a CPU is int8, not the fp32 model"
+    with pytest.raises(DeviceError, match="backend cuda-graphs does not run on cpu"):
+        detector.load(bundle, device="cpu", backend="cuda-graphs")

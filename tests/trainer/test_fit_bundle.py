@@ -20,7 +20,7 @@ from detector.core.csvfile import read_rows
 from detector.core.decode import DecodedFlow
 from detector.core.scorer import Scorer
 
-scorer = Scorer(load_bundle(sys.argv[1]), device="cpu")
+scorer = Scorer(load_bundle(sys.argv[1]), device="cpu", backend="eager")  # the fp32 model, as the trainer ran it
 flows = [scorer.decoder.decode_mapping(row) for row in read_rows(sys.argv[2])]
 assert all(isinstance(f, DecodedFlow) for f in flows), [f for f in flows if not isinstance(f, DecodedFlow)][:3]
 verdicts = scorer.score(flows)
@@ -130,3 +130,24 @@ def test_a_benign_minority_is_oversampled_only_when_the_config_says_so(tmp_path,
     resampled = report["steps"]["resample"]
     grew = resampled["rows_after"]["BENIGN"] > resampled["rows_before"]["BENIGN"]
     assert grew is oversample_benign
+
+
+def test_the_report_says_where_the_time_went_stage_by_stage(fitted_run):
+    run, _ = fitted_run
+    saved = json.loads((run / "report.json").read_text())
+    stages = saved["stage_seconds"]
+    assert list(stages) == [
+        "load",
+        "split",
+        "outliers",
+        "scaling",
+        "resample",
+        "pre-train",
+        "fine-tune",
+        "test predictions",
+        "novelty",
+        "bundle, test split",
+    ]
+    assert all(seconds >= 0 for seconds in stages.values())
+    assert sum(stages.values()) <= saved["seconds"] + 0.5
+    assert stages["fine-tune"] >= sum(epoch["seconds"] for epoch in saved["history"]["epochs"]) - 0.5

@@ -25,7 +25,7 @@ def novelty_bundle_dir(tmp_path):
 def test_a_written_bundle_loads_and_scores_like_the_model_that_wrote_it(bundle_dir):
     bundle = load_bundle(bundle_dir)
     flows = decoded_generated_flows()
-    served = Scorer(bundle, device="cpu").scores(flows).probabilities
+    served = Scorer(bundle, device="cpu", backend="eager").scores(flows).probabilities
     model = fitted_classifier()  # what make_bundle wrote
     inputs = torch.as_tensor(fitted_preprocessor().transform(np.stack([f.numeric for f in flows])))
     with torch.inference_mode():

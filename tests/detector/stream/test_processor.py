@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import orjson
 import pytest
+import torch
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
 from detector.core.alerts import alert_key
 from detector.core.bundle import load_bundle
+from detector.core.cudagraphs import CudaGraphsBackend
 from detector.core.decode import FlowDecoder
 from detector.core.scorer import Scorer
 from detector.stream.deadletter import MAX_VALUE_BYTES
-from detector.stream.processor import BatchProcessor
+from detector.stream.processor import PIPELINE_ROWS, BatchProcessor
 from tests.support.bundles import make_bundle
 from tests.support.generated import FEATURES, generated_rows
 from tests.support.worker import flow_values, schema_errors
@@ -177,3 +179,31 @@ def test_a_record_too_big_to_produce_is_dead_lettered_cut_to_size(bundle):
     assert headers["flowwarden.reason_code"] == "oversized"
     assert headers["flowwarden.original_bytes"] == str(len(huge))
     assert schema_errors("dead-letter.schema.json", headers) == []
+
+
+def test_an_asynchronous_scorer_gets_the_batch_in_parts_and_the_outputs_are_those_of_one_call(bundle):
+    """On a GPU the processor hands the scorer every PIPELINE_ROWS decoded flows while it decodes the rest; the
+    alerts, their order and the counts must be exactly those of scoring the batch in one call."""
+    rows = (generated_rows(0) + generated_rows(1))[: 2 * PIPELINE_ROWS + 37]
+    values = flow_values(rows)
+    values[PIPELINE_ROWS - 1] = b"not json"  # a dead letter inside the first part, so parts count decoded flows
+    batch = messages(values, partition=1)
+    one_call = processor(bundle, backend="eager").process(batch)
+
+    pipelined = processor(bundle, backend="eager")
+    model, autoencoder = bundle.model, None
+    parts = CudaGraphsBackend(model, autoencoder, torch.device("cpu"), torch.float32, (64, 256), "cuda-graphs")
+    parts.asynchronous = True  # what it is on a GPU
+    started = []
+    original = parts.start
+    parts.start = lambda matrix: started.append(len(matrix)) or original(matrix)
+    pipelined.scorer.backend = parts
+    result = pipelined.process(batch)
+
+    assert started == [PIPELINE_ROWS, PIPELINE_ROWS, 36]
+    assert [orjson.loads(o.value)["label"] for o in result.outputs if o.topic == "alerts"] == [
+        orjson.loads(o.value)["label"] for o in one_call.outputs if o.topic == "alerts"
+    ]
+    assert [o.topic for o in result.outputs] == [o.topic for o in one_call.outputs]
+    assert result.verdicts == one_call.verdicts and result.dead_letters == one_call.dead_letters
+    assert result.model_seconds > 0

@@ -54,8 +54,15 @@ def test_a_new_version_is_swapped_in_between_batches_and_a_tampered_one_is_refus
         "output_topic": new_topic(prefix="alerts"),
         "dlq_topic": new_topic(prefix="dlq"),
     }
+    # The fp32 model: the confidences below identify the model that scored, and int8's depend on the batch.
     settings = worker_settings(
-        kafka_bootstrap, **names, group_id=unique_name("detector"), bundle=registry, emit="all", max_batch=16
+        kafka_bootstrap,
+        **names,
+        group_id=unique_name("detector"),
+        bundle=registry,
+        emit="all",
+        max_batch=16,
+        backend="eager",
     )
     where: dict[tuple[int, int], int] = {}
     versions: dict[int, str] = {}
@@ -87,7 +94,7 @@ def test_a_new_version_is_swapped_in_between_batches_and_a_tampered_one_is_refus
         score(1)
         assert versions[1] == {"v2"}, "verdicts after the swap come from v2"
         decoder = FlowDecoder(FEATURES)
-        by_v2 = Scorer(load_bundle(v2), "cpu").score([decoder.decode_mapping(row) for row in rows[90:180]])
+        by_v2 = Scorer(load_bundle(v2), "cpu", backend="eager").score([decoder.decode_mapping(r) for r in rows[90:180]])
         assert confidences[1] == [pytest.approx(v.confidence, abs=1e-6) for v in by_v2], "and the v2 model scored them"
 
         tampered = make_bundle(registry / VERSIONS / "v3", seed=2, version="v3")

@@ -115,11 +115,13 @@ def test_verdicts_agree_with_the_scorer_called_directly(bundle, tmp_path, capsys
     path = write_generated_csv(tmp_path / "flows.csv.gz", ROWS)
     registry = tmp_path / "registry"
     publish(bundle, registry)
-    assert score("--bundle", registry, path, "--batch", 7, "--device", "cpu") == 0
+    # The fp32 model on both sides: int8 activations are quantized per call, so batches of 7 and one batch of
+    # all rows may differ in the sixth decimal of a confidence; this test is about the record conversion.
+    assert score("--bundle", registry, path, "--batch", 7, "--device", "cpu", "--backend", "eager") == 0
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
 
     # The CSV rows as they are, without the replay's record conversion: it must not change a verdict.
-    scorer = Scorer(load_bundle(bundle), device="cpu")
+    scorer = Scorer(load_bundle(bundle), device="cpu", backend="eager")
     decoded = [scorer.decoder.decode_mapping(row) for row in read_rows(path)]
     assert all(isinstance(flow, DecodedFlow) for flow in decoded)
     verdicts = scorer.score(decoded)
