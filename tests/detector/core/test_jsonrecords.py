@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from detector.core.csvfile import CsvSourceError
 from detector.core.decode import FlowDecoder
-from detector.core.jsonrecords import NotARecord, is_ndjson_name, parse_body, parse_record, read_ndjson
+from detector.core.jsonrecords import (
+    NotARecord,
+    flow_files,
+    is_ndjson_name,
+    looks_like_ndjson,
+    parse_body,
+    parse_record,
+    read_ndjson,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +66,23 @@ def test_ndjson_is_read_from_plain_and_gzip_files_and_from_a_stream(tmp_path: Pa
 )
 def test_ndjson_files_are_known_by_name(name, ndjson):
     assert is_ndjson_name(Path(name)) is ndjson
+
+
+def test_flow_files_expand_folders_to_csv_and_ndjson_and_keep_standard_input(tmp_path: Path):
+    for name in ("b.jsonl", "a.csv", "c.ndjson.gz", "notes.txt"):
+        (tmp_path / name).write_text("")
+    assert flow_files([tmp_path, "-"]) == [
+        tmp_path / "a.csv",
+        tmp_path / "b.jsonl",
+        tmp_path / "c.ndjson.gz",
+        Path("-"),
+    ]
+    with pytest.raises(CsvSourceError, match="not a flow file"):
+        flow_files([tmp_path / "notes.txt"])
+
+
+@pytest.mark.parametrize(
+    ("start", "ndjson"), [(b'{"a": 1}', True), (b'\xef\xbb\xbf \n{"a"', True), (b"Dst Port,Label", False), (b"", False)]
+)
+def test_a_stream_is_ndjson_when_its_first_line_opens_an_object(start, ndjson):
+    assert looks_like_ndjson(start) is ndjson
