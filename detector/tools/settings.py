@@ -107,10 +107,12 @@ class IngestSettings(KafkaSettings):
 
 
 class ScoreSettings(CommandSettings):
-    """``detector score``: score flow CSVs with a bundle, one JSON line per row (verdict or error)."""
+    """``detector score``: score flow files with a bundle, one JSON line per row (verdict or error)."""
 
     csv: CliPositionalArg[list[Path]] = Field(
-        description="CSV files or folders (.csv, .csv.gz)", json_schema_extra={"metavar": "CSV"}
+        description="flow files or folders: CSV (.csv, .csv.gz), NDJSON (.ndjson, .jsonl, plain or .gz), "
+        "or - for standard input (NDJSON or CSV)",
+        json_schema_extra={"metavar": "FILE"},
     )
     bundle: Path = Field(description="bundle directory, .tar.gz or registry", json_schema_extra={"metavar": "BUNDLE"})
     out: Path | None = Field(
