@@ -97,7 +97,7 @@ def _add_tools(commands: Any, tools: Any, kafka_keys: set[str]) -> None:
         tools.ReplaySettings,
         help="stream flow CSVs (CICIDS2017, UNSW-NB15, CICFlowMeter) into a topic as JSON flow records",
         epilog="Exit status: 0 when every record was delivered, 1 when some failed or none was sent, "
-        "2 for a usage error, 130 when interrupted.",
+        "2 for a usage error, 130 when interrupted (with --follow, which ends only so: 0).",
         file_keys=kafka_keys,
         handler=cmd_replay,
     )

@@ -16,6 +16,8 @@ rows are usable, the same rows are refused for the same reason. So every command
   this module reads, never for the rest of the process.
 * **Header**: a repeated column name (``Fwd Header Length`` in the original CICIDS2017) gets a ``.1``
   suffix, as pandas does, instead of overwriting the first.
+* **Lines** (:func:`split_line`): a file that is still being written is read a line at a time, with the
+  same rules for bytes and quoting (a field cannot span lines there).
 * **Rows** (:func:`row_shape`): a line of blank cells only is :data:`BLANK_LINE`; a row with fewer cells than the header
   is :data:`SHORT_ROW`; one with more cells, any of them not blank, is :data:`LONG_ROW` (trailing commas
   are harmless); every other row is usable.
@@ -266,6 +268,17 @@ class CsvReader:
             raise csv.Error(f"{where}: {exc}{hint}") from None
         finally:
             csv.field_size_limit(previous)
+
+
+def split_line(data: bytes) -> list[str]:
+    """The cells of one CSV line read on its own (a file being appended to, read line by line as it grows),
+    with the reader's rules for bytes and quoting. Raises ``csv.Error`` for broken quoting."""
+    text, _ = decode_line(data.rstrip(b"\r\n"))
+    previous = csv.field_size_limit(FIELD_LIMIT)
+    try:
+        return next(csv.reader([text], strict=True), [])
+    finally:
+        csv.field_size_limit(previous)
 
 
 def unique_names(header: Sequence[str]) -> list[str]:

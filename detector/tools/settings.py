@@ -25,11 +25,23 @@ class ReplaySettings(KafkaSettings):
     """``detector replay``: stream flow CSVs into a topic as the JSON records a flow meter would send."""
 
     csv: CliPositionalArg[list[Path]] = Field(
-        description="CSV files or folders (.csv, .csv.gz)", json_schema_extra={"metavar": "CSV"}
+        description="CSV files or folders (.csv, .csv.gz); with --follow, the folders (or .csv files) to follow",
+        json_schema_extra={"metavar": "CSV"},
     )
     topic: str = Field(
         "flows", description="topic to write (created when missing)", json_schema_extra={"metavar": "TOPIC"}
     )
+    follow: bool = Field(
+        False,
+        description="keep reading the CSV files as a flow meter writes them (new rows, new files, rotation, "
+        "truncation) until Ctrl-C or SIGTERM; rows go in file order",
+    )
+    follow_from: Literal["start", "end"] = Field(
+        "start",
+        description="with --follow, the rows the files hold already: send them (start) or only the rows written "
+        "from now on (end)",
+    )
+    poll_seconds: float = Field(0.5, gt=0, description="with --follow, how often the files are looked at")
     rate: float | None = Field(None, gt=0, description="send at this many flows per second (none: as fast as possible)")
     speedup: float | None = Field(None, gt=0, description="replay the recorded inter-flow times this many times faster")
     limit: int | None = Field(None, ge=1, description="stop after this many records")
