@@ -312,6 +312,12 @@ class IngestServer:
             max_pending=settings.max_pending,
             client_settings=redact(self.config),
         )
+        if not settings.token and settings.host not in ("127.0.0.1", "::1", "localhost"):
+            self._log.warning(
+                "no --token: anyone who can reach this address can write flow records; give the secret file "
+                "`token` (--secrets-dir) unless a proxy in front authenticates",
+                address=f"{settings.host}:{self.port}",
+            )
 
     @property
     def url(self) -> str:

@@ -4,7 +4,9 @@ the record is in the topic, exactly once, through back-pressure and a broker out
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -13,11 +15,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from detector.cli import build_parser
+from detector.cli import build_parser, main
 from detector.tools.ingest import IngestServer, StartupError
 from detector.tools.ingest_sink import BACKPRESSURE_RETRY_AFTER_S, OUTAGE_RETRY_AFTER_S
 from tests.support.ingest import IngestThread, ingest_settings, ndjson, post
-from tests.support.kafka import ProxiedBroker, consume_exactly, consume_until_idle
+from tests.support.kafka import ProxiedBroker, client_config_from_env, consume_exactly, consume_until_idle, unique_name
 from tests.support.tcpproxy import PRODUCE_API_KEY
 from tests.support.worker import http_get, metric_value, wait_until
 
@@ -317,3 +319,32 @@ def _topic(bootstrap: str) -> str:
     name = unique_name("ingest")
     ensure_topics(bootstrap, [name], partitions=1)
     return name
+
+
+def test_the_command_serves_until_sigterm_and_exits_0(kafka_bootstrap, new_topic, tmp_path):
+    topic = new_topic()
+    log = tmp_path / "ingest.log"
+    command = [sys.executable, "-m", "detector.cli", "ingest", "--bootstrap-servers", kafka_bootstrap]
+    command += ["--topic", topic, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"]
+    command += [f"--kafka-option={key}={value}" for key, value in client_config_from_env().items()]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=out)
+    try:
+        wait_until(lambda: b"ingest listening" in log.read_bytes(), "the intake to listen", timeout=60)
+        event = next(orjson.loads(line) for line in log.read_bytes().splitlines() if b"ingest listening" in line)
+        url = f"http://{event['address']}/flows"
+        wait_until(lambda: post(url, flow(1)).status == 200, "a flow acknowledged", timeout=30)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()
+    finally:
+        process.kill()
+    assert orjson.loads(consume_exactly(kafka_bootstrap, topic, 1)[0].value()) == flow(1)
+    assert "stopping: finishing the requests in flight" in log.read_text()
+
+
+def test_a_missing_topic_is_a_startup_error_unless_created(kafka_bootstrap, capsys):
+    topic = unique_name("absent")
+    argv = ["ingest", "--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--port", "0", "--no-metrics"]
+    argv += [f"--kafka-option={key}={value}" for key, value in client_config_from_env().items()]
+    assert main(argv) == 2
+    assert f"topic {topic} does not exist" in capsys.readouterr().err
