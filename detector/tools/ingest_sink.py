@@ -46,7 +46,9 @@ from detector.tools.ingest_metrics import IngestHealth, IngestMetrics
 # Ingest defaults; anything given with --kafka-option or [kafka] wins, except what acknowledged_writes requires.
 PRODUCER_DEFAULTS = {
     "client.id": "flowwarden-ingest",
-    "linger.ms": "2",  # one meter posts one flow at a time: a long linger would be its latency
+    # A meter posts one flow at a time and waits for the answer: any linger is added to every flow. Measured
+    # here, one flow per POST: 0 ms carried 4-6x the flows/s of 2 ms; 1000-line batches were alike.
+    "linger.ms": "0",
     "message.timeout.ms": "30000",
     "queue.buffering.max.kbytes": str(64 * 1024),
     "statistics.interval.ms": "1000",
