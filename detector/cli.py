@@ -33,6 +33,15 @@ def cmd_replay(settings: object) -> int:
     return run_command(settings)  # type: ignore[arg-type]
 
 
+def cmd_ingest(settings: object) -> int:
+    try:
+        from detector.tools.ingest import run_command
+    except ImportError as exc:  # aiohttp is the `ingest` extra
+        print(f"detector ingest: error: {exc}; install flowwarden[ingest]", file=sys.stderr, flush=True)
+        return ExitCode.USAGE
+    return run_command(settings)  # type: ignore[arg-type]
+
+
 def cmd_score(settings: object) -> int:
     from detector.tools.score import run_command
 
@@ -63,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # the worker image carries core and stream only: `detector run` alone
         tools = None
     # One settings file can serve both Kafka commands (brokers, [kafka] credentials): a key of either is fine.
-    kafka_keys = set(RunSettings.model_fields) | (set(tools.ReplaySettings.model_fields) if tools else set())
+    kafka_keys = set(RunSettings.model_fields)
+    if tools is not None:
+        kafka_keys |= set(tools.ReplaySettings.model_fields) | set(tools.IngestSettings.model_fields)
     Command(
         commands,
         "run",
@@ -86,9 +97,19 @@ def _add_tools(commands: Any, tools: Any, kafka_keys: set[str]) -> None:
         tools.ReplaySettings,
         help="stream flow CSVs (CICIDS2017, UNSW-NB15, CICFlowMeter) into a topic as JSON flow records",
         epilog="Exit status: 0 when every record was delivered, 1 when some failed or none was sent, "
-        "2 for a usage error, 130 when interrupted.",
+        "2 for a usage error, 130 when interrupted (with --follow, which ends only so: 0).",
         file_keys=kafka_keys,
         handler=cmd_replay,
+    )
+    Command(
+        commands,
+        "ingest",
+        tools.IngestSettings,
+        help="an HTTP intake flow meters post flow records to (JSON or NDJSON), written to the flows topic",
+        epilog="Exit status: 0 after SIGTERM/SIGINT, 1 when records were left unsent at the end, 2 for a "
+        "start-up error (settings, TLS files, port, missing topic).",
+        file_keys=kafka_keys,
+        handler=cmd_ingest,
     )
     Command(
         commands,

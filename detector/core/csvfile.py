@@ -16,6 +16,8 @@ rows are usable, the same rows are refused for the same reason. So every command
   this module reads, never for the rest of the process.
 * **Header**: a repeated column name (``Fwd Header Length`` in the original CICIDS2017) gets a ``.1``
   suffix, as pandas does, instead of overwriting the first.
+* **Lines** (:func:`split_line`): a file that is still being written is read a line at a time, with the
+  same rules for bytes and quoting (a field cannot span lines there).
 * **Rows** (:func:`row_shape`): a line of blank cells only is :data:`BLANK_LINE`; a row with fewer cells than the header
   is :data:`SHORT_ROW`; one with more cells, any of them not blank, is :data:`LONG_ROW` (trailing commas
   are harmless); every other row is usable.
@@ -191,14 +193,21 @@ def _joined(lines: list[bytes], tail: bytes, rest: Iterator[bytes]) -> Iterator[
 class CsvReader:
     """One flow CSV open for reading: its :attr:`header` and its :meth:`records`. Use as a context manager.
 
+    ``source`` is a path, or an open binary stream (standard input) that is read as it is and left open.
     Raises ``OSError``, ``EOFError`` or ``zlib.error`` for a file that cannot be read or unzipped, and
     ``csv.Error`` (naming the line) for broken quoting, when opened or while reading.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._handle = open_binary(self.path)
-        self._lines = _Lines(self._handle)
+    def __init__(self, source: str | Path | BinaryIO) -> None:
+        if isinstance(source, str | Path):
+            self.path = Path(source)
+            self._handle: BinaryIO | None = open_binary(self.path)
+            stream = self._handle
+        else:
+            self.path = Path(str(getattr(source, "name", "-")))
+            self._handle = None  # the caller's stream: not ours to close
+            stream = source
+        self._lines = _Lines(stream)
         self._reader = csv.reader(self._lines, strict=True)
         first = self._next()
         #: The column names as written, and as rows are keyed (repeats suffixed ``.1``, ...).
@@ -212,7 +221,8 @@ class CsvReader:
         self.close()
 
     def close(self) -> None:
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
 
     @property
     def encoding(self) -> str:
@@ -232,6 +242,18 @@ class CsvReader:
                 return
             yield record
 
+    def rows(self) -> Iterator[dict[str, str]]:
+        """Every row after the header as ``{column: text}``, as :func:`read_rows` yields them."""
+        names = self.header
+        for record in self.records():
+            shape = row_shape(record, len(names))
+            if shape == BLANK_LINE:
+                continue
+            row = dict(zip(names, record, strict=False))
+            if shape == LONG_ROW:
+                row[EXTRA_CELLS] = ",".join(record[len(names) :])
+            yield row
+
     def _next(self) -> list[str] | None:
         last_line = self._reader.line_num
         previous = csv.field_size_limit(FIELD_LIMIT)
@@ -246,6 +268,17 @@ class CsvReader:
             raise csv.Error(f"{where}: {exc}{hint}") from None
         finally:
             csv.field_size_limit(previous)
+
+
+def split_line(data: bytes) -> list[str]:
+    """The cells of one CSV line read on its own (a file being appended to, read line by line as it grows),
+    with the reader's rules for bytes and quoting. Raises ``csv.Error`` for broken quoting."""
+    text, _ = decode_line(data.rstrip(b"\r\n"))
+    previous = csv.field_size_limit(FIELD_LIMIT)
+    try:
+        return next(csv.reader([text], strict=True), [])
+    finally:
+        csv.field_size_limit(previous)
 
 
 def unique_names(header: Sequence[str]) -> list[str]:
@@ -296,15 +329,7 @@ def read_rows(path: str | Path) -> Iterator[dict[str, str]]:
     :data:`EXTRA_CELLS`. Either way ``len(row)`` differs from the header's length.
     """
     with CsvReader(path) as reader:
-        names = reader.header
-        for record in reader.records():
-            shape = row_shape(record, len(names))
-            if shape == BLANK_LINE:
-                continue
-            row = dict(zip(names, record, strict=False))
-            if shape == LONG_ROW:
-                row[EXTRA_CELLS] = ",".join(record[len(names) :])
-            yield row
+        yield from reader.rows()
 
 
 @dataclass

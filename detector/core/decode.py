@@ -18,9 +18,9 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import orjson
 
 from detector.core.features import ColumnPlan, resolve_columns
+from detector.core.jsonrecords import NotARecord, parse_record
 from detector.core.labels import resolve_label
 from detector.core.values import parse_number
 
@@ -46,9 +46,6 @@ class Rejected:
     reason: str
 
 
-UTF8_BOM = b"\xef\xbb\xbf"
-
-
 class FlowDecoder:
     """Decodes records for one bundle's feature list. Thread-compatible, not thread-safe."""
 
@@ -69,14 +66,9 @@ class FlowDecoder:
             return Rejected("empty", "message has no value (tombstone)")
         if not raw:
             return Rejected("empty", "message value is empty (0 bytes)")
-        if len(raw) > self.max_record_bytes:
-            return Rejected("oversized", f"record is {len(raw)} bytes, over the {self.max_record_bytes}-byte limit")
-        try:
-            record = orjson.loads(raw.removeprefix(UTF8_BOM))  # some producers write a BOM; JSON allows none
-        except orjson.JSONDecodeError as exc:
-            return Rejected("not_json", f"not valid JSON: {exc}")
-        if not isinstance(record, dict):
-            return Rejected("not_object", f"a flow record must be a JSON object, got {type(record).__name__}")
+        record = parse_record(raw, self.max_record_bytes)
+        if isinstance(record, NotARecord):
+            return Rejected(record.code, record.reason)
         try:
             return self.decode_mapping(record)
         except Exception as exc:  # a decoder bug must not turn one record into a poison pill for every worker

@@ -92,18 +92,30 @@ def consumer_config(settings: RunSettings) -> dict[str, Any]:
     return {**defaults, **user, **required}
 
 
+def producer_properties(config: Mapping[str, str]) -> dict[str, str]:
+    """The properties of ``config`` a producer takes (without the consumer-only ones)."""
+    return _only(dict(config), _CONSUMER_ONLY_PREFIXES)
+
+
+def acknowledged_writes(user: Mapping[str, str], what: str) -> dict[str, str]:
+    """The producer settings under which a delivery report means the record is written for good: every
+    in-sync replica has it (``acks=all``) and a retry cannot write it twice (idempotence). A user setting
+    that contradicts them is a :class:`SettingsError` naming ``what`` must be fully replicated."""
+    _refuse(dict(user), "enable.idempotence", "true", "an idempotent producer is required")
+    if user.get("acks", user.get("request.required.acks", "all")) not in {"all", "-1"}:
+        raise SettingsError(f"kafka option acks must be all (-1): {what} count as delivered only when fully replicated")
+    return {"acks": "all", "enable.idempotence": "true"}
+
+
 def producer_config(settings: RunSettings, transactional_id: str | None) -> dict[str, Any]:
     """Producer settings; ``transactional_id`` is None for at-least-once."""
-    user = _only(settings.librdkafka(), _CONSUMER_ONLY_PREFIXES)
-    _refuse(user, "enable.idempotence", "true", "the worker needs an idempotent producer")
-    if user.get("acks", user.get("request.required.acks", "all")) not in {"all", "-1"}:
-        raise SettingsError("kafka option acks must be all (-1): alerts count as delivered only when fully replicated")
+    user = producer_properties(settings.librdkafka())
     defaults = {
         "linger.ms": "5",
         "queue.buffering.max.kbytes": str(64 * 1024),
         "client.id": f"flowwarden-{socket.gethostname()}",
     }
-    required: dict[str, str] = {"acks": "all", "enable.idempotence": "true"}
+    required = acknowledged_writes(user, "alerts")
     if transactional_id is not None:
         required["transactional.id"] = transactional_id
         # librdkafka 2.16: once every broker was unreachable long enough to "re-bootstrap", the decommissioned

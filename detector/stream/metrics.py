@@ -7,6 +7,9 @@ The metric names are a contract: ``deploy/`` dashboards and alert rules use them
 * ``/healthz``: 200 while the worker's loop has iterated within :data:`STALE_AFTER_S` (liveness).
 * ``/readyz``: 200 when a verified model is loaded, the consumer has joined its group and its last
   statistics showed a working connection to a broker (readiness); otherwise 503 with the reason.
+
+:func:`probe_answer` is what every flowwarden server answers on those three paths (the worker's here,
+``detector ingest``'s on its own event loop), so the probes mean the same for every process.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -24,6 +27,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 STALE_AFTER_S = 60.0
+PLAIN_TEXT = "text/plain; charset=utf-8"
 
 BATCH_SIZE_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -188,6 +192,11 @@ class Health:
         return self.model_loaded and self.joined and self.broker_reachable and not self.stopping
 
     @property
+    def not_alive_because(self) -> str:
+        """Why :attr:`alive` is false, for the ``/healthz`` body (empty when alive)."""
+        return "" if self.alive else "the worker loop has not iterated recently"
+
+    @property
     def not_ready_because(self) -> str:
         """Why :attr:`ready` is false, for the ``/readyz`` body (empty when ready)."""
         if self.stopping:
@@ -199,6 +208,38 @@ class Health:
         if not self.broker_reachable:
             return "no broker reachable (flowwarden_kafka_errors_total says why)"
         return ""
+
+
+class Probes(Protocol):
+    """What ``/healthz`` and ``/readyz`` read: :class:`Health` for a worker, ingest's own for ``detector ingest``."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def not_alive_because(self) -> str: ...
+
+    @property
+    def not_ready_because(self) -> str: ...
+
+
+def probe_answer(path: str, exposition: Callable[[], bytes], probes: Probes) -> tuple[int, bytes, str]:
+    """Status, body and content type of ``GET path`` (query string ignored) on a metrics server."""
+    path = path.split("?", 1)[0]
+    if path == "/metrics":
+        return 200, exposition(), CONTENT_TYPE_LATEST
+    if path == "/healthz":
+        return _probe(probes.alive, "alive", probes.not_alive_because)
+    if path == "/readyz":
+        return _probe(probes.ready, "ready", probes.not_ready_because)
+    return 404, b"not found\n", PLAIN_TEXT
+
+
+def _probe(ok: bool, good: str, bad: str) -> tuple[int, bytes, str]:
+    return (200 if ok else 503), f"{good if ok else bad}\n".encode(), PLAIN_TEXT
 
 
 class MetricsServer:
@@ -228,18 +269,7 @@ def _handler(metrics: WorkerMetrics, health: Health) -> type[BaseHTTPRequestHand
             self.do_GET()
 
         def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, metrics.exposition(), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._probe(health.alive, "alive", "the worker loop has not iterated recently")
-            elif path == "/readyz":
-                self._probe(health.ready, "ready", health.not_ready_because)
-            else:
-                self._send(404, b"not found\n", "text/plain; charset=utf-8")
-
-        def _probe(self, ok: bool, good: str, bad: str) -> None:
-            self._send(200 if ok else 503, f"{good if ok else bad}\n".encode(), "text/plain; charset=utf-8")
+            self._send(*probe_answer(self.path, metrics.exposition, health))
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)

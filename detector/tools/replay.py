@@ -15,7 +15,7 @@ import functools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,15 @@ from detector.core.settings import redact
 from detector.stream.logs import console_librdkafka_logger
 from detector.stream.topics import TopicError, ensure_topics
 from detector.tools.pacing import TimelinePacer, TokenBucket
-from detector.tools.replay_source import Order, SourceError, SourceStats, check_timestamps, ordered_flows
+from detector.tools.replay_follow import FollowedFiles, followable, is_followed_name
+from detector.tools.replay_source import (
+    Order,
+    OutgoingFlow,
+    SourceError,
+    SourceStats,
+    check_timestamps,
+    ordered_flows,
+)
 from detector.tools.settings import ReplaySettings
 
 FLUSH_TIMEOUT_S = 60.0
@@ -92,6 +100,19 @@ def effective_order(settings: ReplaySettings) -> Order:
     """The order to replay in; raises :class:`ReplayError` for contradicting options."""
     if settings.rate is not None and settings.speedup is not None:
         raise ReplayError("--rate and --speedup exclude each other: pace by a fixed rate or by recorded times")
+    if settings.follow:
+        clash = [
+            flag
+            for flag, given in (
+                ("--speedup", settings.speedup is not None),
+                (f"--order {settings.order}", settings.order not in (None, "file")),
+                ("--loop", settings.loop),
+            )
+            if given
+        ]
+        if clash:
+            raise ReplayError(f"--follow sends rows as they are written, in file order: it excludes {', '.join(clash)}")
+        return "file"
     if settings.speedup is not None:
         if settings.order not in (None, "time"):
             raise ReplayError(
@@ -130,16 +151,23 @@ def replay(
     # librdkafka's lines thinned out: an unreachable broker would otherwise print 20 of them a second.
     producer = Producer({**producer_config(settings), "logger": console_librdkafka_logger("librdkafka.producer")})
     pace = _pacer(settings, stop)
-    flows = ordered_flows(
-        files,
-        order,
-        with_labels=settings.with_labels,
-        need_time=settings.speedup is not None,
-        seed=settings.seed,
-        buffer=settings.shuffle_buffer,
-        loop=settings.loop,
-        stats=stats.source,
-    )
+    flows: Generator[OutgoingFlow, None, None]
+    if settings.follow:
+        followed = FollowedFiles(
+            files, with_labels=settings.with_labels, stats=stats.source, from_end=settings.follow_from == "end"
+        )
+        flows = followed.flows(functools.partial(_idle, producer, stop), settings.poll_seconds)
+    else:
+        flows = ordered_flows(
+            files,
+            order,
+            with_labels=settings.with_labels,
+            need_time=settings.speedup is not None,
+            seed=settings.seed,
+            buffer=settings.shuffle_buffer,
+            loop=settings.loop,
+            stats=stats.source,
+        )
     limit = settings.limit
     last_report = 0.0
     try:
@@ -171,6 +199,15 @@ def replay(
         if on_progress is not None:
             on_progress(stats)
     return stats
+
+
+def _idle(producer: Producer, stop: threading.Event | None, seconds: float) -> None:
+    """Wait for a followed file to grow, serving delivery reports meanwhile (in short polls: Ctrl-C gets in)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        producer.poll(min(0.1, left))
+        if stop is not None and stop.is_set():
+            raise _Stopped
 
 
 def _pacer(settings: ReplaySettings, stop: threading.Event | None) -> Callable[[float | None], None]:
@@ -225,22 +262,23 @@ def _flush(producer: Producer, stats: ReplayStats) -> None:
 
 def _expected_total(settings: ReplaySettings, source: SourceStats) -> int | None:
     """How many records this replay will send, when that is known (for the ETA)."""
-    if settings.loop:
+    if settings.loop or settings.follow:
         return settings.limit
     if source.rows_per_pass is None:
         return settings.limit
     return source.rows_per_pass if settings.limit is None else min(settings.limit, source.rows_per_pass)
 
 
-def exit_status(stats: ReplayStats) -> int:
+def exit_status(stats: ReplayStats, *, follow: bool = False) -> int:
+    """0 when everything sent was delivered; 130 when interrupted, except when following, which only ends so."""
     if stats.failed:
         return ExitCode.FAILURE
-    return ExitCode.INTERRUPTED if stats.interrupted else ExitCode.OK
+    return ExitCode.INTERRUPTED if stats.interrupted and not follow else ExitCode.OK
 
 
-def summary_lines(stats: ReplayStats) -> list[str]:
+def summary_lines(stats: ReplayStats, *, follow: bool = False) -> list[str]:
     """The final report, one fact per line (plain text: it also goes to logs)."""
-    verb = "interrupted after" if stats.interrupted else "done:"
+    verb = ("stopped after" if follow else "interrupted after") if stats.interrupted else "done:"
     lead = (stats.first_send - stats.started) if stats.first_send is not None else 0.0
     reading = f", the first {lead:.1f} s spent reading the input" if lead >= 0.1 else ""
     lines = [
@@ -271,17 +309,18 @@ def run_command(settings: ReplaySettings) -> int:
     """``detector replay`` from its settings; returns the exit status."""
     console = Console(stderr=True)
     try:
-        files = csv_files(settings.csv)
-        for path in files:
-            read_header(path)  # refuses a pcap, a gzip file without .gz or UTF-16 text up front
         order = effective_order(settings)
+        files = _followed_paths(settings.csv) if settings.follow else csv_files(settings.csv)
+        for path in _existing_files(files):
+            read_header(path)  # refuses a pcap, a gzip file without .gz or UTF-16 text up front
         if order == "time":
             check_timestamps(files)
     except (CsvSourceError, ReplayError, SourceError) as exc:
         console.print(f"detector replay: error: {exc}", markup=False, soft_wrap=True)
         return ExitCode.USAGE
+    what = f"following {len(files)} path(s)" if settings.follow else f"replaying {len(files)} file(s)"
     console.print(
-        f"replaying {len(files)} file(s) to {settings.topic!r} on {settings.bootstrap_servers} "
+        f"{what} to {settings.topic!r} on {settings.bootstrap_servers} "
         f"({order} order{_pace_text(settings)}); client settings {redact(producer_config(settings))}",
         markup=False,
         highlight=False,
@@ -313,12 +352,31 @@ def run_command(settings: ReplaySettings) -> int:
     except KafkaException as exc:
         console.print(f"detector replay: Kafka error: {exc.args[0].str()}", markup=False, soft_wrap=True)
         return ExitCode.USAGE
-    for line in summary_lines(stats):
+    for line in summary_lines(stats, follow=settings.follow):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     if not stats.interrupted and stats.source.rows_read == 0:
         console.print("detector replay: the files hold no data rows", markup=False, soft_wrap=True)
         return ExitCode.FAILURE
-    return exit_status(stats)
+    return exit_status(stats, follow=settings.follow)
+
+
+def _followed_paths(paths: list[Path]) -> list[Path]:
+    """The folders and ``.csv`` files to follow (a file may appear later); raises :class:`CsvSourceError`."""
+    problem = followable(paths)
+    if problem:
+        raise CsvSourceError(problem)
+    return [Path(path) for path in paths]
+
+
+def _existing_files(paths: list[Path]) -> list[Path]:
+    """The CSV files ``paths`` hold now: followed folders' ``.csv`` files, and the files named."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(child for child in path.iterdir() if is_followed_name(child) and child.is_file()))
+        elif path.is_file():
+            found.append(path)
+    return found
 
 
 def _pace_text(settings: ReplaySettings) -> str:

@@ -1,9 +1,12 @@
-"""``detector score``: the stream's model path without Kafka, from CSV rows to JSON lines.
+"""``detector score``: the stream's model path without Kafka, from flow files to JSON lines.
 
-Each row goes exactly the way a replayed record goes through a worker: the same record conversion as
+A CSV row goes exactly the way a replayed record goes through a worker: the same record conversion as
 ``detector replay`` (:mod:`detector.core.flowrecord`), :meth:`FlowDecoder.decode_mapping`, :meth:`Scorer.score` in
-batches, and the alert helpers for the output fields. So its output is the reference a stream must agree
-with, row for row, and a quick way to score a file with a bundle on a laptop.
+batches, and the alert helpers for the output fields. An NDJSON line (``.ndjson``, ``.jsonl``, plain or
+``.gz``: one flow record per line, the records a worker reads) goes the way a Kafka message does,
+:meth:`FlowDecoder.decode_bytes`. ``-`` reads standard input, NDJSON when its first line opens a JSON object,
+else CSV. So the output is the reference a stream must agree with, row for row, and a quick way to score a
+file with a bundle on a laptop.
 
 One JSON object per input row, in input order::
 
@@ -11,7 +14,8 @@ One JSON object per input row, in input order::
      "confidence": 0.98, "probabilities": [{"label": "DDoS", "probability": 0.98}, ...],
      "ground_truth": "DDoS"}          # only when the row carries a label
 
-``row`` counts data rows from 1 (the header is not a row). A row that cannot be scored becomes
+``row`` counts a CSV's data rows from 1 (the header is not a row); an NDJSON line's source has ``line``
+instead, its line number from 1 (blank lines are skipped but counted). A row that cannot be scored becomes
 ``{"source": {...}, "error": {"code": ..., "reason": ...}}`` with the decoder's codes (``missing_features``,
 ``wrong_type``, ...) plus ``short_row`` (fewer cells than the header), ``long_row`` (more) and
 ``unreadable`` (the file breaks off there); it is counted, never dropped.
@@ -20,24 +24,27 @@ One JSON object per input row, in input order::
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import orjson
 from rich.console import Console
 
 from detector.core.alerts import build_alert
 from detector.core.bundle import Bundle, BundleError, load_bundle
-from detector.core.csvfile import EXTRA_CELLS, CsvSourceError, csv_files, read_header, read_rows
+from detector.core.csvfile import EXTRA_CELLS, CsvReader, CsvSourceError, read_header
 from detector.core.decode import DecodedFlow, Rejected
 from detector.core.features import family_of, missing_features_advice, resolve_columns
 from detector.core.flowrecord import layout_for, to_record
+from detector.core.jsonrecords import STDIN, flow_files, is_ndjson_name, looks_like_ndjson, ndjson_lines
 from detector.core.process import ExitCode, sigterm_interrupts
 from detector.core.registry import resolve_bundle_path
 from detector.core.scorer import DeviceError, Scorer
@@ -45,6 +52,7 @@ from detector.tools.online_eval import from_confusion
 from detector.tools.settings import ScoreSettings
 
 DEFAULT_BATCH = 1024
+SNIFF_BYTES = 4096  # of standard input, to tell NDJSON (a line opening a JSON object) from CSV (a header)
 NOVEL_HINT_FACTOR = 5  # a novel share this many times the calibrated one is no longer noise
 _VERDICT_FIELDS = ("flow", "label", "is_attack", "confidence", "probabilities", "novelty", "ground_truth")
 
@@ -115,11 +123,13 @@ def score_files(
     *,
     batch: int = DEFAULT_BATCH,
     summary: ScoreSummary | None = None,
+    stdin: io.BufferedReader | None = None,
 ) -> ScoreSummary:
-    """Score every row of ``files`` and write one JSON line per row to ``out``; counts go into ``summary``."""
+    """Score every row of ``files`` (``-``: ``stdin``, default standard input) and write one JSON line per row
+    to ``out``; counts go into ``summary``."""
     summary = summary if summary is not None else ScoreSummary.for_bundle(scorer.bundle)
     pending: list[_Pending] = []
-    for item in _decoded_rows(files, scorer):
+    for item in _decoded_rows(files, scorer, stdin):
         summary.rows += 1
         pending.append(item)
         if len(pending) >= batch:
@@ -128,28 +138,52 @@ def score_files(
     return summary
 
 
-def _decoded_rows(files: list[Path], scorer: Scorer) -> Iterator[_Pending]:
+def _decoded_rows(files: list[Path], scorer: Scorer, stdin: io.BufferedReader | None) -> Iterator[_Pending]:
     for path in files:
-        header = read_header(path)
-        if not header:
-            continue
-        layout = layout_for(tuple(header))
-        number = 0
-        try:
-            for number, row in enumerate(read_rows(path), start=1):
-                source = {"file": str(path), "row": number}
+        if str(path) == STDIN:
+            stream = stdin if stdin is not None else sys.stdin.buffer
+            if looks_like_ndjson(stream.peek(SNIFF_BYTES)):
+                yield from _ndjson_rows(stream, STDIN, scorer)
+            else:
+                yield from _csv_rows(stream, STDIN, scorer)
+        elif is_ndjson_name(path):
+            yield from _ndjson_rows(path, str(path), scorer)
+        else:
+            yield from _csv_rows(path, str(path), scorer)
+
+
+def _csv_rows(source: Path | BinaryIO, name: str, scorer: Scorer) -> Iterator[_Pending]:
+    number = 0
+    try:
+        with CsvReader(source) as reader:
+            header = reader.header
+            if not header:
+                return
+            layout = layout_for(tuple(header))
+            for number, row in enumerate(reader.rows(), start=1):
+                where = {"file": name, "row": number}
                 if len(row) < len(header):
                     reason = f"row has {len(row)} of the header's {len(header)} cells"
-                    yield _Pending(source, Rejected("short_row", reason))
+                    yield _Pending(where, Rejected("short_row", reason))
                     continue
                 if EXTRA_CELLS in row:
                     reason = f"row has cells beyond the header's {len(header)}: {row[EXTRA_CELLS][:80]!r}"
-                    yield _Pending(source, Rejected("long_row", reason))
+                    yield _Pending(where, Rejected("long_row", reason))
                     continue
                 record = to_record(row, layout, with_labels=True)
-                yield _Pending(source, scorer.decoder.decode_mapping(record))
-        except (csv.Error, OSError, EOFError, UnicodeError) as exc:
-            yield _Pending({"file": str(path), "row": number + 1}, Rejected("unreadable", f"file breaks off: {exc}"))
+                yield _Pending(where, scorer.decoder.decode_mapping(record))
+    except (csv.Error, OSError, EOFError, UnicodeError, zlib.error) as exc:
+        yield _Pending({"file": name, "row": number + 1}, Rejected("unreadable", f"file breaks off: {exc}"))
+
+
+def _ndjson_rows(source: Path | BinaryIO, name: str, scorer: Scorer) -> Iterator[_Pending]:
+    """Each line goes the worker's way from the bytes of a Kafka message: ``decode_bytes``, size limit included."""
+    number = 0
+    try:
+        for number, raw in ndjson_lines(source):
+            yield _Pending({"file": name, "line": number}, scorer.decoder.decode_bytes(raw))
+    except (OSError, EOFError, zlib.error) as exc:
+        yield _Pending({"file": name, "line": number + 1}, Rejected("unreadable", f"file breaks off: {exc}"))
 
 
 def _flush(pending: list[_Pending], scorer: Scorer, out: IO[bytes], summary: ScoreSummary) -> None:
@@ -183,8 +217,11 @@ def run_command(settings: ScoreSettings) -> int:
     console = Console(stderr=True)
     started = time.perf_counter()
     try:
-        files = csv_files(settings.csv)
-        headers = [read_header(path) for path in files]  # refuses binary and UTF-16 files up front
+        if sum(str(path) == STDIN for path in settings.csv) > 1:
+            raise CsvSourceError("- (standard input) can be read once")
+        files = flow_files(settings.csv)
+        # Refuses binary and UTF-16 CSV files up front.
+        headers = [read_header(path) for path in files if str(path) != STDIN and not is_ndjson_name(path)]
         bundle = load_bundle(resolve_bundle_path(settings.bundle))
         scorer = Scorer(bundle, device=settings.device, backend=settings.backend)
         out = _open_out(settings.out, files)
@@ -235,7 +272,8 @@ def _open_out(path: str | Path | None, inputs: list[Path]) -> IO[bytes] | None:
     if not path:
         return None
     target = Path(path)
-    if target.exists() and any(target.resolve() == source.resolve() for source in inputs):
+    named = [source for source in inputs if str(source) != STDIN]
+    if target.exists() and any(target.resolve() == source.resolve() for source in named):
         raise CsvSourceError(f"--out {path} is one of the input files: it would be emptied before it is read")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

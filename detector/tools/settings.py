@@ -1,4 +1,5 @@
-"""The settings models of the tool commands: ``detector replay``, ``detector score``, ``detector broker``.
+"""The settings models of the tool commands: ``detector replay``, ``detector ingest``, ``detector score``,
+``detector broker``, ``detector demo``.
 
 Flags, ``FLOWWARDEN_*`` variables, settings-file keys and help are generated from these models
 (:mod:`detector.core.settings`), as for ``detector run``.
@@ -16,17 +17,31 @@ from detector.core.settings import CommandSettings
 from detector.stream.settings import KafkaSettings, topic_name
 
 DEFAULT_BROKER_PORT = 9092
+DEFAULT_INGEST_PORT = 8080
+DEFAULT_INGEST_METRICS_PORT = 9110  # the worker's is 9108: both may run on one host
 
 
 class ReplaySettings(KafkaSettings):
     """``detector replay``: stream flow CSVs into a topic as the JSON records a flow meter would send."""
 
     csv: CliPositionalArg[list[Path]] = Field(
-        description="CSV files or folders (.csv, .csv.gz)", json_schema_extra={"metavar": "CSV"}
+        description="CSV files or folders (.csv, .csv.gz); with --follow, the folders (or .csv files) to follow",
+        json_schema_extra={"metavar": "CSV"},
     )
     topic: str = Field(
         "flows", description="topic to write (created when missing)", json_schema_extra={"metavar": "TOPIC"}
     )
+    follow: bool = Field(
+        False,
+        description="keep reading the CSV files as a flow meter writes them (new rows, new files, rotation, "
+        "truncation) until Ctrl-C or SIGTERM; rows go in file order",
+    )
+    follow_from: Literal["start", "end"] = Field(
+        "start",
+        description="with --follow, the rows the files hold already: send them (start) or only the rows written "
+        "from now on (end)",
+    )
+    poll_seconds: float = Field(0.5, gt=0, description="with --follow, how often the files are looked at")
     rate: float | None = Field(None, gt=0, description="send at this many flows per second (none: as fast as possible)")
     speedup: float | None = Field(None, gt=0, description="replay the recorded inter-flow times this many times faster")
     limit: int | None = Field(None, ge=1, description="stop after this many records")
@@ -45,11 +60,71 @@ class ReplaySettings(KafkaSettings):
         return topic_name(value)
 
 
+class IngestSettings(KafkaSettings):
+    """``detector ingest``: an HTTP intake flow meters post flow records to, written to the flows topic."""
+
+    topic: str = Field("flows", description="topic to write", json_schema_extra={"metavar": "TOPIC"})
+    host: str = Field("0.0.0.0", description="address the intake listens on")
+    port: int = Field(DEFAULT_INGEST_PORT, ge=0, le=65535, description="port of the intake (0: any free one)")
+    token: str | None = Field(
+        None,
+        description="bearer token every request must carry (Authorization: Bearer ...); give it as the secret "
+        "file `token` in --secrets-dir: a flag is visible to other users (none: no authentication)",
+        json_schema_extra={"metavar": "TOKEN"},
+    )
+    tls_cert: Path | None = Field(
+        None,
+        description="TLS certificate chain (PEM); with --tls-key the intake speaks HTTPS only",
+        json_schema_extra={"metavar": "FILE"},
+    )
+    tls_key: Path | None = Field(
+        None, description="the TLS certificate's private key (PEM)", json_schema_extra={"metavar": "FILE"}
+    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="a larger request body is refused whole (413)")
+    max_record_bytes: int = Field(
+        64 * 1024,
+        ge=256,
+        description="a larger record is refused (413; in an NDJSON batch, that line); keep it within the "
+        "worker's limit of the same name",
+    )
+    max_pending: int = Field(
+        10_000,
+        ge=1,
+        description="records awaiting the broker's acknowledgement at most: a request that would exceed it "
+        "is turned away with 429",
+    )
+    create_topics: bool = Field(False, description="create the topic when missing (development clusters)")
+    partitions: int = Field(3, ge=1, le=10_000, description="partitions when creating the topic")
+    metrics: bool = Field(True, description="serve Prometheus metrics, /healthz and /readyz")
+    metrics_port: int = Field(
+        DEFAULT_INGEST_METRICS_PORT, ge=0, le=65535, description="port of /metrics, /healthz, /readyz (0: any free)"
+    )
+    metrics_host: str = Field("0.0.0.0", description="address the metrics server binds")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="log level; debug also shows what --kafka-option debug=... asks librdkafka for"
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        return topic_name(value)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        # The message never shows the value: it is a credential.
+        if value is not None and (not value or any(c.isspace() or not c.isprintable() for c in value)):
+            raise ValueError("must be printable characters without spaces (it travels in an HTTP header)")
+        return value
+
+
 class ScoreSettings(CommandSettings):
-    """``detector score``: score flow CSVs with a bundle, one JSON line per row (verdict or error)."""
+    """``detector score``: score flow files with a bundle, one JSON line per row (verdict or error)."""
 
     csv: CliPositionalArg[list[Path]] = Field(
-        description="CSV files or folders (.csv, .csv.gz)", json_schema_extra={"metavar": "CSV"}
+        description="flow files or folders: CSV (.csv, .csv.gz), NDJSON (.ndjson, .jsonl, plain or .gz), "
+        "or - for standard input (NDJSON or CSV)",
+        json_schema_extra={"metavar": "FILE"},
     )
     bundle: Path = Field(description="bundle directory, .tar.gz or registry", json_schema_extra={"metavar": "BUNDLE"})
     out: Path | None = Field(

@@ -43,20 +43,38 @@ METER_REQUIREMENTS = ("cicflowmeter==0.5.0", "scapy==2.8.0", "numpy==2.5.5", "sc
 STAMP_NAME = ".flowwarden-requirements"
 EXIT_OK, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
 
-# Runs inside the cicflowmeter venv: argv = pcap, csv. Mirrors the CLI's per-file path (sniffer.py
-# process_directory) minus the wall-clock garbage-collector thread and the BPF filter.
+# Runs inside the cicflowmeter venv: argv = pcap, output mode (csv or url), output (a CSV file or a URL).
+# Mirrors the CLI's per-file path (sniffer.py process_directory; with "url", what `-f FILE -u URL` would do
+# if 0.5.0's `-f` did not crash) minus the wall-clock garbage-collector thread and the BPF filter. Prints
+# {"written": flows the meter's writer wrote, "failed": {reason: flows}}. In url mode a flow is written when
+# its POST was answered 2xx. The meter's HttpWriter raises on anything else (its error handler calls a
+# `self.logger` it does not have), with the cause as the exception's context: requests' JSON encoder refusing
+# a scapy Decimal timestamp, an HTTP error status, a timeout. The driver counts those and goes on.
 SESSION_DRIVER = """
-import sys
+import collections, json, sys
 from cicflowmeter.flow_session import FlowSession
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.utils import PcapReader
 {patches}
-session = FlowSession(output_mode="csv", output=sys.argv[2])
+session = FlowSession(output_mode=sys.argv[2], output=sys.argv[3])
+written, failed = 0, collections.Counter()
+write = session.output_writer.write
+def counted(data):
+    global written
+    try:
+        write(data)
+    except Exception as exc:
+        cause = exc.__context__ or exc
+        failed[f"{{type(cause).__name__}}: {{cause}}"] += 1
+    else:
+        written += 1
+session.output_writer.write = counted
 with PcapReader(sys.argv[1]) as packets:
     for packet in packets:
         if IP in packet and (TCP in packet or UDP in packet):
             session.process(packet)
 session.flush_flows()
+print(json.dumps({{"written": written, "failed": failed}}))
 """
 
 # ``--meter patched`` (a diagnostic, not what users run): cicflowmeter 0.5.0 moved toward CICFlowMeter's
@@ -195,8 +213,9 @@ def _run(command: list[str], what: str, **kwargs) -> subprocess.CompletedProcess
 def convert(pcap: Path, out_csv: Path, venv_python: Path, meter: str) -> str:
     """Write ``out_csv`` from ``pcap``; returns a note (empty when all went well)."""
     if meter in ("session", "patched"):
-        driver = SESSION_DRIVER.format(patches=CIC_PATCHES if meter == "patched" else "")
-        _run([str(venv_python), "-c", driver, str(pcap), str(out_csv)], f"cicflowmeter on {pcap.name}")
+        result = run_session(venv_python, pcap, "csv", str(out_csv), patched=meter == "patched")
+        if result.failed:
+            raise CheckError(f"cicflowmeter on {pcap.name} could not write {result.failed}")
         return ""
     with tempfile.TemporaryDirectory(prefix="pcap-check-") as tmp:
         inbox, outbox = Path(tmp) / "in", Path(tmp) / "out"
@@ -212,6 +231,23 @@ def convert(pcap: Path, out_csv: Path, venv_python: Path, meter: str) -> str:
         if written.exists():
             shutil.move(str(written), out_csv)
         return failure
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    written: int  # flows the meter wrote (url mode: POSTs answered 2xx)
+    failed: dict[str, int]  # flows it could not write, by cause
+
+
+def run_session(
+    venv_python: Path, pcap: Path, output_mode: str, output: str, *, patched: bool = False
+) -> SessionResult:
+    """Run the meter's ``FlowSession`` over ``pcap`` writing to ``output`` (``output_mode`` ``csv``: a file;
+    ``url``: a URL each flow is POSTed to, as ``cicflowmeter -u URL`` does)."""
+    driver = SESSION_DRIVER.format(patches=CIC_PATCHES if patched else "")
+    done = _run([str(venv_python), "-c", driver, str(pcap), output_mode, output], f"cicflowmeter on {pcap.name}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return SessionResult(result["written"], dict(result["failed"]))
 
 
 # ---------------------------------------------------------------------------------------------- scoring

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
 import subprocess
@@ -15,6 +16,7 @@ from detector.cli import main
 from detector.core.bundle import load_bundle
 from detector.core.csvfile import read_rows
 from detector.core.decode import DecodedFlow
+from detector.core.flowrecord import layout_for, to_record
 from detector.core.registry import publish
 from detector.core.scorer import Scorer
 from detector.tools.score import score_files
@@ -130,6 +132,63 @@ def test_verdicts_agree_with_the_scorer_called_directly(bundle, tmp_path, capsys
     assert [line["is_attack"] for line in lines] == [v.is_attack for v in verdicts]
 
 
+def ndjson_of(rows) -> bytes:
+    return b"".join(orjson.dumps(row) + b"\n" for row in rows)
+
+
+def test_ndjson_records_get_the_verdicts_of_the_same_rows_in_csv(bundle, tmp_path, capsys):
+    csv_path = write_generated_csv(tmp_path / "flows.csv", ROWS[:40])
+    assert score("--bundle", bundle, csv_path, "--device", "cpu") == 0
+    from_csv = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # The records a replay (or ingest) writes to the flows topic, one per line, gzip-compressed.
+    records = [to_record(row, layout_for(tuple(row)), with_labels=True) for row in read_rows(csv_path)]
+    ndjson_path = tmp_path / "flows.jsonl.gz"
+    ndjson_path.write_bytes(gzip.compress(ndjson_of(records)))
+    assert score("--bundle", bundle, ndjson_path, "--device", "cpu") == 0
+    from_ndjson = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line.pop("source") for line in from_ndjson] == [{"file": str(ndjson_path), "line": n} for n in range(1, 41)]
+    assert [{k: v for k, v in line.items() if k != "source"} for line in from_csv] == from_ndjson
+
+
+def test_ndjson_lines_that_a_worker_would_dead_letter_are_error_lines_with_the_same_code(bundle, tmp_path, capsys):
+    lines = [orjson.dumps(ROWS[0]), b"{not json", b"", b"[1]", orjson.dumps({"Flow Duration": 1}), b"\xff\xfe"]
+    path = tmp_path / "mixed.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert score("--bundle", bundle, path) == 0
+    out = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["source"]["line"] for line in out] == [1, 2, 4, 5, 6], "blank lines are skipped, not renumbered"
+    assert "label" in out[0]
+    assert [line["error"]["code"] for line in out[1:]] == ["not_json", "not_object", "missing_features", "not_json"]
+
+
+@pytest.mark.parametrize("kind", ["ndjson", "csv"])
+def test_standard_input_is_read_as_ndjson_or_csv_by_its_first_line(bundle, tmp_path, kind):
+    csv_path = write_generated_csv(tmp_path / "flows.csv", ROWS[:5])
+    records = [to_record(row, layout_for(tuple(row)), with_labels=True) for row in read_rows(csv_path)]
+    data = ndjson_of(records) if kind == "ndjson" else csv_path.read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-m", "detector.cli", "score", "--bundle", str(bundle), "--device", "cpu", "-"],
+        input=data,
+        capture_output=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    out = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [line["label"] for line in out] == [line["label"] for line in _scored(bundle, csv_path)]
+    assert out[0]["source"] == ({"file": "-", "line": 1} if kind == "ndjson" else {"file": "-", "row": 1})
+
+
+def test_standard_input_can_be_named_once(bundle, capsys):
+    assert score("--bundle", bundle, "-", "-") == 2
+    assert "- (standard input) can be read once" in capsys.readouterr().err
+
+
+def _scored(bundle: Path, path: Path) -> list[dict]:
+    out = io.BytesIO()
+    score_files([path], Scorer(load_bundle(bundle), device="cpu"), out)
+    return [orjson.loads(line) for line in out.getvalue().splitlines()]
+
+
 def test_a_bad_bundle_is_a_clear_error(tmp_path, capsys):
     path = write_generated_csv(tmp_path / "flows.csv", ROWS[:3])
     assert score("--bundle", tmp_path / "nothing", path) == 2
@@ -140,7 +199,7 @@ def test_files_that_are_not_csv_text_or_hold_no_rows_are_clear_failures(bundle, 
     capture = tmp_path / "capture.pcap"
     capture.write_bytes(b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + bytes(16))
     assert score("--bundle", bundle, capture) == 2
-    assert "capture.pcap: not a .csv or .csv.gz file" in capsys.readouterr().err
+    assert "capture.pcap: not a flow file (CSV: .csv, .csv.gz; NDJSON: .ndjson, .jsonl" in capsys.readouterr().err
     misnamed = tmp_path / "capture.csv"
     misnamed.write_bytes(capture.read_bytes())
     assert score("--bundle", bundle, misnamed) == 2
