@@ -134,6 +134,13 @@ class WorkerMetrics:
             "Rewinds to redo uncommitted batches (a failed delivery or an aborted transaction).",
             registry=r,
         )
+        self.partition_changes = Counter(
+            "flowwarden_partition_changes",
+            "Input partitions this worker was given (assigned), gave up in a rebalance (revoked) or lost with its "
+            "group session (lost). A restart in place of another worker changes none of this worker's.",
+            ["change"],
+            registry=r,
+        )
         self.kafka_errors = Counter(
             "flowwarden_kafka_errors",
             "Errors the Kafka clients reported, by librdkafka code (e.g. _TRANSPORT: brokers unreachable).",
@@ -143,6 +150,8 @@ class WorkerMetrics:
         self.ready = Gauge("flowwarden_ready", "1 when the worker can score.", registry=r)
         for result in ("ok", "rejected"):
             self.model_swaps.labels(result=result)
+        for change in ("assigned", "revoked", "lost"):
+            self.partition_changes.labels(change=change)
         self._model_labels: tuple[str, str, str] | None = None
 
     def serve_model(self, name: str, version: str, bundle_sha256: str) -> None:

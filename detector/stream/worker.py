@@ -42,7 +42,7 @@ from detector.core.bundle import BundleError
 from detector.core.registry import RegistryWatcher
 from detector.core.scorer import DeviceError
 from detector.stream.batcher import Batcher
-from detector.stream.clients import consumer_config, default_transactional_id, producer_config
+from detector.stream.clients import consumer_config, producer_config, transactional_id, worker_slot
 from detector.stream.clientstats import any_broker_up, partition_ends, read_stats
 from detector.stream.delivery import AtLeastOnce, Delivery, DeliveryFatal, DeliveryReport, ExactlyOnce
 from detector.stream.logs import get_logger, librdkafka_logger
@@ -95,9 +95,8 @@ class Worker:
         self.log = get_logger("worker")
         self.topic = settings.input_topic
         exactly_once = settings.guarantee == "exactly-once"
-        self.transactional_id: str | None = None
-        if exactly_once:
-            self.transactional_id = settings.transactional_id or default_transactional_id(settings.group_id)
+        self.transactional_id: str | None = transactional_id(settings) if exactly_once else None
+        self.instance_id = worker_slot(settings)
         self._consumer_config = consumer_config(settings)
         self._producer_config = producer_config(settings, self.transactional_id)
         self.consumer = Consumer(
@@ -193,6 +192,7 @@ class Worker:
             output_topic=self.settings.output_topic,
             dlq_topic=self.settings.dlq_topic,
             group_id=self.settings.group_id,
+            instance_id=self.instance_id,
             guarantee=self.delivery.name,
             transactional_id=self.transactional_id,
             emit=self.settings.emit,
@@ -469,11 +469,13 @@ class Worker:
         for tp in fresh:
             self._committed.pop(tp, None)
         self._assigned |= fresh
+        self.metrics.partition_changes.labels(change="assigned").inc(len(fresh))
         self.health.joined = True
         self.log.info("partitions assigned", assigned=_names(fresh), assignment=_names(self._assigned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.metrics.partition_changes.labels(change="revoked").inc(len(revoked))
         if self._closing_hard:
             self._assigned -= revoked
             return
@@ -488,10 +490,16 @@ class Worker:
             self._fatal = exc
             return
         self._release(revoked)
-        self.log.info("partitions revoked", revoked=_names(revoked), finished_in_flight=finished)
+        self.log.info(
+            "partitions revoked",
+            revoked=_names(revoked),
+            finished_in_flight=finished,
+            assignment=_names(self._assigned),
+        )
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
+        self.metrics.partition_changes.labels(change="lost").inc(len(lost))
         self._assigned -= lost
         self.health.joined = False
         if not self._closing_hard:
@@ -500,7 +508,11 @@ class Worker:
             except BaseException as exc:
                 self._fatal = exc
         self._release(lost)
-        self.log.warning("partitions lost: their uncommitted work is left to the next owner", lost=_names(lost))
+        self.log.warning(
+            "partitions lost: their uncommitted work is left to the next owner",
+            lost=_names(lost),
+            assignment=_names(self._assigned),
+        )
 
     def _release(self, partitions: set[TopicPartitionKey]) -> None:
         self.batcher.drop_partitions(partitions)
