@@ -187,6 +187,8 @@ class Health:
         # group membership ("joined") only ends when the session expires, tens of seconds later.
         self.broker_reachable = True
         self.stopping = False
+        # A fatal Kafka client error: the worker is about to exit 1 and will never be ready again.
+        self.fatal: str | None = None
 
     def beat(self) -> None:
         """The loop is alive: call once per iteration (and from long waits)."""
@@ -198,7 +200,7 @@ class Health:
 
     @property
     def ready(self) -> bool:
-        return self.model_loaded and self.joined and self.broker_reachable and not self.stopping
+        return self.model_loaded and self.joined and self.broker_reachable and not self.stopping and not self.fatal
 
     @property
     def not_alive_because(self) -> str:
@@ -208,6 +210,8 @@ class Health:
     @property
     def not_ready_because(self) -> str:
         """Why :attr:`ready` is false, for the ``/readyz`` body (empty when ready)."""
+        if self.fatal:
+            return f"fatal Kafka client error: {self.fatal}"
         if self.stopping:
             return "stopping"
         if not self.model_loaded:

@@ -97,6 +97,8 @@ class Worker:
         exactly_once = settings.guarantee == "exactly-once"
         self.transactional_id: str | None = transactional_id(settings) if exactly_once else None
         self.instance_id = worker_slot(settings)
+        self._producers_made = 0
+        self._current_producer = 0
         self._consumer_config = consumer_config(settings)
         self._producer_config = producer_config(settings, self.transactional_id)
         self.consumer = Consumer(
@@ -134,9 +136,22 @@ class Worker:
         self._summary_base = dict(self._totals)
 
     def _new_producer(self) -> Producer:
-        return Producer(
-            {**self._producer_config, "error_cb": self._on_error, "logger": librdkafka_logger("librdkafka.producer")}
+        """A producer whose errors count like the consumer's, except the fatal error of one the delivery has
+        already replaced (the successor that aborts a transaction fences its predecessor on purpose)."""
+        serial = self._producers_made = self._producers_made + 1
+
+        def on_error(error: KafkaError) -> None:
+            if _is_fatal(error) and serial != self._current_producer:
+                self.metrics.kafka_errors.labels(code=error.name()).inc()
+                self.log.info("a replaced producer reports a fatal error; ignored", error=error.str())
+                return
+            self._on_error(error)
+
+        producer = Producer(
+            {**self._producer_config, "error_cb": on_error, "logger": librdkafka_logger("librdkafka.producer")}
         )
+        self._current_producer = serial
+        return producer
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -536,8 +551,12 @@ class Worker:
     def _on_error(self, error: KafkaError) -> None:
         self._last_client_error = error
         self.metrics.kafka_errors.labels(code=error.name()).inc()
-        if error.fatal():
-            self._fatal = DeliveryFatal(f"fatal Kafka client error: {error.str()}")
+        if _is_fatal(error):
+            # Not ready from now on; the loop raises it at its next step and exits 1. Only the first cause counts.
+            cause = fatal_cause(error)
+            if self.health.fatal is None:
+                self.health.fatal = cause
+                self._fatal = DeliveryFatal(f"fatal Kafka client error: {cause}")
         elif error.code() == KafkaError._AUTHENTICATION and not self.health.joined:
             # Wrong credentials do not fix themselves: stop (an orchestrator shows why) instead of retrying forever.
             # Once the worker has served, a failure is more likely a rotation in report: librdkafka retries.
@@ -584,6 +603,19 @@ class Worker:
         )
         self._summary_base = dict(self._totals)
         self._next_summary = now + self.settings.summary_seconds
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    """librdkafka's fatal errors: the client can do nothing more. The error callback and the consumer's error
+    messages carry them with the code ``_FATAL`` and ``fatal()`` False (only errors raised by a call have the
+    flag): the underlying error is in the text."""
+    return error.fatal() or error.code() == KafkaError._FATAL
+
+
+def fatal_cause(error: KafkaError) -> str:
+    """The text of a fatal error without librdkafka's ``Fatal error: `` prefix, on one line."""
+    text = " ".join(error.str().split())
+    return text.removeprefix("Fatal error: ") or error.name()
 
 
 def _partitions(keys: Iterable[TopicPartitionKey]) -> list[TopicPartition]:

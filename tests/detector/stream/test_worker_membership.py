@@ -29,6 +29,7 @@ from tests.support.worker import worker_topics as topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 PARTITIONS = 4
+FENCED = "fatal: the worker stops without committing further"
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +98,32 @@ def test_a_worker_killed_and_restarted_in_place_takes_its_partitions_back_and_th
     assert set(counts) == set(where), "every flow has a verdict"
     duplicated = sorted(source for source, n in counts.items() if n > 1)
     assert not duplicated, f"exactly-once: {len(duplicated)} flows have two verdicts, e.g. {duplicated[:5]}"
+
+
+def test_a_worker_fenced_by_another_with_its_slot_exits_1_with_the_cause_in_one_line(
+    apache_kafka_broker, new_topic, bundle_path, tmp_path
+):
+    # Two workers given one --instance-id (a misconfiguration): the group coordinator fences the older member
+    # for good (librdkafka raises a fatal error). At-least-once, so that only the consumer is fenced: under
+    # exactly-once the derived transactional id would fence the producer too.
+    bootstrap = apache_kafka_broker.bootstrap_servers
+    names = topics(new_topic, partitions=2)
+    settings = worker_settings(
+        bootstrap,
+        **names,
+        group_id=unique_name("detector"),
+        bundle=bundle_path,
+        guarantee="at-least-once",
+        instance_id="the-same-slot",
+    )
+    with WorkerProcess(run_flags(settings), tmp_path / "first.log") as first:
+        first.wait_for_event("partitions assigned", timeout=90)
+        with WorkerProcess(run_flags(settings), tmp_path / "second.log") as second:
+            second.wait_for_event("partitions assigned", timeout=90)
+            assert first.wait(10) == 1, "the fenced worker must stop within 10 s of being fenced"
+            assert second.alive()
+            fatal = [e for e in first.events() if e.get("event") == FENCED]
+            assert second.terminate() == 0
+    assert len(fatal) == 1, first.text()[-3000:]
+    cause = fatal[0]["error"]
+    assert "group.instance.id" in cause and "fenced" in cause and "\n" not in cause, cause
