@@ -389,6 +389,7 @@ class Replay:
         self.where: dict[tuple[int, int], int] = {}
         self._args = (bootstrap, topic, values, partitions, chunk, pause)
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stop = threading.Event()
         self.error: BaseException | None = None
 
     def _run(self) -> None:
@@ -397,9 +398,15 @@ class Replay:
             for start in range(0, len(values), chunk):
                 landed = produce_spread(bootstrap, topic, values[start : start + chunk], partitions)
                 self.where.update({coords: start + index for coords, index in landed.items()})
-                time.sleep(pause)
+                if self._stop.wait(pause):
+                    return
         except BaseException as exc:
             self.error = exc
+
+    def stop(self) -> dict[tuple[int, int], int]:
+        """End the replay after the chunk being sent; returns where every sent record landed (see :meth:`join`)."""
+        self._stop.set()
+        return self.join()
 
     @property
     def running(self) -> bool:
