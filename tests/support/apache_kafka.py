@@ -57,6 +57,7 @@ START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 _START_ATTEMPTS = 3
 _KAFKA_JAR = re.compile(r"kafka_2\.13-(\d[\w.-]*)\.jar")
+_JAVA_VERSION = re.compile(r'version "(\d+(?:\.\d+)*)')
 # Small heap, one GC thread, the quick JIT tier only: these brokers carry test traffic, and two or three of
 # them share a small CI machine with the workers under test. They start in about 4 s.
 JVM_OPTIONS = ("-Xms64m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
@@ -121,11 +122,16 @@ def _java_version(java: str) -> str | None:
         result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    match = re.search(r'version "(\d+(?:\.\d+)*)', result.stderr + result.stdout)
+    return parse_java_version(result.stderr + result.stdout)
+
+
+def parse_java_version(text: str) -> str | None:
+    """The version in ``java -version``'s output, old style ("1.8.0_392" is Java 8.0) or new ("17.0.15")."""
+    match = _JAVA_VERSION.search(text)
     if match is None:
         return None
     version = match.group(1)
-    return version.removeprefix("1.") if version.startswith("1.") else version  # "1.8.0" is Java 8
+    return version.removeprefix("1.") if version.startswith("1.") else version
 
 
 def _cluster_id() -> str:
