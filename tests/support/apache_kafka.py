@@ -135,8 +135,12 @@ def parse_java_version(text: str) -> str | None:
 
 
 def _cluster_id() -> str:
-    """A random KRaft cluster id: a UUID in URL-safe base64 without padding, as `kafka-storage random-uuid`."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random KRaft cluster id: a UUID in URL-safe base64 without padding, as `kafka-storage random-uuid`, and
+    like Kafka's never starting with '-' (the storage tool would take it for an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def broker_defaults(size: int) -> dict[str, str]:

@@ -61,3 +61,7 @@ def test_every_topic_of_a_cluster_has_as_many_replicas_as_it_can_and_a_quorum_in
         assert settings[key] == replicas
     assert settings["transaction.state.log.replication.factor"] == replicas
     assert settings["min.insync.replicas"] == settings["transaction.state.log.min.isr"] == in_sync
+
+
+def test_cluster_ids_never_look_like_an_option():
+    assert not any(apache_kafka._cluster_id().startswith("-") for _ in range(2000))
