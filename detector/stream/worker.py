@@ -111,7 +111,9 @@ class Worker:
             }
         )
         self.delivery: Delivery = (
-            ExactlyOnce(self._new_producer, self.consumer, log=self.log)
+            ExactlyOnce(
+                self._new_producer, self.consumer, log=self.log, brokers_reachable=lambda: self.health.broker_reachable
+            )
             if exactly_once
             else AtLeastOnce(
                 self._new_producer, self.consumer, max_in_flight=settings.max_in_flight_batches, log=self.log

@@ -150,11 +150,14 @@ def broker_defaults(size: int) -> dict[str, str]:
     topic, internal ones included, has three replicas and needs two in sync to take a write (the
     production shape: a broker can be lost without stopping producers). Internal topics get few
     partitions, which makes start-up quicker; the group coordinator does not delay the first rebalance;
-    timed-out transactions are looked for every second (default 10 s).
+    timed-out transactions are looked for every second (default 10 s). Several nodes: a node that stops
+    heartbeating is fenced after 3 s (default 9 s), so the partitions it led fail over sooner.
     """
     replicas = str(min(size, 3))
     in_sync = "2" if size >= 3 else "1"
+    failover = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"} if size > 1 else {}
     return {
+        **failover,
         "num.partitions": "1",
         "default.replication.factor": replicas,
         "min.insync.replicas": in_sync,
