@@ -1,4 +1,7 @@
-"""Exactly-once's two Tansu workarounds against Apache Kafka's standard paths (``make bench``, Apache Kafka only).
+"""Exactly-once's two Tansu workarounds against Apache Kafka's standard paths (Apache Kafka only; never in
+``make test``)::
+
+    .venv/bin/python -m pytest -s -p no:cacheprovider -o python_files='bench_*.py' tests/bench/bench_kafka_paths.py
 
 docs/worker.md, "The Tansu workarounds on Apache Kafka", holds the numbers and the decision. Printed here:
 
