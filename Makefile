@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 
-.PHONY: setup test test-fast lint docs demo bench bench-e2e bench-candidates bench-gpu bench-gpu-prepare fit-paper pcap-check clean
+.PHONY: setup kafka test test-fast lint docs demo bench bench-e2e bench-candidates bench-gpu bench-gpu-prepare fit-paper pcap-check clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[tools,ingest,train,broker,dev]'
 	touch $(STAMP)
 
+# Apache Kafka for the tests: the jars pinned in tests/support/kafka-broker/pom.xml, from Maven Central, into
+# .cache/kafka-broker/libs (once; again when the pom changes). Without Maven or Java 17 this says so and the
+# suite runs its Kafka tests on the embedded broker (tests that need Apache Kafka skip with the reason).
+KAFKA_POM  := tests/support/kafka-broker/pom.xml
+KAFKA_LIBS := .cache/kafka-broker/libs
+KAFKA_STAMP := .cache/kafka-broker/.resolved
+
+kafka: $(KAFKA_STAMP)
+
+$(KAFKA_STAMP): $(KAFKA_POM)
+	@if command -v mvn >/dev/null 2>&1; then \
+		rm -rf $(KAFKA_LIBS) && \
+		mvn -q -B -Dstyle.color=never -f $(KAFKA_POM) dependency:copy-dependencies -DincludeScope=runtime \
+			-DoutputDirectory=$(abspath $(KAFKA_LIBS)) && touch $@; \
+	else \
+		echo "make kafka: no mvn on PATH: Kafka tests run on the embedded broker (Apache Kafka tests skip)"; \
+	fi
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -26,7 +44,7 @@ lint: setup
 docs: setup
 	$(PY) -m tests.support.docs
 
-test: setup lint
+test: setup lint kafka
 	$(PY) -m pytest -q
 
 test-fast: setup

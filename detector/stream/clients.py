@@ -82,6 +82,11 @@ def consumer_config(settings: RunSettings) -> dict[str, Any]:
         "statistics.interval.ms": "5000",
         "client.id": f"flowwarden-{socket.gethostname()}",
     }
+    if user.get("group.protocol", "classic").strip().lower() == "classic":
+        # Incremental rebalances: a member joining or leaving moves only the partitions that change owner, and
+        # the others keep being scored (docs/worker.md, "Group membership"). KIP-848's protocol assigns on the
+        # broker and takes no assignor here.
+        defaults["partition.assignment.strategy"] = "cooperative-sticky"
     required = {
         "group.id": settings.group_id,
         "enable.auto.commit": "false",
@@ -89,6 +94,13 @@ def consumer_config(settings: RunSettings) -> dict[str, Any]:
     }
     if settings.guarantee == "exactly-once":
         required["isolation.level"] = "read_committed"
+    slot = worker_slot(settings)
+    if slot is not None:
+        required["group.instance.id"] = slot
+    if settings.session_timeout_ms is not None:
+        required["session.timeout.ms"] = str(settings.session_timeout_ms)
+    if settings.heartbeat_interval_ms is not None:
+        required["heartbeat.interval.ms"] = str(settings.heartbeat_interval_ms)
     return {**defaults, **user, **required}
 
 
@@ -123,6 +135,22 @@ def producer_config(settings: RunSettings, transactional_id: str | None) -> dict
         # (confluentinc/librdkafka#5511). Without re-bootstrapping the client simply reconnects.
         defaults["metadata.recovery.strategy"] = "none"
     return {**defaults, **user, **required}
+
+
+def worker_slot(settings: RunSettings) -> str | None:
+    """The stable name of this worker's slot, its consumer's ``group.instance.id``: ``--instance-id``, else
+    ``--transactional-id`` (one slot, one name for both), else None (dynamic group membership)."""
+    return settings.instance_id or settings.transactional_id
+
+
+def transactional_id(settings: RunSettings) -> str:
+    """``--transactional-id``; else one derived from ``--instance-id`` (transactional ids are cluster-wide, so
+    the group id is part of it); else unique per process (:func:`default_transactional_id`)."""
+    if settings.transactional_id:
+        return settings.transactional_id
+    if settings.instance_id:
+        return f"{settings.group_id}-{settings.instance_id}"
+    return default_transactional_id(settings.group_id)
 
 
 def default_transactional_id(group_id: str) -> str:

@@ -56,6 +56,10 @@ ORPHAN_WAIT_S = 300.0
 # How long one service() waits in line for the offsets of a transaction: they usually take a round trip or
 # two, and waiting here keeps a batch's commit in the same loop iteration; past it the loop goes on.
 OFFSETS_WAIT_S = 0.2
+# An offsets call outstanding this long while brokers are reachable is taken as hung: librdkafka gives up an
+# unanswered request on a live connection after socket.timeout.ms (60 s), but can keep waiting for good for a
+# group coordinator whose broker was lost (confluentinc/librdkafka#5511, seen here after a broker's kill -9).
+OFFSETS_STUCK_S = 90.0
 ProducerFactory = Callable[[], Producer]
 # librdkafka reports some fencing errors as abortable, but a fenced producer can never go on (and aborting
 # may not even complete): treat them as fatal.
@@ -158,6 +162,7 @@ class _BackgroundCall:
 
     def __init__(self, call: Callable[[], object], name: str) -> None:
         self.failure: BaseException | None = None
+        self.started = time.monotonic()
         self._done = threading.Event()
         threading.Thread(target=self._run, args=(call,), name=name, daemon=True).start()
 
@@ -308,8 +313,12 @@ class ExactlyOnce:
         log: Any,
         call_timeout: float = TXN_CALL_TIMEOUT_S,
         orphan_wait: float = ORPHAN_WAIT_S,
+        stuck_after: float = OFFSETS_STUCK_S,
+        brokers_reachable: Callable[[], bool] = lambda: True,
     ) -> None:
         self._new_producer = new_producer
+        self._stuck_after = stuck_after
+        self._brokers_reachable = brokers_reachable
         self._producer = new_producer()
         self._successor_pending = False  # self._producer replaces an aborted one and is not initialised yet
         self._consumer = consumer
@@ -451,6 +460,7 @@ class ExactlyOnce:
             )
         call = self._offsets_call
         if not call.wait(OFFSETS_WAIT_S):
+            self._check_hung(call)
             return False
         self._offsets_call = None
         if isinstance(call.failure, KafkaException):
@@ -493,6 +503,9 @@ class ExactlyOnce:
                 _retire(self._producer, 0)
             self._producer = self._new_producer()
             self._successor_pending = True
+        for orphan in self._orphans:
+            if not orphan.call.done:
+                self._check_hung(orphan.call)
         if any(not orphan.call.done and time.monotonic() < orphan.wait_until for orphan in self._orphans):
             return
         try:
@@ -509,6 +522,22 @@ class ExactlyOnce:
         rewind = {f"{t}/{p}": o for (t, p), o in progress.rewind.items()}
         self._log.info("transaction aborted: rewinding", rewind=rewind)
         self._reset()
+
+    def _check_hung(self, call: _BackgroundCall) -> None:
+        """Raise :class:`DeliveryFatal` for an offsets call outstanding past ``stuck_after`` while brokers answer.
+
+        librdkafka can wait for good for a group coordinator lost with its broker (confluentinc/librdkafka#5511:
+        the decommissioned broker stays cached as coordinator; seen after a broker's kill -9). Neither a commit
+        nor an abort can follow (an abort waits for the call), so the process exits: a restart in its slot
+        aborts the transaction at once, and the call dies with this process.
+        """
+        waited = time.monotonic() - call.started
+        if waited > self._stuck_after and self._brokers_reachable():
+            raise DeliveryFatal(
+                f"send_offsets_to_transaction has not returned for {waited:.0f} s although brokers are reachable "
+                "(librdkafka#5511: a group coordinator lost with its broker can stay cached); exiting so that a "
+                "restart aborts the transaction"
+            )
 
     def _retire_orphans(self) -> None:
         blocked = []

@@ -134,6 +134,13 @@ class WorkerMetrics:
             "Rewinds to redo uncommitted batches (a failed delivery or an aborted transaction).",
             registry=r,
         )
+        self.partition_changes = Counter(
+            "flowwarden_partition_changes",
+            "Input partitions this worker was given (assigned), gave up in a rebalance (revoked) or lost with its "
+            "group session (lost). A restart in place of another worker changes none of this worker's.",
+            ["change"],
+            registry=r,
+        )
         self.kafka_errors = Counter(
             "flowwarden_kafka_errors",
             "Errors the Kafka clients reported, by librdkafka code (e.g. _TRANSPORT: brokers unreachable).",
@@ -143,6 +150,8 @@ class WorkerMetrics:
         self.ready = Gauge("flowwarden_ready", "1 when the worker can score.", registry=r)
         for result in ("ok", "rejected"):
             self.model_swaps.labels(result=result)
+        for change in ("assigned", "revoked", "lost"):
+            self.partition_changes.labels(change=change)
         self._model_labels: tuple[str, str, str] | None = None
 
     def serve_model(self, name: str, version: str, bundle_sha256: str) -> None:
@@ -178,6 +187,8 @@ class Health:
         # group membership ("joined") only ends when the session expires, tens of seconds later.
         self.broker_reachable = True
         self.stopping = False
+        # A fatal Kafka client error: the worker is about to exit 1 and will never be ready again.
+        self.fatal: str | None = None
 
     def beat(self) -> None:
         """The loop is alive: call once per iteration (and from long waits)."""
@@ -189,7 +200,7 @@ class Health:
 
     @property
     def ready(self) -> bool:
-        return self.model_loaded and self.joined and self.broker_reachable and not self.stopping
+        return self.model_loaded and self.joined and self.broker_reachable and not self.stopping and not self.fatal
 
     @property
     def not_alive_because(self) -> str:
@@ -199,6 +210,8 @@ class Health:
     @property
     def not_ready_because(self) -> str:
         """Why :attr:`ready` is false, for the ``/readyz`` body (empty when ready)."""
+        if self.fatal:
+            return f"fatal Kafka client error: {self.fatal}"
         if self.stopping:
             return "stopping"
         if not self.model_loaded:

@@ -135,6 +135,9 @@ def _check_topics(worker: Worker) -> None:
         ensure_topics(
             settings.bootstrap_servers,
             missing,
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config=settings.topic_configs,
             client_config=settings.kafka,
             logger=librdkafka_logger("librdkafka.admin"),
         )

@@ -28,6 +28,7 @@ _OWNED_PROPERTIES = {
     "bootstrap.servers": "--bootstrap-servers (FLOWWARDEN_BOOTSTRAP_SERVERS, bootstrap_servers)",
     "group.id": "--group-id (FLOWWARDEN_GROUP_ID, group_id)",
     "transactional.id": "--transactional-id (FLOWWARDEN_TRANSACTIONAL_ID, transactional_id)",
+    "group.instance.id": "--instance-id (FLOWWARDEN_INSTANCE_ID, instance_id)",
 }
 # Kafka's own rule for topic names (kafka.common.internals.Topic): at most 249 of these characters.
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -49,7 +50,7 @@ def topic_name(value: str) -> str:
 class KafkaSettings(CommandSettings):
     """What every command that talks to Kafka shares: where the cluster is and how to talk to it."""
 
-    table_fields: ClassVar[frozenset[str]] = frozenset({"kafka"})
+    table_fields: ClassVar[frozenset[str]] = frozenset({"kafka", "topic_configs"})
 
     bootstrap_servers: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers", json_schema_extra={"metavar": "HOST:PORT[,...]"}
@@ -59,10 +60,40 @@ class KafkaSettings(CommandSettings):
         description="a librdkafka property passed through, repeatable (security.protocol, sasl.*, ssl.*, tuning)",
         json_schema_extra={"flag": "--kafka-option"},
     )
+    partitions: int = Field(
+        3,
+        ge=1,
+        le=10_000,
+        description="partitions of each topic the command creates (one that exists is left as it is)",
+    )
+    replication_factor: int = Field(
+        -1, ge=-1, le=1000, description="replicas of each topic the command creates (-1: the broker's default)"
+    )
+    topic_configs: CliSuppress[dict[str, str]] = Field(
+        default_factory=dict,
+        description="a topic configuration of each topic the command creates, repeatable (retention.ms, "
+        "cleanup.policy, ...): exactly these are sent, the broker's defaults apply to the rest",
+        json_schema_extra={"flag": "--topic-config"},
+    )
 
     @classmethod
     def normalize_table(cls, field: str, table: Mapping[str, Any]) -> dict[str, Any]:
+        # librdkafka properties and Kafka topic configs share one spelling: dotted lower case.
         return {librdkafka_name(key): value for key, value in table.items()}
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _replicas(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (the broker's default) or at least 1")
+        return value
+
+    @field_validator("topic_configs", mode="before")
+    @classmethod
+    def _topic_config_names(cls, value: Any) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            raise ValueError("topic configuration must be a table of Kafka topic configs (retention.ms = ...)")
+        return {librdkafka_name(key): _property_text(key, item) for key, item in value.items()}
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -130,8 +161,30 @@ class RunSettings(KafkaSettings):
     metrics_host: str = Field("0.0.0.0", description="address the metrics server binds")
     transactional_id: str | None = Field(
         None,
-        description="exactly-once: a stable id per worker slot (none: unique per process)",
+        description="exactly-once: a stable id per worker slot (none: GROUP-INSTANCE_ID with --instance-id, "
+        "else unique per process); it also names the slot's static group membership",
         json_schema_extra={"metavar": "ID"},
+    )
+    instance_id: str | None = Field(
+        None,
+        description="a stable name for this worker's slot (e.g. a StatefulSet pod name): static group membership, "
+        "so a worker restarted within the session timeout takes its partitions back without a rebalance "
+        "(none: the transactional id, else dynamic membership)",
+        json_schema_extra={"metavar": "NAME"},
+    )
+    session_timeout_ms: int | None = Field(
+        None,
+        ge=1000,
+        le=3_600_000,
+        description="consumer group session timeout: how long a silent worker keeps its partitions, and how long a "
+        "restart in place may take without a rebalance (none: librdkafka's 45000)",
+    )
+    heartbeat_interval_ms: int | None = Field(
+        None,
+        ge=100,
+        le=3_600_000,
+        description="consumer group heartbeat interval, at most a third of the session timeout (none: librdkafka's "
+        "3000)",
     )
     max_record_bytes: int = Field(64 * 1024, ge=256, description="larger records are dead-lettered")
     max_in_flight_batches: int = Field(4, ge=1, le=64, description="at-least-once: batches awaiting acknowledgement")
@@ -147,7 +200,7 @@ class RunSettings(KafkaSettings):
     def _topic(cls, value: str) -> str:
         return topic_name(value)
 
-    @field_validator("group_id", "transactional_id")
+    @field_validator("group_id", "transactional_id", "instance_id")
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
@@ -168,6 +221,31 @@ class RunSettings(KafkaSettings):
             if getattr(self, name) == self.input_topic:
                 raise ValueError(f"{name} must differ from input_topic ({self.input_topic!r})")
         return self
+
+    @model_validator(mode="after")
+    def _group_timeouts_once(self) -> RunSettings:
+        # The pass-through may carry them too (older configurations): one value each, from one place.
+        for name, prop in (
+            ("session_timeout_ms", "session.timeout.ms"),
+            ("heartbeat_interval_ms", "heartbeat.interval.ms"),
+        ):
+            if getattr(self, name) is not None and prop in self.kafka:
+                raise ValueError(f"{prop} is given twice: as {name} and as a kafka option; keep one")
+        session = self.session_timeout_ms or _int_or_none(self.kafka.get("session.timeout.ms"))
+        heartbeat = self.heartbeat_interval_ms or _int_or_none(self.kafka.get("heartbeat.interval.ms"))
+        if session is not None and heartbeat is not None and heartbeat * 3 > session:
+            raise ValueError(
+                f"heartbeat interval {heartbeat} ms is more than a third of the session timeout {session} ms: "
+                "one lost heartbeat could expire the session"
+            )
+        return self
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None  # librdkafka refuses it with its own message
 
 
 def _property_text(key: object, value: object) -> str:

@@ -42,7 +42,7 @@ from detector.core.bundle import BundleError
 from detector.core.registry import RegistryWatcher
 from detector.core.scorer import DeviceError
 from detector.stream.batcher import Batcher
-from detector.stream.clients import consumer_config, default_transactional_id, producer_config
+from detector.stream.clients import consumer_config, producer_config, transactional_id, worker_slot
 from detector.stream.clientstats import any_broker_up, partition_ends, read_stats
 from detector.stream.delivery import AtLeastOnce, Delivery, DeliveryFatal, DeliveryReport, ExactlyOnce
 from detector.stream.logs import get_logger, librdkafka_logger
@@ -95,9 +95,10 @@ class Worker:
         self.log = get_logger("worker")
         self.topic = settings.input_topic
         exactly_once = settings.guarantee == "exactly-once"
-        self.transactional_id: str | None = None
-        if exactly_once:
-            self.transactional_id = settings.transactional_id or default_transactional_id(settings.group_id)
+        self.transactional_id: str | None = transactional_id(settings) if exactly_once else None
+        self.instance_id = worker_slot(settings)
+        self._producers_made = 0
+        self._current_producer = 0
         self._consumer_config = consumer_config(settings)
         self._producer_config = producer_config(settings, self.transactional_id)
         self.consumer = Consumer(
@@ -110,7 +111,9 @@ class Worker:
             }
         )
         self.delivery: Delivery = (
-            ExactlyOnce(self._new_producer, self.consumer, log=self.log)
+            ExactlyOnce(
+                self._new_producer, self.consumer, log=self.log, brokers_reachable=lambda: self.health.broker_reachable
+            )
             if exactly_once
             else AtLeastOnce(
                 self._new_producer, self.consumer, max_in_flight=settings.max_in_flight_batches, log=self.log
@@ -135,9 +138,22 @@ class Worker:
         self._summary_base = dict(self._totals)
 
     def _new_producer(self) -> Producer:
-        return Producer(
-            {**self._producer_config, "error_cb": self._on_error, "logger": librdkafka_logger("librdkafka.producer")}
+        """A producer whose errors count like the consumer's, except the fatal error of one the delivery has
+        already replaced (the successor that aborts a transaction fences its predecessor on purpose)."""
+        serial = self._producers_made = self._producers_made + 1
+
+        def on_error(error: KafkaError) -> None:
+            if _is_fatal(error) and serial != self._current_producer:
+                self.metrics.kafka_errors.labels(code=error.name()).inc()
+                self.log.info("a replaced producer reports a fatal error; ignored", error=error.str())
+                return
+            self._on_error(error)
+
+        producer = Producer(
+            {**self._producer_config, "error_cb": on_error, "logger": librdkafka_logger("librdkafka.producer")}
         )
+        self._current_producer = serial
+        return producer
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -193,6 +209,7 @@ class Worker:
             output_topic=self.settings.output_topic,
             dlq_topic=self.settings.dlq_topic,
             group_id=self.settings.group_id,
+            instance_id=self.instance_id,
             guarantee=self.delivery.name,
             transactional_id=self.transactional_id,
             emit=self.settings.emit,
@@ -469,11 +486,13 @@ class Worker:
         for tp in fresh:
             self._committed.pop(tp, None)
         self._assigned |= fresh
+        self.metrics.partition_changes.labels(change="assigned").inc(len(fresh))
         self.health.joined = True
         self.log.info("partitions assigned", assigned=_names(fresh), assignment=_names(self._assigned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.metrics.partition_changes.labels(change="revoked").inc(len(revoked))
         if self._closing_hard:
             self._assigned -= revoked
             return
@@ -488,10 +507,16 @@ class Worker:
             self._fatal = exc
             return
         self._release(revoked)
-        self.log.info("partitions revoked", revoked=_names(revoked), finished_in_flight=finished)
+        self.log.info(
+            "partitions revoked",
+            revoked=_names(revoked),
+            finished_in_flight=finished,
+            assignment=_names(self._assigned),
+        )
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
+        self.metrics.partition_changes.labels(change="lost").inc(len(lost))
         self._assigned -= lost
         self.health.joined = False
         if not self._closing_hard:
@@ -500,7 +525,11 @@ class Worker:
             except BaseException as exc:
                 self._fatal = exc
         self._release(lost)
-        self.log.warning("partitions lost: their uncommitted work is left to the next owner", lost=_names(lost))
+        self.log.warning(
+            "partitions lost: their uncommitted work is left to the next owner",
+            lost=_names(lost),
+            assignment=_names(self._assigned),
+        )
 
     def _release(self, partitions: set[TopicPartitionKey]) -> None:
         self.batcher.drop_partitions(partitions)
@@ -524,8 +553,12 @@ class Worker:
     def _on_error(self, error: KafkaError) -> None:
         self._last_client_error = error
         self.metrics.kafka_errors.labels(code=error.name()).inc()
-        if error.fatal():
-            self._fatal = DeliveryFatal(f"fatal Kafka client error: {error.str()}")
+        if _is_fatal(error):
+            # Not ready from now on; the loop raises it at its next step and exits 1. Only the first cause counts.
+            cause = fatal_cause(error)
+            if self.health.fatal is None:
+                self.health.fatal = cause
+                self._fatal = DeliveryFatal(f"fatal Kafka client error: {cause}")
         elif error.code() == KafkaError._AUTHENTICATION and not self.health.joined:
             # Wrong credentials do not fix themselves: stop (an orchestrator shows why) instead of retrying forever.
             # Once the worker has served, a failure is more likely a rotation in report: librdkafka retries.
@@ -572,6 +605,19 @@ class Worker:
         )
         self._summary_base = dict(self._totals)
         self._next_summary = now + self.settings.summary_seconds
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    """librdkafka's fatal errors: the client can do nothing more. The error callback and the consumer's error
+    messages carry them with the code ``_FATAL`` and ``fatal()`` False (only errors raised by a call have the
+    flag): the underlying error is in the text."""
+    return error.fatal() or error.code() == KafkaError._FATAL
+
+
+def fatal_cause(error: KafkaError) -> str:
+    """The text of a fatal error without librdkafka's ``Fatal error: `` prefix, on one line."""
+    text = " ".join(error.str().split())
+    return text.removeprefix("Fatal error: ") or error.name()
 
 
 def _partitions(keys: Iterable[TopicPartitionKey]) -> list[TopicPartition]:

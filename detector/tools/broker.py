@@ -224,7 +224,7 @@ class EmbeddedBroker:
             env={**os.environ, "NO_COLOR": "1"},
             # Own session: a Ctrl-C aimed at the caller must not kill the broker before the caller stops it.
             start_new_session=True,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
         )
 
     def _wait_ready(self, deadline: float) -> None:
@@ -313,7 +313,7 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` asking Linux to SIGKILL the child when the starting thread dies (None elsewhere).
 
     ``prctl`` is looked up here, in the parent, so the forked child only makes one foreign call.

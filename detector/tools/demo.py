@@ -57,6 +57,13 @@ STALL_TIMEOUT_S = 120.0
 READ_TIMEOUT_S = 120.0
 
 
+def create_demo_topics(bootstrap: str) -> None:
+    """The demo's topics, with the broker's default configuration: flows and verdicts 3 partitions, dead
+    letters 1. Raises :class:`~detector.stream.topics.TopicError`."""
+    for topic, partitions in ((FLOWS, 3), (VERDICTS, 3), (DEAD_LETTERS, 1)):
+        ensure_topics(bootstrap, [topic], partitions=partitions)
+
+
 class DemoError(RuntimeError):
     """A step failed; the message says which and where its log is."""
 
@@ -101,8 +108,7 @@ class Demo:
         self._say(f"{registry}/LATEST → {version} ({len(manifest['classes'])} classes)")
 
         self._step("topics")
-        for topic, partitions in ((FLOWS, 3), (VERDICTS, 3), (DEAD_LETTERS, 1)):
-            ensure_topics(bootstrap, [topic], partitions=partitions)
+        create_demo_topics(bootstrap)
         self._say(f"{FLOWS} (3 partitions) → worker → {VERDICTS} (3) and {DEAD_LETTERS} (1)")
 
         self._step("detector run worker (exactly-once, a verdict for every flow)")

@@ -352,6 +352,8 @@ def check_topic(settings: IngestSettings) -> None:
             settings.bootstrap_servers,
             [settings.topic],
             partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config=settings.topic_configs,
             client_config=settings.kafka,
             logger=librdkafka_logger("librdkafka.admin"),
         )

@@ -145,6 +145,8 @@ def replay(
         settings.bootstrap_servers,
         [settings.topic],
         partitions=settings.partitions,
+        replication_factor=settings.replication_factor,
+        config=settings.topic_configs,
         client_config=settings.kafka,
         logger=console_librdkafka_logger("librdkafka.admin"),
     )[settings.topic]

@@ -51,7 +51,6 @@ class ReplaySettings(KafkaSettings):
     )
     seed: int = Field(0, description="shuffle seed")
     loop: bool = Field(False, description="repeat the input until Ctrl-C or --limit")
-    partitions: int = Field(3, ge=1, le=10_000, description="partitions when creating the topic")
     shuffle_buffer: int = Field(50_000, ge=1, description="flows held for shuffling")
 
     @field_validator("topic")
@@ -94,7 +93,6 @@ class IngestSettings(KafkaSettings):
         "is turned away with 429",
     )
     create_topics: bool = Field(False, description="create the topic when missing (development clusters)")
-    partitions: int = Field(3, ge=1, le=10_000, description="partitions when creating the topic")
     metrics: bool = Field(True, description="serve Prometheus metrics, /healthz and /readyz")
     metrics_port: int = Field(
         DEFAULT_INGEST_METRICS_PORT, ge=0, le=65535, description="port of /metrics, /healthz, /readyz (0: any free)"

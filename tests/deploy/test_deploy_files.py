@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from detector.stream.clients import consumer_config
 from detector.stream.metrics import WorkerMetrics
 from detector.stream.settings import RunSettings, load_settings
 
@@ -420,7 +421,8 @@ def test_workers_configuration_sources_match() -> None:
 
 
 def test_each_pod_serves_exactly_once_under_its_own_name(monkeypatch) -> None:
-    """A pod's successor takes its stable name, so it fences the predecessor's transactional.id."""
+    """A pod's successor takes its stable name, so it fences the predecessor's transactional.id and takes
+    its place in the group."""
     objects = k8s_objects()
     workers = objects["StatefulSet"]["spec"]
     assert "volumeClaimTemplates" not in workers, "the workers keep no state of their own"
@@ -430,7 +432,10 @@ def test_each_pod_serves_exactly_once_under_its_own_name(monkeypatch) -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["FLOWWARDEN_TRANSACTIONAL_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     monkeypatch.setenv("FLOWWARDEN_TRANSACTIONAL_ID", "flowwarden-detector-2")
-    assert load_settings(RunSettings, {}).transactional_id == "flowwarden-detector-2"
+    settings = load_settings(RunSettings, {})
+    assert settings.transactional_id == "flowwarden-detector-2"
+    # The same name is the pod's static group membership: a restarted pod gets its partitions back at once.
+    assert consumer_config(settings)["group.instance.id"] == "flowwarden-detector-2"
 
 
 def test_service_and_pdb_select_the_detector_pods() -> None:

@@ -1,8 +1,14 @@
-"""Kafka helpers for tests: unique names, producing a list of values, consuming exactly N messages.
+"""Kafka helpers for tests: which broker they run on, unique names, producing values, consuming exactly N.
 
-They work against the embedded Tansu broker and against a real cluster (``KAFKA_BOOTSTRAP_SERVERS``, with
-extra librdkafka settings as a JSON object in ``KAFKA_CLIENT_CONFIG``, e.g. for SASL/TLS). Every wait is
-bounded and every failure says what was expected and what arrived.
+The suite runs its Kafka tests on one of three brokers, chosen once per session (:data:`BROKER_KIND`):
+
+* ``external``: the cluster named by ``KAFKA_BOOTSTRAP_SERVERS`` (extra librdkafka settings as a JSON
+  object in ``KAFKA_CLIENT_CONFIG``, e.g. for SASL/TLS);
+* ``apache``: Apache Kafka started by the suite from the jars of ``make kafka`` (tests/support/apache_kafka.py),
+  when Java >= 17 and the jars are there;
+* ``embedded``: the embedded Tansu broker otherwise, or when ``KAFKA_TEST_BROKER=embedded``.
+
+Every wait is bounded and every failure says what was expected and what arrived.
 """
 
 from __future__ import annotations
@@ -12,22 +18,43 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from detector.tools.broker import EmbeddedBroker
+from tests.support import apache_kafka
+from tests.support.apache_kafka import KafkaCluster
 from tests.support.tcpproxy import TcpProxy
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 CLIENT_CONFIG_ENV = "KAFKA_CLIENT_CONFIG"
-#: The tests run against the embedded broker (Tansu) unless a real cluster is named: some expectations
-#: differ (docs/tansu.md), and a few tests need the embedded broker's plain listener or a local proxy.
-EMBEDDED = not os.environ.get(BOOTSTRAP_ENV)
+BROKER_CHOICE_ENV = "KAFKA_TEST_BROKER"
+BrokerKind = Literal["external", "apache", "embedded"]
+
+
+def broker_kind() -> BrokerKind:
+    """Which broker the Kafka tests of this session run on (see the module docstring)."""
+    if os.environ.get(BOOTSTRAP_ENV, "").strip():
+        return "external"
+    choice = os.environ.get(BROKER_CHOICE_ENV, "auto").strip().lower()
+    if choice not in {"auto", "embedded", "apache"}:
+        raise ValueError(f"{BROKER_CHOICE_ENV} must be auto, apache or embedded, not {choice!r}")
+    if choice == "embedded":
+        return "embedded"
+    reason = apache_kafka.unavailable_reason()
+    if reason is not None and choice == "apache":
+        raise RuntimeError(f"{BROKER_CHOICE_ENV}=apache, but {reason}")
+    return "embedded" if reason is not None else "apache"
+
+
+BROKER_KIND: BrokerKind = broker_kind()
+#: Tansu's expectations differ from Apache Kafka's (docs/tansu.md): its limitations are strict xfails on it only.
+EMBEDDED = BROKER_KIND == "embedded"
 
 # Tansu answers a JoinGroup only after about half the member's session timeout (about 23 s with
 # librdkafka's default 45 s), so group tests use 6 s: the smallest Apache Kafka accepts by default
@@ -40,12 +67,36 @@ GROUP_DEFAULTS: dict[str, str | int | bool] = {
 }
 
 
+@functools.cache
+def embedded_description() -> str:
+    """``embedded Tansu 0.6.0``, the version read from the binary's name where it has one."""
+    from detector.tools.broker import BrokerError, broker_binary
+
+    try:
+        match = re.search(r"tansu-v(\d[\w.]*?)(?:-|$)", os.path.basename(broker_binary()))
+    except BrokerError:
+        match = None
+    return f"embedded Tansu {match.group(1)}" if match else "embedded Tansu"
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """The broker a test runs on: its address, what it is (for the report), and the cluster when the suite
+    started Apache Kafka itself (its logs are shown when a test fails)."""
+
+    bootstrap_servers: str
+    description: str
+    cluster: KafkaCluster | None = None
+    proxy: TcpProxy | None = None  # Apache Kafka: the proxy in front of the cluster's proxied listener
+
+
 @dataclass(frozen=True)
 class ProxiedBroker:
     """A broker whose every client connection goes through ``proxy`` (bootstrap and after metadata)."""
 
-    broker: EmbeddedBroker
+    description: str
     proxy: TcpProxy
+    cluster: KafkaCluster | None = None
 
     @property
     def bootstrap_servers(self) -> str:

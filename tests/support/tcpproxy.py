@@ -114,6 +114,15 @@ class TcpProxy:
                 self._holding = client
             return self._holding is client
 
+    def reset(self) -> None:
+        """Back to a plain proxy: every live connection reset, nothing dropped or held, counters at zero. A proxy
+        shared by several tests (one broker's advertised port) is reset before and after each of them."""
+        self.drop_responses(None)
+        self.release()
+        self.cut()
+        self.restore()
+        self.dropped_responses = self.held_requests = self.accepted = 0
+
     def close(self) -> None:
         """Stop accepting and reset every connection. Idempotent."""
         self._closed = True

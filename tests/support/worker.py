@@ -109,6 +109,8 @@ def run_flags(settings: RunSettings) -> list[str]:
     ]
     if settings.transactional_id:
         argv += ["--transactional-id", settings.transactional_id]
+    if settings.instance_id:
+        argv += ["--instance-id", settings.instance_id]
     for key, value in settings.kafka.items():
         argv += ["--kafka-option", f"{key}={value}"]
     return argv
@@ -201,6 +203,18 @@ class WorkerProcess:
 
     def text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def assignment(self) -> set[int]:
+        """The input partitions the worker says it owns, from its last assignment log event."""
+        changes = [e for e in self.events() if "assignment" in e and str(e.get("event")).startswith("partitions ")]
+        return {int(name.rpartition("/")[2]) for name in changes[-1]["assignment"]} if changes else set()
+
+    def metrics(self) -> str:
+        """The worker's /metrics exposition (its port is in the ``starting`` event)."""
+        port = self.wait_for_event("starting")["metrics_port"]
+        status, body = http_get(port, "/metrics")
+        assert status == 200, f"/metrics answered {status}"
+        return body
 
     def wait_for_event(self, name: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
         found: list[dict[str, Any]] = []
@@ -375,6 +389,7 @@ class Replay:
         self.where: dict[tuple[int, int], int] = {}
         self._args = (bootstrap, topic, values, partitions, chunk, pause)
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stop = threading.Event()
         self.error: BaseException | None = None
 
     def _run(self) -> None:
@@ -383,9 +398,15 @@ class Replay:
             for start in range(0, len(values), chunk):
                 landed = produce_spread(bootstrap, topic, values[start : start + chunk], partitions)
                 self.where.update({coords: start + index for coords, index in landed.items()})
-                time.sleep(pause)
+                if self._stop.wait(pause):
+                    return
         except BaseException as exc:
             self.error = exc
+
+    def stop(self) -> dict[tuple[int, int], int]:
+        """End the replay after the chunk being sent; returns where every sent record landed (see :meth:`join`)."""
+        self._stop.set()
+        return self.join()
 
     @property
     def running(self) -> bool:

@@ -30,7 +30,7 @@ COMMANDS = [("detector", name) for name in ("run", "replay", "ingest", "score", 
 ]
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {"detector": detector_parser, "trainer": trainer_parser}
 #: Sample values for fields whose validators want a shape (a free port, a Kafka topic name).
-SHAPED = {"bootstrap_servers": "broker-a:9093,broker-b:9093", "metrics_host": "127.0.0.2"}
+SHAPED = {"bootstrap_servers": "broker-a:9093,broker-b:9093", "metrics_host": "127.0.0.2", "replication_factor": 3}
 
 
 def plain(annotation: Any) -> Any:

@@ -79,8 +79,11 @@ def test_probes_follow_health_and_ready_follows_the_gauge():
         assert (status, body) == (503, "no broker reachable (flowwarden_kafka_errors_total says why)\n")
         assert metric_value(http_get(server.port, "/metrics")[1], "flowwarden_ready") == 0.0
         health.broker_reachable = True
+        health.fatal = "Broker: Static consumer fenced by other consumer with same group.instance.id"
+        status, body = http_get(server.port, "/readyz")
+        assert (status, body) == (503, f"fatal Kafka client error: {health.fatal}\n"), "never ready again"
         health.stopping = True
-        assert http_get(server.port, "/readyz") == (503, "stopping\n")
+        assert http_get(server.port, "/readyz")[0] == 503
         health.stale_after_s = 0.0
         assert http_get(server.port, "/healthz")[0] == 503
         assert http_get(server.port, "/nope")[0] == 404

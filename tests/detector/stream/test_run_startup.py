@@ -38,6 +38,12 @@ def bundle_path(tmp_path_factory):
         (["--group-id", ""], "group_id: must not be empty"),
         (["--log-level", "verbose"], "log_level: Input should be 'debug', 'info', 'warning' or 'error'"),
         (["--bootstrap-servers", ""], "bootstrap_servers: '' is not a comma-separated list of HOST:PORT"),
+        (["--replication-factor", "0"], "replication_factor: must be -1 (the broker's default) or at least 1"),
+        (["--partitions", "0"], "partitions: Input should be greater than or equal to 1"),
+        (["--topic-config", "retention.ms"], "--topic-config number 1 is not KEY=VALUE"),
+        (["--kafka-option", "group.instance.id=x"], "set it with --instance-id"),
+        (["--instance-id", ""], "instance_id: must not be empty"),
+        (["--session-timeout-ms", "6000", "--heartbeat-interval-ms", "3000"], "more than a third of the session"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line(argv, message, bundle_path, capsys):
@@ -116,3 +122,31 @@ def test_a_switch_is_turned_off_by_its_no_flag_or_by_false_in_the_environment(bu
     monkeypatch.setenv("FLOWWARDEN_METRICS", "false")
     assert main(["run", "--bundle", str(bundle_path)]) == 0
     assert [settings.metrics for settings in seen] == [False, False]
+
+
+def test_topic_creation_and_group_membership_settings_come_from_flags_environment_and_toml(
+    bundle_path, tmp_path, monkeypatch
+):
+    seen = []
+    monkeypatch.setattr("detector.stream.runner.run_worker", lambda settings: seen.append(settings) or 0)
+    config = tmp_path / "run.toml"
+    config.write_text(
+        "partitions = 12\nreplication_factor = 3\nsession_timeout_ms = 30000\n[topic_configs]\n"
+        '"retention.ms" = 86400000\n"cleanup.policy" = "delete"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("FLOWWARDEN_TOPIC_CONFIGS__CLEANUP_POLICY", "compact")
+    monkeypatch.setenv("FLOWWARDEN_TOPIC_CONFIGS__MIN_INSYNC_REPLICAS", "2")
+    monkeypatch.setenv("FLOWWARDEN_INSTANCE_ID", "detector-1")
+    argv = ["run", "--config", str(config), "--bundle", str(bundle_path), "--no-metrics", "--partitions", "6"]
+    argv += ["--topic-config", "retention.ms=3600000", "--heartbeat-interval-ms", "2000"]
+    assert main(argv) == 0
+    [settings] = seen
+    assert (settings.partitions, settings.replication_factor) == (6, 3)
+    expected = {"retention.ms": "3600000", "cleanup.policy": "compact", "min.insync.replicas": "2"}
+    assert settings.topic_configs == expected
+    assert (settings.instance_id, settings.session_timeout_ms, settings.heartbeat_interval_ms) == (
+        "detector-1",
+        30000,
+        2000,
+    )

@@ -14,7 +14,7 @@ from detector.stream.topics import ensure_topics
 from detector.stream.worker import PAUSED_EVENT
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
-from tests.support.kafka import EMBEDDED, ProxiedBroker, consume_exactly, unique_name
+from tests.support.kafka import BROKER_KIND, EMBEDDED, ProxiedBroker, consume_exactly, unique_name
 from tests.support.tcpproxy import OFFSET_COMMIT_API_KEY, TXN_OFFSET_COMMIT_API_KEY
 from tests.support.worker import (
     WorkerThread,
@@ -231,7 +231,7 @@ def _stream_for_a_worker(
     return names["output_topic"], where, settings
 
 
-@pytest.mark.skipif(not EMBEDDED, reason="needs a listener without SASL: the embedded broker's")
+@pytest.mark.skipif(BROKER_KIND == "external", reason="needs a listener without SASL: the suite's own broker's")
 @pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
 def test_refused_credentials_stop_the_start_up_with_the_cause_instead_of_retrying_forever(
     kafka_bootstrap, new_topic, tmp_path, guarantee
