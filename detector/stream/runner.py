@@ -115,7 +115,7 @@ def build_processor(
 
 def run_worker(settings: RunSettings, *, handle_signals: bool = True) -> int:
     """Build and run a worker until SIGTERM/SIGINT; returns the exit status."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     try:
         worker = build_worker(settings)
     except StartupError as exc:

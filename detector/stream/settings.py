@@ -192,6 +192,11 @@ class RunSettings(KafkaSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log level; debug also shows what --kafka-option debug=... asks librdkafka for"
     )
+    log_format: Literal["auto", "console", "json"] = Field(
+        "auto",
+        description="log lines for people (console) or machines (json: one JSON object per line); auto: console when "
+        "standard error is a terminal, else json (containers, systemd)",
+    )
 
     @classmethod
     def normalize_table(cls, field: str, table: Mapping[str, Any]) -> dict[str, Any]:
