@@ -25,7 +25,7 @@ from detector.core.settings import CommandSettings, SettingsError, load_settings
 from detector.stream.allowlist import network, port_range
 from detector.stream.thresholds import class_key
 
-__all__ = ["KafkaSettings", "RunSettings", "SettingsError", "load_settings", "redact", "topic_name"]
+__all__ = ["CheckSettings", "KafkaSettings", "RunSettings", "SettingsError", "load_settings", "redact", "topic_name"]
 
 # librdkafka properties that flowwarden's own settings set: passing them through would be silently overridden.
 _OWNED_PROPERTIES = {
@@ -265,6 +265,13 @@ class RunSettings(KafkaSettings):
             if getattr(self, name) == self.input_topic:
                 raise ValueError(f"{name} must differ from input_topic ({self.input_topic!r})")
         return self
+
+
+class CheckSettings(RunSettings):
+    """``detector check``: check a ``detector run`` configuration before starting a worker with it (settings, bundle,
+    device, alert policy, metrics port, brokers, credentials, topics) and print one line per check."""
+
+    check_timeout: float = Field(10.0, gt=0, le=300, description="seconds to wait for the cluster to answer")
 
 
 def _property_text(key: object, value: object) -> str:

@@ -25,7 +25,7 @@ from detector.cli import build_parser as detector_parser
 from detector.core.settings import Command, CommandSettings, SettingsError, show_default
 from trainer.cli import build_parser as trainer_parser
 
-COMMANDS = [("detector", name) for name in ("run", "replay", "ingest", "score", "broker", "demo")] + [
+COMMANDS = [("detector", name) for name in ("run", "check", "replay", "ingest", "score", "broker", "demo")] + [
     ("trainer", name) for name in ("fit", "evaluate", "baselines", "ablate", "publish")
 ]
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {"detector": detector_parser, "trainer": trainer_parser}
