@@ -375,3 +375,12 @@ def test_the_documented_table_is_the_code() -> None:
         assert technique == f"[{rule.technique.id}]({rule.technique.reference}) {rule.technique.name}"
         assert tactic == f"{rule.technique.tactic_id} {rule.technique.tactic_name}"
         assert severity == rule.severity.caption.lower()
+
+
+def test_the_example_alert_ids_are_derived_from_their_source() -> None:
+    from detector.core.alerts import alert_id
+
+    for path in sorted(EXAMPLES.glob("alert.*.json")):
+        alert = load(path)
+        source = alert["source"]
+        assert alert["alert_id"] == alert_id(source["topic"], source["partition"], source["offset"]), path.name
