@@ -27,6 +27,20 @@ def cmd_run(settings: object) -> int:
     return run_worker(settings)  # type: ignore[arg-type]
 
 
+def cmd_check(settings: object) -> int:
+    from detector.stream.check import run_command  # imports torch (the bundle check)
+
+    return run_command(settings, timeout=settings.check_timeout)  # type: ignore[arg-type, attr-defined]
+
+
+def check_settings_failed(error: Exception) -> int:
+    """``detector check`` reports settings that cannot be used as its first failed check (exit 1), not as a
+    usage error: checking them is its job."""
+    from detector.stream.check import report, settings_failed
+
+    return report(settings_failed(error))
+
+
 def cmd_replay(settings: object) -> int:
     from detector.tools.replay import run_command
 
@@ -62,7 +76,7 @@ def cmd_demo(settings: object) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``detector`` argument parser, every command's options generated from its settings model."""
-    from detector.stream.settings import RunSettings
+    from detector.stream.settings import CheckSettings, RunSettings
 
     parser = argparse.ArgumentParser(prog="detector", description="flowwarden: real-time malicious-flow detector.")
     with_version(parser, version("flowwarden"))
@@ -72,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # the worker image carries core and stream only: `detector run` alone
         tools = None
     # One settings file can serve both Kafka commands (brokers, [kafka] credentials): a key of either is fine.
-    kafka_keys = set(RunSettings.model_fields)
+    kafka_keys = set(CheckSettings.model_fields)
     if tools is not None:
         kafka_keys |= set(tools.ReplaySettings.model_fields) | set(tools.IngestSettings.model_fields)
     Command(
@@ -84,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
         file_keys=kafka_keys,
         handler=cmd_run,
     )
+    check = Command(
+        commands,
+        "check",
+        CheckSettings,
+        help="check a detector run configuration: settings, bundle, device, alert policy, metrics port, brokers, "
+        "credentials, topics",
+        epilog="Exit status: 0 when every check passed, 1 when one failed (each failure on its own line), 2 for a "
+        "usage error.",
+        file_keys=kafka_keys,
+        handler=cmd_check,
+    )
+    check.parser.set_defaults(on_settings_error=check_settings_failed)
     if tools is not None:
         _add_tools(commands, tools, kafka_keys)
     parser.set_defaults(_commands=commands_of(commands))
@@ -148,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = command.settings(args)
     except SettingsError as exc:
+        on_error = getattr(args, "on_settings_error", None)
+        if on_error is not None:
+            return int(on_error(exc))
         print(f"detector {command.name}: error: {exc}", file=sys.stderr, flush=True)
         return ExitCode.USAGE
     return int(args.handler(settings))

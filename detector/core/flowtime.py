@@ -14,9 +14,11 @@ A flow meter writes the time a flow started in one of a few ways; each is read b
   below 1e11 is seconds (up to the year 5138), below 1e14 milliseconds, below 1e17 microseconds, above that
   nanoseconds.
 
-A time without a zone is taken as UTC (flow meters write the capture's local time; only differences
-between flows matter for ordering, splitting and pacing, and a setting for the meter's zone belongs to
-whoever shows the time to a person). A time with a zone is converted to UTC. Anything else is no time.
+A time without a zone is taken as UTC by default (flow meters write the capture's local time; only
+differences between flows matter for ordering, splitting and pacing). Whoever shows the time to a person,
+or to a SIEM (the ``@timestamp`` of an ECS alert), passes the meter's zone (``zone=``, see :func:`meter_zone`):
+a time without a zone is then read as that zone's wall-clock time. A time with a zone is converted to UTC,
+whatever ``zone`` says; epoch numbers are UTC by definition. Anything else is no time.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
@@ -40,32 +43,44 @@ _SLASHED = re.compile(
 )
 
 
-def flow_time(value: object) -> float | None:
+def flow_time(value: object, zone: tzinfo = UTC) -> float | None:
     """Seconds since the epoch (UTC) of a flow timestamp as flow meters write it, or None if it is not one.
 
-    ``value`` may be a JSON number, text, or None. See the module docstring for the rules.
+    ``value`` may be a JSON number, text, or None. A time written without a zone is read in ``zone`` (the
+    meter's; UTC by default). See the module docstring for the rules.
     """
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return _epoch_seconds(float(value))
-    return _text_time(str(value).strip())
+    return _text_time(str(value).strip(), zone)
+
+
+def meter_zone(name: str) -> tzinfo:
+    """The time zone named ``name`` (an IANA name such as ``Europe/Berlin``, or ``UTC``); raises ``ValueError``
+    naming it when there is no such zone."""
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not a time zone (an IANA name such as Europe/Berlin, or UTC)") from None
 
 
 @lru_cache(maxsize=4096)
-def _text_time(text: str) -> float | None:
+def _text_time(text: str, zone: tzinfo) -> float | None:
     if not text:
         return None
     if _EPOCH.fullmatch(text):
         return _epoch_seconds(float(text))
     slashed = _SLASHED.fullmatch(text)
     if slashed:
-        return _slashed_time(slashed)
+        return _slashed_time(slashed, zone)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return _utc(moment).timestamp()
+    return _utc(moment, zone).timestamp()
 
 
 def flow_times(values: Iterable[object]) -> np.ndarray:
@@ -86,7 +101,7 @@ def _epoch_seconds(number: float) -> float | None:
     return number / 1e9
 
 
-def _slashed_time(match: re.Match[str]) -> float | None:
+def _slashed_time(match: re.Match[str], zone: tzinfo) -> float | None:
     first, second, year = int(match["a"]), int(match["b"]), int(match["year"])
     day, month = (first, second) if second <= 12 else (second, first)
     hour, minute = int(match["hour"] or 0), int(match["minute"] or 0)
@@ -97,11 +112,11 @@ def _slashed_time(match: re.Match[str]) -> float | None:
         hour = hour % 12 + (12 if ampm == "pm" else 0)
     fraction = (match["fraction"] or "").ljust(6, "0")[:6]
     try:
-        moment = datetime(year, month, day, hour, minute, int(match["second"] or 0), tzinfo=UTC)
+        moment = datetime(year, month, day, hour, minute, int(match["second"] or 0), tzinfo=zone)
     except ValueError:  # 31/02, 25:00, day and month both above 12
         return None
     return (moment + timedelta(microseconds=int(fraction))).timestamp()
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+def _utc(moment: datetime, zone: tzinfo) -> datetime:
+    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment.astimezone(UTC)

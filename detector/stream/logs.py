@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line on stderr (structlog), librdkafka's own logs included.
+"""Structured logs: one JSON object per line on stderr (structlog), librdkafka's own logs included; or, for a
+person at a terminal (``--log-format console``, or ``auto`` on a terminal), the same events as aligned lines.
 
 Every event has ``event``, ``level`` and ``timestamp`` (UTC, ISO 8601); the rest are key/value fields.
 Nothing here redacts: callers must pass Kafka configuration through :func:`detector.stream.settings.redact`
@@ -25,28 +26,57 @@ def _dumps(event: dict[str, Any], **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
-def configure_logging(level: str = "info", stream: IO[str] | None = None) -> None:
-    """Send every structlog event at ``level`` or above to ``stream`` (default: stderr) as a JSON line.
+def log_renderer(log_format: str, stream: IO[str]) -> Any:
+    """The structlog renderer of ``--log-format``: ``json`` (one object per line, for machines), ``console``
+    (aligned ``time level event key=value`` lines, for people), ``auto`` (console when ``stream`` is a terminal,
+    else JSON: containers, systemd and pipes get JSON)."""
+    if log_format == "auto":
+        log_format = "console" if _is_terminal(stream) else "json"
+    if log_format == "console":
+        return structlog.dev.ConsoleRenderer(
+            colors=_is_terminal(stream), exception_formatter=structlog.dev.plain_traceback
+        )
+    if log_format != "json":
+        raise ValueError(f"unknown log format {log_format!r}")
+    return structlog.processors.JSONRenderer(serializer=_dumps)
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or file-like stream without a terminal
+        return False
+
+
+def configure_logging(level: str = "info", stream: IO[str] | None = None, log_format: str = "json") -> None:
+    """Send every structlog event at ``level`` or above to ``stream`` (default: stderr), one line each, as JSON
+    or for a console (:func:`log_renderer`).
 
     librdkafka's lines follow the same level: ``debug`` shows what ``--kafka-option debug=...`` asks for.
     """
     global _LIBRDKAFKA_LEVEL
+    stream = stream or sys.stderr
     _LIBRDKAFKA_LEVEL = _LEVELS[level]
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("flowwarden."):
             logging.getLogger(name).setLevel(_LIBRDKAFKA_LEVEL)
+    renderer = log_renderer(log_format, stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_dumps),
+            *([structlog.processors.format_exc_info] if _renders_json(renderer) else []),
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+
+
+def _renders_json(renderer: Any) -> bool:
+    return isinstance(renderer, structlog.processors.JSONRenderer)
 
 
 def get_logger(name: str) -> Any:

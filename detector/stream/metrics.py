@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -85,6 +85,13 @@ class WorkerMetrics:
         )
         self.alerts_out = Counter(
             "flowwarden_alerts_out", "Alerts produced, by predicted class.", ["label"], registry=r
+        )
+        self.alerts_suppressed = Counter(
+            "flowwarden_alerts_suppressed",
+            "Verdicts that would have been alerts, by predicted class and why they are not: below_threshold "
+            "(--min-confidence, --class-threshold) or allowlist. Counted when the batch is scored.",
+            ["label", "reason"],
+            registry=r,
         )
         self.novel_flows = Counter(
             "flowwarden_novel_flows",
@@ -160,6 +167,11 @@ class WorkerMetrics:
             self.model_info.remove(*self._model_labels)
         self._model_labels = (name, version, bundle_sha256)
         self.model_info.labels(name=name, version=version, bundle_sha256=bundle_sha256).set(1)
+
+    def count_suppressed(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add a batch's suppressed verdicts, ``{(label, reason): count}``, to flowwarden_alerts_suppressed_total."""
+        for (label, reason), count in counts.items():
+            self.alerts_suppressed.labels(label=label, reason=reason).inc(count)
 
     def watch(self, health: Health) -> None:
         """Make ``flowwarden_ready`` read ``health.ready`` at every scrape."""

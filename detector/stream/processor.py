@@ -2,30 +2,45 @@
 
 Decoding is per record (each record is its own JSON object), but scoring is one model call for the whole
 batch (on a GPU, one call per :data:`PIPELINE_ROWS` decoded flows, so that decoding the next rows overlaps the
-model on the previous ones: the GPU backend's calls return before it has finished), and verdict objects are
-built only for the records that become alerts (``--emit attacks`` skips the benign majority; ``--emit flagged``
-keeps the flows classified as attacks *or* novel). Records that cannot be decoded become dead letters with
-their original bytes. A :class:`BatchProcessor` serves one bundle at a time; :meth:`BatchProcessor.serve`
-swaps it between batches.
+model on the previous ones: the GPU backend's calls return before it has finished). Records that cannot be
+decoded become dead letters with their original bytes. A :class:`BatchProcessor` serves one bundle at a time;
+:meth:`BatchProcessor.serve` swaps it between batches.
+
+What becomes an alert is decided in stages, on arrays of the whole batch, before any message is built:
+
+1. **flagged** (``--emit``): attack verdicts; with ``flagged`` (and ``all``) also novel flows whatever their label;
+2. **thresholds** (:mod:`detector.stream.thresholds`): an attack verdict below its class's least confidence is
+   not an alert (unless it is flagged as novel);
+3. **allowlist** (:mod:`detector.stream.allowlist`): a flagged flow an entry matches is not an alert;
+4. *(aggregation belongs here: it would take the alerts that survive 1-3, as :class:`Selection` rows, and
+   fold them into fewer messages)*;
+5. **encode** (:mod:`detector.core.alertformats`): one message per alert in ``--alert-format``, or with
+   ``--emit all`` one per verdict, alerts or not (ECS ``event.kind``/OCSF ``is_alert`` tell them apart).
+
+Verdicts stopped by 2 or 3 are counted by class and reason in :attr:`ScoredBatch.suppressed`, never dropped
+silently; verdict objects are built only for the records that become messages.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import orjson
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
-from detector.core.alerts import alert_key, build_alert, utc_now
+from detector.core.alertformats import AlertEncoder
+from detector.core.alerts import alert_key, build_alert, flow_identity, utc_now
 from detector.core.bundle import Bundle
 from detector.core.decode import DecodedFlow, FlowDecoder, Rejected
 from detector.core.scorer import PendingScores, Scorer, Scores
+from detector.stream.allowlist import Allowlist
 from detector.stream.deadletter import dead_letter_headers, dead_letter_value
+from detector.stream.logs import get_logger
+from detector.stream.thresholds import Thresholds
 
 TopicPartitionKey = tuple[str, int]
 PIPELINE_ROWS = 256  # an asynchronous (GPU) scorer gets the batch in parts of this many decoded flows
@@ -60,7 +75,21 @@ class ScoredBatch:
     alerts: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
     novel: Counter[str] = field(default_factory=Counter)  # novel flows by predicted class
+    suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)  # (class, reason): not alerts
     model_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which scored flows of a batch become messages: ``alert`` (one flag per scored flow) and ``published``
+    (positions of the flows to publish, in order: the alerts, or with ``--emit all`` every flow)."""
+
+    alert: np.ndarray
+    published: np.ndarray
+
+
+#: Called with a batch's suppressed counts as soon as the batch is scored (the worker's metrics).
+SuppressedSink = Callable[[Counter[tuple[str, str]]], None]
 
 
 class BatchProcessor:
@@ -76,13 +105,24 @@ class BatchProcessor:
         device: str = "auto",
         max_record_bytes: int | None = None,
         backend: str = "auto",
+        encoder: AlertEncoder | None = None,
+        thresholds: Thresholds | None = None,
+        allowlist: Allowlist | None = None,
+        on_suppressed: SuppressedSink | None = None,
     ) -> None:
+        """``encoder`` writes the alerts (native by default); ``thresholds`` and ``allowlist`` decide which
+        verdicts are alerts (none stopped by default); ``on_suppressed`` receives each batch's suppressed counts
+        when it is scored (so a batch redone after a failed delivery counts again, as records read do)."""
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
         self.emit = emit
         self.device = device
         self.backend = backend
         self.max_record_bytes = max_record_bytes
+        self.encoder = encoder or AlertEncoder()
+        self.thresholds = thresholds or Thresholds()
+        self.allowlist = allowlist or Allowlist()
+        self.on_suppressed = on_suppressed
         self.serve(bundle)
 
     def serve(self, bundle: Bundle) -> None:
@@ -96,6 +136,12 @@ class BatchProcessor:
         self.model = {"name": bundle.name, "version": bundle.version, "bundle_sha256": bundle.sha256}
         self._classes = bundle.classes
         self._benign = bundle.classes.index(bundle.benign_class)
+        self._least_confidence = self.thresholds.for_classes(bundle.classes)
+        unknown = self.thresholds.unknown(bundle.classes)
+        if unknown:
+            get_logger("processor").warning(
+                "class thresholds name classes the bundle does not have", classes=unknown, version=bundle.version
+            )
 
     def process(self, messages: Sequence[Message]) -> ScoredBatch:
         """Decode, score and build the outputs of ``messages`` (in offset order within each partition)."""
@@ -134,6 +180,8 @@ class BatchProcessor:
             headers = dead_letter_headers(reason, source, detected_at) + extra
             batch.outputs.append(Output(self.dlq_topic, message.key(), value, headers))
             batch.dead_letters[reason.code] += 1
+        if batch.suppressed and self.on_suppressed is not None:
+            self.on_suppressed(batch.suppressed)
         return batch
 
     def _score(
@@ -151,29 +199,46 @@ class BatchProcessor:
         novel = scores.novel()
         for index, count in self._per_class(best[novel]):
             batch.novel[self._classes[index]] += count
-        chosen = self._chosen(best, novel)
-        verdicts = self.scorer.verdicts(scores.take(chosen))
-        model, topic = self.model, self.output_topic
-        for index, verdict in zip(chosen.tolist(), verdicts, strict=True):
+        confidence = scores.probabilities[np.arange(len(best)), best]
+        selection = self._select(best, confidence, novel, flows, batch)
+        verdicts = self.scorer.verdicts(scores.take(selection.published))
+        model, topic, encode = self.model, self.output_topic, self.encoder.encode
+        for index, verdict in zip(selection.published.tolist(), verdicts, strict=True):
             flow, source = flows[index], sources[index]
             alert = build_alert(verdict, flow.flow, flow.label, model, source, detected_at)
-            batch.outputs.append(Output(topic, alert_key(alert["flow"], source), orjson.dumps(alert)))
+            value = encode(alert, is_alert=bool(selection.alert[index]))
+            batch.outputs.append(Output(topic, alert_key(alert["flow"], source), value))
             batch.alerts[verdict.label] += 1
-        batch.alert_timestamps = timestamps[chosen]
+        batch.alert_timestamps = timestamps[selection.published]
+
+    def _select(
+        self,
+        best: np.ndarray,
+        confidence: np.ndarray,
+        novel: np.ndarray,
+        flows: list[DecodedFlow],
+        batch: ScoredBatch,
+    ) -> Selection:
+        """Stages 1-3 of the module docstring: flagged, thresholds, allowlist (suppressed counts into ``batch``)."""
+        attack = best != self._benign
+        flagged_novel = novel if self.emit != "attacks" else np.zeros_like(novel)
+        confident = confidence >= self._least_confidence[best]
+        alert = (attack & confident) | flagged_novel
+        for index, count in self._per_class(best[attack & ~alert]):
+            batch.suppressed[(self._classes[index], "below_threshold")] += count
+        if len(self.allowlist):
+            for index in np.flatnonzero(alert).tolist():
+                label = self._classes[best[index]]
+                if self.allowlist.allows(flow_identity(flows[index].flow), label):
+                    alert[index] = False
+                    batch.suppressed[(label, "allowlist")] += 1
+        published = np.arange(len(best)) if self.emit == "all" else np.flatnonzero(alert)
+        return Selection(alert, published)
 
     def _per_class(self, classes: np.ndarray) -> list[tuple[int, int]]:
         """(class index, count) for each class that occurs in ``classes``."""
         counts = np.bincount(classes, minlength=len(self._classes))
         return [(int(index), int(counts[index])) for index in np.flatnonzero(counts)]
-
-    def _chosen(self, best: np.ndarray, novel: np.ndarray) -> np.ndarray:
-        """Positions of the flows that become messages under the ``--emit`` policy."""
-        if self.emit == "all":
-            return np.arange(len(best))
-        flagged = best != self._benign
-        if self.emit == "flagged":
-            flagged |= novel
-        return np.flatnonzero(flagged)
 
 
 class _Scoring:

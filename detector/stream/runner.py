@@ -13,14 +13,18 @@ import sys
 import torch
 from confluent_kafka import KafkaException
 
-from detector.core.bundle import BundleError, load_bundle
+from detector.core.alertformats import AlertEncoder
+from detector.core.bundle import Bundle, BundleError, load_bundle
+from detector.core.flowtime import meter_zone
 from detector.core.process import ExitCode, stop_on_signals
 from detector.core.registry import RegistryWatcher, is_registry, resolve_bundle_path
 from detector.core.scorer import DeviceError
+from detector.stream.allowlist import Allowlist, AllowlistError
 from detector.stream.logs import configure_logging, get_logger, librdkafka_logger
 from detector.stream.metrics import Health, MetricsServer, WorkerMetrics
-from detector.stream.processor import BatchProcessor
+from detector.stream.processor import BatchProcessor, SuppressedSink
 from detector.stream.settings import RunSettings, SettingsError
+from detector.stream.thresholds import Thresholds
 from detector.stream.topics import TopicError, ensure_topics
 from detector.stream.worker import Worker
 
@@ -43,23 +47,15 @@ def build_worker(settings: RunSettings) -> Worker:
         # Scoring runs on the loop's thread; on a small or shared CPU more torch threads than free cores
         # make every batch slower, not faster.
         torch.set_num_threads(settings.threads)
+    metrics, health = WorkerMetrics(), Health()
     try:
         path = resolve_bundle_path(settings.bundle)
         bundle = load_bundle(path)
-        processor = BatchProcessor(
-            bundle,
-            output_topic=settings.output_topic,
-            dlq_topic=settings.dlq_topic,
-            emit=settings.emit,
-            device=settings.device,
-            max_record_bytes=settings.max_record_bytes,
-            backend=settings.backend,
-        )
-    except (BundleError, DeviceError) as exc:
+        processor = build_processor(settings, bundle, on_suppressed=metrics.count_suppressed)
+    except (BundleError, DeviceError, AllowlistError) as exc:
         raise StartupError(str(exc)) from None
     watcher = RegistryWatcher(settings.bundle, path.name) if is_registry(settings.bundle) else None
 
-    metrics, health = WorkerMetrics(), Health()
     metrics.watch(health)
     metrics.serve_model(bundle.name, bundle.version, bundle.sha256)
     health.model_loaded = True
@@ -83,9 +79,43 @@ def build_worker(settings: RunSettings) -> Worker:
     return worker
 
 
+def build_processor(
+    settings: RunSettings, bundle: Bundle, *, on_suppressed: SuppressedSink | None = None
+) -> BatchProcessor:
+    """The batch processor ``settings`` describe, serving ``bundle``: the alert format, thresholds and allowlist.
+
+    Raises :class:`~detector.stream.allowlist.AllowlistError`, ``BundleError``/``DeviceError``, and
+    :class:`StartupError` for class thresholds that name none of the bundle's classes (a typo would otherwise
+    leave that class without its threshold).
+    """
+    thresholds = Thresholds(settings.min_confidence, settings.class_thresholds)
+    unknown = thresholds.unknown(bundle.classes)
+    if unknown:
+        raise StartupError(
+            f"class_thresholds names {', '.join(unknown)}, which the bundle's classes ({', '.join(bundle.classes)}) "
+            "do not match (names are compared in lower case, letters and digits only)"
+        )
+    allowlist = Allowlist.from_settings(
+        settings.allowlist, settings.allow_networks, settings.allow_ports, settings.allow_labels
+    )
+    return BatchProcessor(
+        bundle,
+        output_topic=settings.output_topic,
+        dlq_topic=settings.dlq_topic,
+        emit=settings.emit,
+        device=settings.device,
+        max_record_bytes=settings.max_record_bytes,
+        backend=settings.backend,
+        encoder=AlertEncoder(settings.alert_format, zone=meter_zone(settings.meter_timezone)),
+        thresholds=thresholds,
+        allowlist=allowlist,
+        on_suppressed=on_suppressed,
+    )
+
+
 def run_worker(settings: RunSettings, *, handle_signals: bool = True) -> int:
     """Build and run a worker until SIGTERM/SIGINT; returns the exit status."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     try:
         worker = build_worker(settings)
     except StartupError as exc:

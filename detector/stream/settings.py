@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import CliSuppress
+from pydantic_settings import CliSuppress, CliVariadicArg
 
+from detector.core.alertformats import AlertFormat
+from detector.core.flowtime import meter_zone
 from detector.core.settings import CommandSettings, SettingsError, load_settings, redact
+from detector.stream.allowlist import network, port_range
+from detector.stream.thresholds import class_key
 
-__all__ = ["KafkaSettings", "RunSettings", "SettingsError", "load_settings", "redact", "topic_name"]
+__all__ = ["CheckSettings", "KafkaSettings", "RunSettings", "SettingsError", "load_settings", "redact", "topic_name"]
 
 # librdkafka properties that flowwarden's own settings set: passing them through would be silently overridden.
 _OWNED_PROPERTIES = {
@@ -122,6 +126,8 @@ class KafkaSettings(CommandSettings):
 class RunSettings(KafkaSettings):
     """``detector run``: consume flow records, score them in micro-batches, produce alerts and dead letters."""
 
+    table_fields: ClassVar[frozenset[str]] = KafkaSettings.table_fields | {"class_thresholds"}
+
     input_topic: str = Field("flows", description="flow records to score", json_schema_extra={"metavar": "TOPIC"})
     output_topic: str = Field("alerts", description="alerts", json_schema_extra={"metavar": "TOPIC"})
     dlq_topic: str = Field(
@@ -155,6 +161,51 @@ class RunSettings(KafkaSettings):
         "attacks",
         description="alerts for flows classified as attacks, for attacks and novel flows (flagged), "
         "or a verdict for every flow (all)",
+    )
+    alert_format: AlertFormat = Field(
+        "native",
+        description="format of the alerts: native (schemas/alert.schema.json), ecs (Elastic Common Schema) or ocsf "
+        "(OCSF Detection Finding); docs/siem.md",
+    )
+    meter_timezone: str = Field(
+        "UTC",
+        description="time zone of flow timestamps written without one (the meters' local time; an IANA name such as "
+        "Europe/Berlin): ECS @timestamp and OCSF time are the flow's own time read in it",
+        json_schema_extra={"metavar": "ZONE"},
+    )
+    min_confidence: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="an attack verdict less confident than this is not an alert (still scored, and counted as "
+        "below_threshold in flowwarden_alerts_suppressed_total)",
+    )
+    class_thresholds: CliSuppress[dict[str, float]] = Field(
+        default_factory=dict,
+        description="the least confidence of one class's alerts, repeatable (Portscan=0.9); it replaces "
+        "--min-confidence for that class; class names match in any case and punctuation",
+        json_schema_extra={"flag": "--class-threshold"},
+    )
+    allowlist: Path | None = Field(
+        None,
+        description="TOML file of [[allow]] entries (src, dst, hosts as CIDRs, src_ports, dst_ports, labels): "
+        "a flow one entry matches raises no alert (counted as allowlist in flowwarden_alerts_suppressed_total)",
+        json_schema_extra={"metavar": "FILE.toml"},
+    )
+    allow_networks: CliVariadicArg[list[str]] = Field(
+        default_factory=list,
+        description="no alert for flows from or to these networks (CIDRs, e.g. a vulnerability scanner's address)",
+        json_schema_extra={"metavar": "CIDR"},
+    )
+    allow_ports: CliVariadicArg[list[str]] = Field(
+        default_factory=list,
+        description="no alert for flows to these destination ports (PORT or LOW-HIGH)",
+        json_schema_extra={"metavar": "PORT"},
+    )
+    allow_labels: CliVariadicArg[list[str]] = Field(
+        default_factory=list,
+        description="no alert of these classes (they are still scored and counted)",
+        json_schema_extra={"metavar": "CLASS"},
     )
     metrics: bool = Field(True, description="serve Prometheus metrics, /healthz and /readyz")
     metrics_port: int = Field(9108, ge=0, le=65535, description="port of /metrics, /healthz, /readyz (0: any free)")
@@ -194,6 +245,52 @@ class RunSettings(KafkaSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log level; debug also shows what --kafka-option debug=... asks librdkafka for"
     )
+    log_format: Literal["auto", "console", "json"] = Field(
+        "auto",
+        description="log lines for people (console) or machines (json: one JSON object per line); auto: console when "
+        "standard error is a terminal, else json (containers, systemd)",
+    )
+
+    @classmethod
+    def normalize_table(cls, field: str, table: Mapping[str, Any]) -> dict[str, Any]:
+        if field == "class_thresholds":  # class names from any source: "DoS Hulk", DOS_HULK, dos-hulk are one
+            return {class_key(key): value for key, value in table.items()}
+        return super().normalize_table(field, table)
+
+    @field_validator("class_thresholds")
+    @classmethod
+    def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, threshold in value.items():
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"{name}: a confidence is between 0 and 1, not {threshold}")
+        return value
+
+    @field_validator("meter_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        meter_zone(value)
+        return value
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            network(text)
+        return value
+
+    @field_validator("allow_ports")
+    @classmethod
+    def _ports(cls, value: list[str]) -> list[str]:
+        for text in value:
+            port_range(text)
+        return value
+
+    @field_validator("allowlist")
+    @classmethod
+    def _allowlist_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"{value} does not exist")
+        return value
 
     @field_validator("input_topic", "output_topic", "dlq_topic")
     @classmethod
@@ -246,6 +343,13 @@ def _int_or_none(text: str | None) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None  # librdkafka refuses it with its own message
+
+
+class CheckSettings(RunSettings):
+    """``detector check``: check a ``detector run`` configuration before starting a worker with it (settings, bundle,
+    device, alert policy, metrics port, brokers, credentials, topics) and print one line per check."""
+
+    check_timeout: float = Field(10.0, gt=0, le=300, description="seconds to wait for the cluster to answer")
 
 
 def _property_text(key: object, value: object) -> str:

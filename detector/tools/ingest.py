@@ -363,7 +363,7 @@ def check_topic(settings: IngestSettings) -> None:
 
 def run_command(settings: IngestSettings) -> int:
     """``detector ingest`` from its settings: serve until SIGTERM/SIGINT; returns the exit status."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     try:
         server = IngestServer(settings, ssl_context=tls_context(settings))
         check_topic(settings)

@@ -101,6 +101,11 @@ class IngestSettings(KafkaSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log level; debug also shows what --kafka-option debug=... asks librdkafka for"
     )
+    log_format: Literal["auto", "console", "json"] = Field(
+        "auto",
+        description="log lines for people (console) or machines (json); auto: console when standard error is a "
+        "terminal, else json",
+    )
 
     @field_validator("topic")
     @classmethod

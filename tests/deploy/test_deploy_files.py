@@ -58,6 +58,10 @@ RUN_FLAGS = {
     "--device",
     "--emit",
     "--metrics-port",
+    "--alert-format",
+    "--meter-timezone",
+    "--min-confidence",
+    "--log-format",
 }
 REPLAY_FLAGS = {"--bootstrap-servers", "--topic", "--rate", "--speedup", "--limit", "--with-labels"}
 FIT_FLAGS = {
@@ -77,8 +81,11 @@ CHOICES = {
     "--guarantee": {"exactly-once", "at-least-once"},
     "--emit": {"attacks", "flagged", "all"},
     "--device": {"auto", "cpu", "cuda"},
+    "--alert-format": {"native", "ecs", "ocsf"},
+    "--log-format": {"auto", "console", "json"},
 }
 ENV_FROM_FLAGS = {"FLOWWARDEN_" + flag[2:].upper().replace("-", "_") for flag in RUN_FLAGS}
+NOT_FLAGS = {"OMP_NUM_THREADS", "FLOWWARDEN_SECRETS_DIR"}  # torch's threads; the secrets directory's variable
 
 
 def yaml_files() -> list[Path]:
@@ -261,7 +268,7 @@ def test_compose_detector_service() -> None:
     assert "./registry:/registry:ro" in detector["volumes"]
     assert detector["deploy"]["replicas"] == 2
     assert option_values(argv)["--guarantee"] == "exactly-once"
-    assert set(detector["environment"]) - {"OMP_NUM_THREADS"} <= ENV_FROM_FLAGS
+    assert set(detector["environment"]) - NOT_FLAGS <= ENV_FROM_FLAGS
     assert detector["environment"]["FLOWWARDEN_BOOTSTRAP_SERVERS"] == "kafka:9092"
 
 
@@ -322,6 +329,16 @@ def test_compose_prometheus_and_grafana_are_wired() -> None:
     assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in services["prometheus"]["volumes"]
     prometheus = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")[0]
     assert "/etc/prometheus/alerts.yml" in prometheus["rule_files"]
+    [alertmanagers] = prometheus["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert "alertmanager" in services and "alertmanager" in services["prometheus"]["depends_on"]
+    assert (
+        "./alertmanager/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro" in services["alertmanager"]["volumes"]
+    )
+    routes = load_yaml(DEPLOY / "alertmanager" / "alertmanager.yml")[0]
+    receivers = {receiver["name"] for receiver in routes["receivers"]}
+    assert routes["route"]["receiver"] in receivers
+    assert all(route["receiver"] in receivers for route in routes["route"].get("routes", []))
     job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "flowwarden-detector")
     assert job["dns_sd_configs"][0]["names"] == ["detector"]
     assert job["dns_sd_configs"][0]["port"] == 9108
@@ -403,21 +420,38 @@ def test_workers_configuration_sources_match() -> None:
     objects = k8s_objects()
     container = objects["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]
     sources = {next(iter(s)): s[next(iter(s))] for s in container["envFrom"]}
-    assert sources["configMapRef"]["name"] == objects["ConfigMap"]["metadata"]["name"]
-    assert sources["secretRef"]["name"] == objects["Secret"]["metadata"]["name"]
-    assert sources["secretRef"]["optional"] is True
+    assert sources == {"configMapRef": {"name": objects["ConfigMap"]["metadata"]["name"]}}
     assert objects["PersistentVolumeClaim"]["metadata"]["name"] == "flowwarden-registry"
 
     settings = objects["ConfigMap"]["data"]
-    assert set(settings) - {"OMP_NUM_THREADS"} <= ENV_FROM_FLAGS
+    assert set(settings) - NOT_FLAGS <= ENV_FROM_FLAGS
     for flag, allowed in CHOICES.items():
         env = "FLOWWARDEN_" + flag[2:].upper().replace("-", "_")
         if env in settings:
             assert settings[env] in allowed, (env, settings[env])
     assert settings["FLOWWARDEN_METRICS_PORT"] == "9108"
+
+
+def test_kafka_credentials_are_files_the_settings_read(tmp_path, monkeypatch) -> None:
+    """The Secret is mounted where FLOWWARDEN_SECRETS_DIR points, and its keys are secret files the settings
+    machinery turns into librdkafka properties (never environment variables)."""
+    objects = k8s_objects()
+    pod = objects["StatefulSet"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "flowwarden-kafka-sasl")
+    assert volume["secret"]["optional"] is True, "PLAINTEXT clusters need no Secret"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    assert mount["readOnly"] is True
+    assert objects["ConfigMap"]["data"]["FLOWWARDEN_SECRETS_DIR"] == mount["mountPath"]
+    assert "secretRef" not in str(container.get("envFrom")), "credentials must not be environment variables"
     secret = objects["Secret"]["stringData"]
-    assert all(key.startswith("FLOWWARDEN_KAFKA__") for key in secret)
-    assert {"FLOWWARDEN_KAFKA__SASL_USERNAME", "FLOWWARDEN_KAFKA__SASL_PASSWORD"} <= set(secret)
+    assert objects["Secret"]["metadata"]["name"] == volume["secret"]["secretName"]
+    for key, value in secret.items():  # what the volume holds: one file per key
+        (tmp_path / key).write_text(value + "\n", encoding="utf-8")
+    monkeypatch.setenv("FLOWWARDEN_SECRETS_DIR", str(tmp_path))
+    settings = load_settings(RunSettings, {})
+    assert settings.kafka == {key.removeprefix("kafka."): value for key, value in secret.items()}
+    assert {"sasl.username", "sasl.password"} <= set(settings.kafka)
 
 
 def test_each_pod_serves_exactly_once_under_its_own_name(monkeypatch) -> None:
@@ -445,6 +479,163 @@ def test_service_and_pdb_select_the_detector_pods() -> None:
     assert objects["Service"]["spec"]["selector"].items() <= labels.items()
     assert objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert objects["Service"]["spec"]["ports"][0]["port"] == 9108
+
+
+# --- monitoring, autoscaling, network, training (Kubernetes) ------------------------------------------------
+
+JOB = "flowwarden-detector"  # the scrape job name the rules select on
+
+
+def k8s_file(path: str) -> list[dict[str, Any]]:
+    return load_yaml(DEPLOY / "k8s" / path)
+
+
+def test_no_object_invites_annotation_scraping() -> None:
+    """An annotation-based job (prometheus.io/scrape) would scrape each pod a second time, under its own job name."""
+    for path in sorted((DEPLOY / "k8s").rglob("*.yaml")):
+        for document in load_yaml(path):
+            for metadata in (document.get("metadata", {}), _pod_template(document).get("metadata", {})):
+                assert not any(key.startswith("prometheus.io/") for key in metadata.get("annotations") or {}), path
+
+
+def _pod_template(document: dict[str, Any]) -> dict[str, Any]:
+    return document.get("spec", {}).get("template", {}) if isinstance(document.get("spec"), dict) else {}
+
+
+def test_each_worker_is_scraped_once_under_the_job_the_rules_use() -> None:
+    objects = k8s_objects()
+    [monitor] = k8s_file("prometheus-operator/servicemonitor.yaml")
+    service = objects["Service"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert {"action": "replace", "targetLabel": "job", "replacement": JOB} in endpoint["relabelings"]
+    # every scrape configuration shipped names the job alike
+    compose_jobs = [j["job_name"] for j in load_yaml(DEPLOY / "prometheus" / "prometheus.yml")[0]["scrape_configs"]]
+    assert JOB in compose_jobs
+    [kubernetes_job] = load_yaml(DEPLOY / "prometheus" / "kubernetes-scrape.yml")[0]["scrape_configs"]
+    assert kubernetes_job["job_name"] == JOB
+    keep = next(rule for rule in kubernetes_job["relabel_configs"] if rule["action"] == "keep")
+    assert keep["regex"] == f"{service['metadata']['name']};{service['spec']['ports'][0]['name']}"
+    jobs = {match for rule in rules() for match in re.findall(r'up\{job="([^"]+)"\}', rule["expr"])}
+    assert jobs == {JOB}, "the rules select on the job the scrape configurations produce"
+
+
+def test_no_workers_means_no_target_of_the_job_is_up() -> None:
+    no_workers = next(rule for rule in rules() if rule["alert"] == "FlowwardenNoWorkers")
+    assert no_workers["expr"].strip() == f'absent(up{{job="{JOB}"}} == 1)'
+    [scaled] = k8s_file("keda/scaledobject.yaml")
+    assert scaled["spec"]["minReplicaCount"] >= 1, "scaling to zero would fire FlowwardenNoWorkers by design"
+
+
+def test_the_operators_rules_are_alerts_yml() -> None:
+    from tests.deploy.prometheus_rule import render
+
+    [rule] = k8s_file("prometheus-operator/prometheusrule.yaml")
+    assert rule["spec"] == load_yaml(DEPLOY / "prometheus" / "alerts.yml")[0]
+    assert (DEPLOY / "k8s" / "prometheus-operator" / "prometheusrule.yaml").read_text(encoding="utf-8") == render()
+
+
+def test_the_optional_kustomizations_name_files_that_exist() -> None:
+    for folder in ("keda", "prometheus-operator"):
+        [kustomization] = k8s_file(f"{folder}/kustomization.yaml")
+        assert kustomization["namespace"] == "flowwarden"
+        for name in kustomization["resources"]:
+            assert (DEPLOY / "k8s" / folder / name).is_file(), (folder, name)
+
+
+def test_keda_scales_the_workers_on_their_own_group_and_topic() -> None:
+    objects = k8s_objects()
+    [scaled] = k8s_file("keda/scaledobject.yaml")
+    target = scaled["spec"]["scaleTargetRef"]
+    workers = objects["StatefulSet"]
+    assert (target["kind"], target["name"]) == (workers["kind"], workers["metadata"]["name"])
+    [trigger] = scaled["spec"]["triggers"]
+    config = objects["ConfigMap"]["data"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == config["FLOWWARDEN_GROUP_ID"]
+    assert trigger["metadata"]["topic"] == config["FLOWWARDEN_INPUT_TOPIC"]
+    assert trigger["metadata"]["bootstrapServers"] == config["FLOWWARDEN_BOOTSTRAP_SERVERS"]
+    assert trigger["metadata"]["allowIdleConsumers"] == "false"
+    partitions = int(
+        re.search(r"--topic flows --partitions (\d+)", " ".join(compose()["services"]["kafka-init"]["command"]))[1]
+    )
+    assert scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= partitions
+    [auth] = k8s_file("keda/triggerauthentication.yaml")
+    secret = objects["Secret"]
+    for ref in auth["spec"]["secretTargetRef"]:
+        assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+
+
+def test_the_network_policy_lets_the_workers_be_scraped_and_reach_kafka_and_dns() -> None:
+    objects = k8s_objects()
+    policy = objects["NetworkPolicy"]["spec"]
+    pod = objects["StatefulSet"]["spec"]["template"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    ports = {port["name"] for port in pod["spec"]["containers"][0]["ports"]}
+    assert [port["port"] for rule in policy["ingress"] for port in rule["ports"]] == ["metrics"]
+    assert "metrics" in ports
+    egress = {(port["port"], port["protocol"]) for rule in policy["egress"] for port in rule["ports"]}
+    assert {(53, "UDP"), (53, "TCP")} <= egress
+    broker_port = int(objects["ConfigMap"]["data"]["FLOWWARDEN_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1])
+    assert (broker_port, "TCP") in egress
+
+
+def test_the_trainer_job_publishes_to_the_workers_registry() -> None:
+    from trainer.cli import build_parser
+
+    documents = {d["kind"] + "/" + d["metadata"]["name"]: d for d in k8s_file("trainer-job.yaml")}
+    job = documents["Job/flowwarden-trainer"]["spec"]
+    pod = job["template"]["spec"]
+    [container] = pod["containers"]
+    argv = [arg.replace("$(POD_NAME)", "flowwarden-trainer-x1") for arg in container["args"]]
+    build_parser().parse_args(argv)
+    values = option_values(argv)
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    registry = volumes[mounts[values["--registry"]]["name"]]["persistentVolumeClaim"]
+    assert registry["claimName"] == k8s_objects()["PersistentVolumeClaim"]["metadata"]["name"]
+    assert not mounts[values["--registry"]].get("readOnly"), "the trainer writes the registry"
+    assert mounts[values["--data"]]["readOnly"] is True
+    assert values["--out"].startswith("/runs/") and "/runs" in mounts
+    assert any(e["name"] == "POD_NAME" for e in container["env"]), "each run its own directory"
+    for claim in (volumes[mounts[p]["name"]]["persistentVolumeClaim"]["claimName"] for p in ("/data", "/runs")):
+        assert f"PersistentVolumeClaim/{claim}" in documents
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
+
+
+# --- compose: exposure, credentials, data ---------------------------------------------------------------
+
+
+def test_compose_publishes_every_port_on_loopback_by_default() -> None:
+    published = [(name, port) for name, svc in compose()["services"].items() for port in svc.get("ports", [])]
+    assert {name for name, _ in published} == {"kafka", "prometheus", "alertmanager", "grafana"}
+    for name, port in published:
+        assert str(port).startswith("${FLOWWARDEN_BIND:-127.0.0.1}:"), (name, port)
+
+
+def test_compose_has_no_default_admin_password() -> None:
+    grafana = compose()["services"]["grafana"]["environment"]
+    password = grafana["GF_SECURITY_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password), "required, with no default"
+    text = (DEPLOY / "compose.yaml").read_text(encoding="utf-8")
+    assert "admin/admin" not in text and ":-admin}" not in text
+
+
+def test_compose_reads_the_data_from_a_variable() -> None:
+    services = compose()["services"]
+    for name in ("trainer", "replay"):
+        [mount] = [v for v in services[name]["volumes"] if v.endswith(":/data:ro")]
+        assert mount.startswith("${FLOWWARDEN_DATA:-"), (name, mount)
+    assert option_values(services["trainer"]["command"])["--data"] == "/data"
+    assert services["replay"]["command"][1] == "/data"
+    assert "cicids2017" not in (DEPLOY / "compose.yaml").read_text(encoding="utf-8")
+    example = (DEPLOY / ".env.example").read_text(encoding="utf-8")
+    variables = set(re.findall(r"\$\{([A-Z_]+)[:}]", (DEPLOY / "compose.yaml").read_text(encoding="utf-8")))
+    assert variables <= set(re.findall(r"^([A-Z_]+)=", example, re.M)), "every variable is in .env.example"
 
 
 # --- Prometheus rules and Grafana dashboard --------------------------------------------------------

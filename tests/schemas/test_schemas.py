@@ -26,6 +26,7 @@ SCHEMAS = ROOT / "schemas"
 EXAMPLES = SCHEMAS / "examples"
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
+CASES = ("attack", "flagged-novel", "benign-verdict")  # each alert format has an example of each verdict
 # example file -> the schema it must satisfy
 EXAMPLE_SCHEMA = {
     "flow-record.cic.json": "flow-record.schema.json",
@@ -34,6 +35,8 @@ EXAMPLE_SCHEMA = {
     "alert.attack.json": "alert.schema.json",
     "alert.benign-verdict.json": "alert.schema.json",
     "alert.with-ground-truth.json": "alert.schema.json",
+    "alert.flagged-novel.json": "alert.schema.json",
+    **{f"alert-{fmt}.{case}.json": f"alert-{fmt}.schema.json" for fmt in ("ecs", "ocsf") for case in CASES},
     "dead-letter-headers.json": "dead-letter.schema.json",
     "bundle-manifest.json": "bundle-manifest.schema.json",
 }
@@ -55,6 +58,8 @@ def errors(schema_name: str, instance: Any) -> list[str]:
 
 def test_the_expected_schemas_exist() -> None:
     assert SCHEMA_FILES == [
+        "alert-ecs.schema.json",
+        "alert-ocsf.schema.json",
         "alert.schema.json",
         "bundle-manifest.schema.json",
         "dead-letter.schema.json",
@@ -150,7 +155,7 @@ def test_example_alerts_are_consistent() -> None:
     manifest_sha = hashlib.sha256(manifest.read_bytes()).hexdigest()
     classes = load(manifest)["classes"]
     benign = load(manifest)["benign_class"]
-    for path in sorted(EXAMPLES.glob("alert.*.json")):
+    for path in sorted(EXAMPLES.glob("alert.*.json")):  # the native ones (alert-ecs.* and alert-ocsf.* are built)
         alert = load(path)
         probabilities = [p["probability"] for p in alert["probabilities"]]
         assert probabilities == sorted(probabilities, reverse=True), path.name

@@ -25,12 +25,22 @@ from detector.cli import build_parser as detector_parser
 from detector.core.settings import Command, CommandSettings, SettingsError, show_default
 from trainer.cli import build_parser as trainer_parser
 
-COMMANDS = [("detector", name) for name in ("run", "replay", "ingest", "score", "broker", "demo")] + [
+COMMANDS = [("detector", name) for name in ("run", "check", "replay", "ingest", "score", "broker", "demo")] + [
     ("trainer", name) for name in ("fit", "evaluate", "baselines", "ablate", "publish")
 ]
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {"detector": detector_parser, "trainer": trainer_parser}
 #: Sample values for fields whose validators want a shape (a free port, a Kafka topic name).
-SHAPED = {"bootstrap_servers": "broker-a:9093,broker-b:9093", "metrics_host": "127.0.0.2", "replication_factor": 3}
+SHAPED = {
+    "bootstrap_servers": "broker-a:9093,broker-b:9093",
+    "metrics_host": "127.0.0.2",
+    "replication_factor": 3,
+    "meter_timezone": "Europe/Berlin",
+    "min_confidence": 0.8,
+    "class_thresholds": {"portscan": 0.9},
+    "allow_networks": ["10.0.5.0/24", "2001:db8::/32"],
+    "allow_ports": ["53", "8000-8080"],
+    "allow_labels": ["Portscan", "DoS Hulk"],
+}
 
 
 def plain(annotation: Any) -> Any:
@@ -106,7 +116,9 @@ def is_positional(field: FieldInfo) -> bool:
 
 def env_of(name: str, value: Any) -> dict[str, str]:
     if isinstance(value, dict):
-        return {f"FLOWWARDEN_{name.upper()}__{key.upper().replace('.', '_')}": item for key, item in value.items()}
+        return {
+            f"FLOWWARDEN_{name.upper()}__{key.upper().replace('.', '_')}": as_text(item) for key, item in value.items()
+        }
     if isinstance(value, list):
         return {f"FLOWWARDEN_{name.upper()}": " ".join(f"'{item}'" for item in value)}
     return {f"FLOWWARDEN_{name.upper()}": as_text(value)}

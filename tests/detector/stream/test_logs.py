@@ -61,3 +61,32 @@ def test_debug_level_lets_every_librdkafka_debug_line_through_and_info_level_non
     events = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert [e["message"] for e in events] == [f"BROKER: Added 127.0.0.1:{n}/bootstrap" for n in range(3)]
     assert {e["level"] for e in events} == {"debug"}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _log_line(stream: io.StringIO, log_format: str) -> str:
+    configure_logging("info", stream, log_format=log_format)
+    from detector.stream.logs import get_logger
+
+    get_logger("test").info("batch scored", records=512)
+    try:
+        return stream.getvalue().strip()
+    finally:
+        configure_logging("info", io.StringIO())
+
+
+def test_json_lines_for_machines_and_console_lines_for_people():
+    event = orjson.loads(_log_line(io.StringIO(), "json"))
+    assert event["event"] == "batch scored" and event["records"] == 512 and event["level"] == "info"
+    console = _log_line(io.StringIO(), "console")
+    assert "batch scored" in console and "records=512" in console and not console.startswith("{")
+    assert "\x1b[" not in console, "no colour codes where the stream is not a terminal"
+
+
+def test_auto_is_console_on_a_terminal_and_json_elsewhere():
+    assert orjson.loads(_log_line(io.StringIO(), "auto"))["event"] == "batch scored"
+    assert not _log_line(_Terminal(), "auto").startswith("{")
