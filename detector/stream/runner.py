@@ -57,6 +57,8 @@ def build_worker(settings: RunSettings) -> Worker:
         )
     except (BundleError, DeviceError) as exc:
         raise StartupError(str(exc)) from None
+    backend = processor.scorer.backend
+    get_logger("runner").info("serving backend", backend=backend.name, device=str(backend.device), note=backend.note)
     watcher = RegistryWatcher(settings.bundle, path.name) if is_registry(settings.bundle) else None
 
     metrics, health = WorkerMetrics(), Health()

@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 import torch
 
-from detector.core.backends import CPU_BACKENDS, CUDA_BACKENDS, choose
+from detector.core.backends import CPU_BACKENDS, CUDA_BACKENDS, choose, resolve
 from detector.core.bundle import load_bundle
 from detector.core.decode import DecodedFlow
 from detector.core.scorer import Scorer, pick_device
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.e2e_only:
         sizes = [args.batch]
     log(f"model only: {serving} and eager on {len(timed)} flows, batches {sizes}")
+    if note := resolve("auto", device)[1]:
+        log(note)
     scorers = {serving: Scorer(bundle, device.type, backend=serving), "eager": scorer}
     rates = model_only(scorers, timed, sizes, args.repeat)
     result["model_only"] = {
@@ -181,6 +183,7 @@ def _backends(bundle, flows, device, served: Scorer, rates, args) -> dict[str, A
         "label_agreement": chosen.get("label_agreement"),
         "novelty_flag_agreement": chosen.get("novelty_flag_agreement"),
         "reference": "eager fp32 on the CPU",
+        "note": served.backend.note,  # why auto did not get its first choice (empty: it did)
         "all": agreement,
     }
     for name in names:
