@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[tools,ingest,train,broker,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[tools,ingest,train,broker,dev,openvino]'
 	touch $(STAMP)
 
 # Apache Kafka for the tests: the jars pinned in tests/support/kafka-broker/pom.xml, from Maven Central, into

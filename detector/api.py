@@ -106,8 +106,9 @@ def load(path: str | Path, *, device: str = "auto", batch: int = 1024, backend: 
     """A :class:`Detector` for a bundle directory, a ``.tar.gz`` bundle or a registry (its ``LATEST``
     version). The bundle is verified (format version, every checksum) first; raises
     :class:`~detector.core.bundle.BundleError` for a bad one, :class:`~detector.core.scorer.DeviceError`
-    for ``device="cuda"`` without a GPU or a ``backend`` the device cannot run (``auto``: int8 on a CPU,
-    CUDA graphs on a GPU; ``eager``: the fp32 model exactly as the trainer evaluated it)."""
+    for ``device="cuda"`` without a GPU or a ``backend`` the device cannot run (``auto``: OpenVINO bfloat16 on
+    a CPU with bfloat16 where the openvino extra is installed, else int8; CUDA graphs on a GPU; ``eager``: the fp32
+    model exactly as the trainer evaluated it)."""
     return Detector(load_bundle(resolve_bundle_path(Path(path))), device=device, batch=batch, backend=backend)
 
 

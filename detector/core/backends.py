@@ -13,19 +13,27 @@ name               device  what it runs
 ``int8``           CPU     the BiGRU with int8 weights (per output channel) and activations quantized per
                            call, fbgemm's AVX-512/VNNI kernels on x86 (:class:`Int8Classifier`); the
                            convolutional encoder and the output layer stay fp32
+``openvino``       CPU     the whole model as an OpenVINO graph built from the weights, fp32
+                           (:mod:`detector.core.openvino_cpu`; the ``openvino`` extra)
+``openvino-bf16``  CPU     the same with the classifier in bfloat16 (products summed in fp32); the novelty
+                           model stays fp32
 ``cuda-graphs``    CUDA    fp32, one CUDA graph per batch-size bucket, pinned host buffers and
                            non-blocking copies; :meth:`Backend.start` returns before the GPU is done
 ``cuda-graphs-bf16``, ``cuda-graphs-fp16``  the same with the classifier in bfloat16 / float16
 =================  ======  ==========================================================================
 
-``auto`` picks ``int8`` on the CPU and ``cuda-graphs`` on a GPU (see README "Performance" for the
-measurements behind that choice). The novelty model always runs in fp32 on every backend, so its flags do not
-depend on the backend (on the CPU they are the eager model's exactly; a GPU adds up the same fp32 terms in
-another order), and it costs little beside the classifier.
+``auto`` picks ``cuda-graphs`` on a GPU. On a CPU it picks ``openvino-bf16`` where OpenVINO is installed and
+the CPU has native bfloat16 (AVX-512 BF16 or AMX), ``openvino`` where it has not, and without OpenVINO
+``int8`` on x86, else ``eager`` (README "Performance" has the measurements behind that order); the backend's
+:attr:`Backend.note` says why ``auto`` did not get its first choice. The novelty model always runs in fp32 on
+every backend, so its flags do not depend on the backend (on the torch CPU backends they are the eager model's
+exactly; OpenVINO and a GPU add up the same fp32 terms in another order), and it costs little beside the
+classifier.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,10 +45,10 @@ from torch import nn
 from detector.core.model import INFERENCE_BATCH, ResCAE, ResCAEBiGRU, as_image, in_batches
 from detector.core.novelty import reconstruction_error
 
-CPU_BACKENDS = ("eager", "int8")
+CPU_BACKENDS = ("eager", "int8", "openvino", "openvino-bf16")
 CUDA_BACKENDS = ("eager", "cuda-graphs", "cuda-graphs-bf16", "cuda-graphs-fp16")
 BACKENDS = ("auto", *dict.fromkeys((*CPU_BACKENDS, *CUDA_BACKENDS)))
-AUTO = {"cpu": "int8", "cuda": "cuda-graphs"}
+AUTO = {"cpu": "openvino-bf16", "cuda": "cuda-graphs"}  # the first choice; see choose() for the CPU's fallbacks
 # Batch sizes a CUDA graph is captured for; a batch runs in the smallest bucket that holds it (padded).
 CUDA_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -73,6 +81,7 @@ class Backend:
     """Runs one bundle's classifier (and novelty autoencoder) on one device."""
 
     name: str = ""
+    note: str = ""  # why ``auto`` did not get its first choice (empty when it did, or for a named backend)
     asynchronous = False  # start() returns before the device has finished (the caller may work meanwhile)
 
     def __init__(self, model: ResCAEBiGRU, autoencoder: ResCAE | None, device: torch.device) -> None:
@@ -200,17 +209,41 @@ def _per_channel_int8(weight: torch.Tensor) -> torch.Tensor:
 
 def choose(name: str, device: torch.device) -> str:
     """The backend ``name`` resolves to on ``device`` (``auto``: the fastest measured there)."""
+    return resolve(name, device)[0]
+
+
+def resolve(name: str, device: torch.device) -> tuple[str, str]:
+    """The backend ``name`` resolves to on ``device``, and for ``auto`` why it did not get its first choice
+    (empty when it did). Raises :class:`BackendError` for an unknown backend or one the device cannot run."""
     kind = device.type
     if name == "auto":
-        if kind == "cpu" and not _fbgemm():
-            return "eager"  # int8 is measured with x86's fbgemm kernels only (an ARM CPU gets the fp32 model)
-        return AUTO.get(kind, "eager")
+        if kind != "cpu":
+            return AUTO.get(kind, "eager"), ""
+        if not _openvino_installed():
+            # int8 is measured with x86's fbgemm kernels only (an ARM CPU gets the fp32 model)
+            fallback = "int8" if _fbgemm() else "eager"
+            return fallback, f"OpenVINO is not installed (the openvino extra): --backend auto serves {fallback}"
+        if not _bf16():
+            return "openvino", "this CPU has no native bfloat16 (AVX-512 BF16 or AMX): --backend auto serves openvino"
+        return AUTO["cpu"], ""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
     allowed = CUDA_BACKENDS if kind == "cuda" else CPU_BACKENDS
     if name not in allowed:
         raise BackendError(f"backend {name} does not run on {kind}: choose one of {', '.join(('auto', *allowed))}")
-    return name
+    if name.startswith("openvino") and not _openvino_installed():
+        raise BackendError(f"backend {name} needs OpenVINO, which is not installed (the openvino extra)")
+    return name, ""
+
+
+def _bf16() -> bool:
+    from detector.core.openvino_cpu import bf16_supported
+
+    return bf16_supported()
+
+
+def _openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
 
 
 def _fbgemm() -> bool:
@@ -222,12 +255,24 @@ def build_backend(
 ) -> Backend:
     """The backend ``name`` (or ``auto``) for a classifier and its optional autoencoder, both already on ``device``
     and in eval mode. ``buckets`` overrides the CUDA graphs' batch sizes."""
-    chosen = choose(name, device)
-    if chosen == "eager":
+    chosen, note = resolve(name, device)
+    backend = _build(chosen, model, autoencoder, device, buckets)
+    backend.note = note
+    return backend
+
+
+def _build(
+    name: str, model: ResCAEBiGRU, autoencoder: ResCAE | None, device: torch.device, buckets: Sequence[int]
+) -> Backend:
+    if name == "eager":
         return EagerBackend(model, autoencoder, device)
-    if chosen == "int8":
+    if name == "int8":
         return Int8Backend(model, autoencoder, device)
+    if name.startswith("openvino"):
+        from detector.core.openvino_cpu import OpenVinoBackend  # the optional extra
+
+        return OpenVinoBackend(model, autoencoder, device, "bf16" if name == "openvino-bf16" else "f32")
     from detector.core.cudagraphs import CudaGraphsBackend  # only a GPU machine needs it
 
     dtype = {"cuda-graphs": torch.float32, "cuda-graphs-bf16": torch.bfloat16, "cuda-graphs-fp16": torch.float16}
-    return CudaGraphsBackend(model, autoencoder, device, dtype[chosen], tuple(buckets) or CUDA_BUCKETS, chosen)
+    return CudaGraphsBackend(model, autoencoder, device, dtype[name], tuple(buckets) or CUDA_BUCKETS, name)

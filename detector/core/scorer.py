@@ -2,8 +2,8 @@
 
 This is the one model path. The trainer evaluates with :func:`predict_proba` (the fp32 model as trained),
 ``detector score`` and the Kafka worker use :class:`Scorer`, which runs the same weights through a serving
-backend (:mod:`detector.core.backends`: int8 on the CPU, CUDA graphs on a GPU, or ``eager``, which is exactly
-:func:`predict_proba`). ``make bench`` measures how often a backend's label differs from the fp32 model's.
+backend (:mod:`detector.core.backends`: OpenVINO or int8 on the CPU, CUDA graphs on a GPU, or ``eager``, which is
+exactly :func:`predict_proba`). ``make bench`` measures how often a backend's label differs from the fp32 model's.
 """
 
 from __future__ import annotations

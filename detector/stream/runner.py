@@ -54,6 +54,8 @@ def build_worker(settings: RunSettings) -> Worker:
         processor = build_processor(settings, bundle, on_suppressed=metrics.count_suppressed)
     except (BundleError, DeviceError, AllowlistError) as exc:
         raise StartupError(str(exc)) from None
+    backend = processor.scorer.backend
+    get_logger("runner").info("serving backend", backend=backend.name, device=str(backend.device), note=backend.note)
     watcher = RegistryWatcher(settings.bundle, path.name) if is_registry(settings.bundle) else None
 
     metrics.watch(health)

@@ -149,10 +149,13 @@ class RunSettings(KafkaSettings):
         50, ge=0, le=60_000, description="longest wait for a batch to fill after its first record, in ms"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs (auto: a GPU if any)")
-    backend: Literal["auto", "eager", "int8", "cuda-graphs", "cuda-graphs-bf16", "cuda-graphs-fp16"] = Field(
+    backend: Literal[
+        "auto", "eager", "int8", "openvino", "openvino-bf16", "cuda-graphs", "cuda-graphs-bf16", "cuda-graphs-fp16"
+    ] = Field(
         "auto",
-        description="how the model runs: auto (int8 on a CPU, cuda-graphs on a GPU), eager (the fp32 model exactly "
-        "as trained), int8, cuda-graphs, cuda-graphs-bf16, cuda-graphs-fp16",
+        description="how the model runs: auto (the fastest measured for the device; on a CPU OpenVINO bfloat16 "
+        "where the openvino extra is installed, else int8; CUDA graphs on a GPU), eager (the fp32 model exactly as "
+        "trained), or one of the others by name",
     )
     threads: int | None = Field(
         None, ge=1, le=256, description="CPU threads for the model (none: torch's choice, one per core)"

@@ -230,7 +230,7 @@ def run_command(settings: ScoreSettings) -> int:
         return ExitCode.USAGE
     console.print(
         f"scoring with {bundle.name} {bundle.version} ({len(bundle.classes)} classes) on {scorer.device} "
-        f"({scorer.backend.name} backend)",
+        f"({scorer.backend.name} backend{'; ' + scorer.backend.note if scorer.backend.note else ''})",
         markup=False,
         highlight=False,
         soft_wrap=True,

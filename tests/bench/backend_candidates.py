@@ -1,11 +1,13 @@
 """Serving-backend candidates measured side by side on one bundle (``make bench-candidates``; never ``make test``).
 
-Only ``eager`` and ``int8`` (and the CUDA backends) ship in :mod:`detector.core.backends`; this script keeps the
-measurement behind that choice reproducible: for each candidate, flows/s at one batch size (best of interleaved
+``eager``, ``int8``, ``openvino`` and ``openvino-bf16`` (and the CUDA backends) ship in
+:mod:`detector.core.backends`; this script keeps the measurement behind that choice reproducible: for each
+candidate's classifier (no preprocessing, no novelty model), flows/s at one batch size (best of interleaved
 runs, on a thread of its own like the worker), the share of labels identical to the fp32 model's on the given
 flows, the largest probability difference, and for int8 how often a flow's label changes with the batch it is
 scored in (dynamic quantization scales activations per batch). Candidates this torch or machine cannot run
-report their error.
+report their error. ONNX Runtime is measured when it is installed (it is no dependency of ours:
+``pip install onnxruntime`` into the venv to include it).
 
     python -m tests.bench.backend_candidates [--bundle B --csv FLOWS.csv.gz] [--batch 512] [--skip-compile]
 """
@@ -114,6 +116,9 @@ def candidates(model: ResCAEBiGRU, sample: torch.Tensor, compile: bool = True) -
             return model(x).float()
 
     found["eager bf16 autocast"] = bf16
+    for precision in ("f32", "bf16"):
+        found[f"OpenVINO {precision} (openvino backends)"] = _openvino(model, precision)
+    found["ONNX Runtime fp32 (torch.onnx TorchScript export)"] = _onnxruntime(model, sample)
     if not compile:
         return found
     for name, target in (
@@ -130,6 +135,43 @@ def candidates(model: ResCAEBiGRU, sample: torch.Tensor, compile: bool = True) -
         except Exception as exc:
             found[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
     return found
+
+
+def _openvino(model: ResCAEBiGRU, precision: str) -> object:
+    try:
+        from detector.core.openvino_cpu import OpenVinoBackend
+
+        backend = OpenVinoBackend(model, None, torch.device("cpu"), precision)
+    except Exception as exc:  # not installed, or this CPU cannot
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return lambda x: torch.from_numpy(backend._classifier(x.numpy()))
+
+
+def _onnxruntime(model: ResCAEBiGRU, sample: torch.Tensor) -> object:
+    """The model exported with a dynamic batch axis, in eval mode (dropout off, BatchNorm's running statistics):
+    its logits match the fp32 model's to 1e-5 (an export with a fixed batch, or in training mode, does not)."""
+    try:
+        import io
+
+        import onnxruntime
+
+        exported = io.BytesIO()
+        torch.onnx.export(
+            model.eval(),
+            (sample,),
+            exported,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+            opset_version=17,
+        )
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+        session = onnxruntime.InferenceSession(exported.getvalue(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # not installed, or the exporter is gone from this torch
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
 
 
 def main() -> int:

@@ -8,7 +8,8 @@ real shapes from generated rows) and its held-out test split:
   and CPU ms per 1,000 flows per batch size, for the serving backend (``auto``) and for the fp32 ``eager`` model;
 * ``decode``: ``FlowDecoder.decode_bytes`` against ``orjson.loads`` alone on the same records
   (``ratio_vs_parse``: decode flows/s ÷ parse flows/s);
-* ``backend``: the serving backend against the fp32 model at ``--batch`` (``speedup``), and each backend's
+* ``backend``: the serving backend against the fp32 model at ``--batch`` (``speedup``: flows/s; ``cpu_speedup``:
+  CPU seconds per flow, eager's over the backend's), and each backend's
   share of identical labels and novelty flags on the whole test split, against the fp32 model on the CPU
   (the trainer's reference);
 * ``e2e``: the worker as a subprocess against an embedded broker, per guarantee (:mod:`detector.tools.e2e`),
@@ -34,7 +35,7 @@ from typing import Any
 import orjson
 import torch
 
-from detector.core.backends import CPU_BACKENDS, CUDA_BACKENDS, choose
+from detector.core.backends import CPU_BACKENDS, CUDA_BACKENDS, choose, resolve
 from detector.core.bundle import load_bundle
 from detector.core.decode import DecodedFlow
 from detector.core.scorer import Scorer, pick_device
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.e2e_only:
         sizes = [args.batch]
     log(f"model only: {serving} and eager on {len(timed)} flows, batches {sizes}")
+    if note := resolve("auto", device)[1]:
+        log(note)
     scorers = {serving: Scorer(bundle, device.type, backend=serving), "eager": scorer}
     rates = model_only(scorers, timed, sizes, args.repeat)
     result["model_only"] = {
@@ -173,14 +176,18 @@ def _backends(bundle, flows, device, served: Scorer, rates, args) -> dict[str, A
     agreement = compare_backends(bundle, flows, names, device.type, reference)
     batch = args.batch if args.batch in rates[serving] else max(rates[serving])
     speedup = rates[serving][batch].per_second / rates["eager"][batch].per_second
+    # CPU seconds per flow, eager's over the backend's: what a busy machine's neighbours disturb least
+    cpu_ratio = rates["eager"][batch].cpu_ms_per_1000 / rates[serving][batch].cpu_ms_per_1000
     chosen = agreement.get(serving, {})
     summary: dict[str, Any] = {
         "name": serving,
         "batch": batch,
         "speedup": round(speedup, 2),
+        "cpu_speedup": round(cpu_ratio, 2),
         "label_agreement": chosen.get("label_agreement"),
         "novelty_flag_agreement": chosen.get("novelty_flag_agreement"),
         "reference": "eager fp32 on the CPU",
+        "note": served.backend.note,  # why auto did not get its first choice (empty: it did)
         "all": agreement,
     }
     for name in names:

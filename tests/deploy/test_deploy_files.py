@@ -199,6 +199,8 @@ def test_detector_image_has_cpu_torch_and_no_training_extra() -> None:
         copied = [line.split()[1:-1] for line in stages[name] if line.startswith("COPY ") and "--from" not in line]
         assert not any(src.startswith(("trainer", "detector/tools")) for srcs in copied for src in srcs), name
     assert any('"torch==${TORCH_VERSION}"' in line and "--index-url" in line for line in stages["build"])
+    # --backend auto's CPU choice (openvino-bf16) needs the openvino extra in the worker image
+    assert any(re.search(r"\.\[[^]]*\bopenvino\b", line) for line in stages["build"])
     assert any(re.search(r"\.\[[^]]*\btrain\b", line) for line in stages["trainer-build"])
 
 
