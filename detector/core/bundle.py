@@ -239,7 +239,7 @@ def _load_novelty(root: Path, manifest: dict[str, Any], config: ModelConfig, whe
         calibration = NoveltyCalibration.from_json(_read_json(root / NOVELTY_CONFIG))
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"bundle {where}: {NOVELTY_CONFIG} is not a novelty calibration: {exc}") from exc
-    autoencoder = ResCAE(config.n_features, config.filters)
+    autoencoder = ResCAE(config.n_features, config.filters, config.activation)
     try:
         autoencoder.load_state_dict(load_file(str(root / NOVELTY_WEIGHTS), device="cpu"), strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
