@@ -17,12 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 from detector.core.calibration import TemperatureScaling
+from detector.core.model import ResCAEBiGRU, in_batches
 
 _LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
+
+
+def predict_logits(model: ResCAEBiGRU, matrix: np.ndarray, device: torch.device) -> np.ndarray:
+    """The model's logits ``[N, classes]`` (float32) for a preprocessed matrix; the model must be in eval mode."""
+    outputs = in_batches(lambda x: model(x).float(), matrix, device)
+    return np.concatenate(outputs) if outputs else np.zeros((0, model.config.n_classes), dtype=np.float32)
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

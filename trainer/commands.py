@@ -15,6 +15,7 @@ from detector.core.registry import check_registry_target, publish, resolve_bundl
 from detector.core.scorer import pick_device, predict_proba
 from trainer.ablate import PAPER_TABLE6, ablation_rows
 from trainer.baselines import run_baselines
+from trainer.calibrate import calibration_summary
 from trainer.config import TrainConfig, load_config
 from trainer.evaluate import classification_metrics, rate_text
 from trainer.export import write_test_predictions, write_test_split
@@ -62,6 +63,11 @@ def fit(
     if result.novelty is not None and result.test_novelty is not None:
         truth = prepared.names(prepared.test_y)
         report["novelty"] = novelty_summary(truth, result.test_novelty, result.novelty.calibration)
+    if result.calibration is not None and result.test_logits is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        report["calibration"] = calibration_summary(
+            result.calibration, result.test_logits, prepared.test_y, config.calibration.bins, out / "reliability.png"
+        )
     with reporter.stage("bundle, test split"):
         bundle_dir = save_bundle(
             result,
@@ -114,7 +120,7 @@ def evaluate(
         {name: table.categorical[name].astype(str).tolist() for name in pre.categories},
     )
     target = pick_device(device)
-    probabilities = predict_proba(bundle.model.to(target), matrix, target)
+    probabilities = bundle.calibration.apply(predict_proba(bundle.model.to(target), matrix, target))
     predicted = np.asarray(bundle.classes, dtype=object)[probabilities.argmax(1)]
     metrics = classification_metrics(table.labels.tolist(), predicted.tolist(), bundle.classes, bundle.benign_class)
     report = {

@@ -42,7 +42,8 @@ class TrainingOptions(DataOptions):
 
     profile: Literal[PROFILES] = Field(  # type: ignore[valid-type]
         "paper",
-        description="shipped settings: paper (the paper's, 50 epochs), tuned (validated changes), quick (few epochs)",
+        description="shipped settings: paper (the paper's, 50 epochs), paper-literal (every setting the paper "
+        "states), tuned (validated changes), quick (few epochs)",
     )
     config: Path | None = Field(
         None,
