@@ -14,7 +14,8 @@ model score it in batches. So a notebook's verdicts equal the stream's, row for 
 dialect the detector knows (CICFlowMeter, the Python ``cicflowmeter``, UNSW-NB15) and hold text (a CSV read
 with ``dtype=str``) or numbers.
 
-The result has one row per input row: ``label``, ``is_attack``, ``confidence``, ``probabilities`` (the top
+The result has one row per input row: ``label``, ``is_attack``, ``confidence`` (calibrated by the bundle's
+temperature, see :mod:`detector.core.calibration`), ``probabilities`` (the top
 classes, most probable first, as ``{label: probability}``), ``novelty`` and ``is_novel`` (None when the
 bundle has no novelty model), ``ground_truth`` (the row's own label, if it has one) and ``error`` (None, or
 ``"code: reason"`` for a row that cannot be scored, whose other columns are then None). pandas is needed

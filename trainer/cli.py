@@ -47,7 +47,14 @@ def cmd_baselines(settings: BaselinesSettings, reporter: Reporter) -> None:
 
 def cmd_ablate(settings: AblateSettings, reporter: Reporter) -> None:
     config = commands.load_training_config(settings.profile, settings.config, settings.overrides())
-    commands.ablate(settings.data, settings.out, config, label_map=settings.label_map, reporter=reporter)
+    commands.ablate(
+        settings.data,
+        settings.out,
+        config,
+        label_map=settings.label_map,
+        protocol=settings.protocol,
+        reporter=reporter,
+    )
 
 
 def cmd_evaluate(settings: EvaluateSettings, reporter: Reporter) -> None:
@@ -74,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("fit", FitSettings, cmd_fit, "train ResCAE-BiGRU, evaluate on a held-out split, write a bundle"),
         ("evaluate", EvaluateSettings, cmd_evaluate, "score a bundle (or registry) on labeled data"),
         ("baselines", BaselinesSettings, cmd_baselines, "Decision Tree and Random Forest on the same split"),
-        ("ablate", AblateSettings, cmd_ablate, "the paper's Table 6: base, +SAM, +iForest, +SMOTE, full"),
+        (
+            "ablate",
+            AblateSettings,
+            cmd_ablate,
+            "the paper's Table 6 (base, +SAM, +iForest, +SMOTE, full), stacked or single",
+        ),
         ("publish", PublishSettings, cmd_publish, "add a bundle to a registry and move LATEST to it"),
     ):
         Command(sub, name, model, help=summary, files=False, handler=handler)

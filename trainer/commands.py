@@ -13,8 +13,9 @@ from detector.core.bundle import load_bundle
 from detector.core.features import family_of, missing_features_advice
 from detector.core.registry import check_registry_target, publish, resolve_bundle_path
 from detector.core.scorer import pick_device, predict_proba
-from trainer.ablate import PAPER_TABLE6, ablation_rows
+from trainer.ablate import PAPER_TABLE6, Protocol, ablation_rows
 from trainer.baselines import run_baselines
+from trainer.calibrate import calibration_summary
 from trainer.config import TrainConfig, load_config
 from trainer.evaluate import classification_metrics, rate_text
 from trainer.export import write_test_predictions, write_test_split
@@ -62,6 +63,11 @@ def fit(
     if result.novelty is not None and result.test_novelty is not None:
         truth = prepared.names(prepared.test_y)
         report["novelty"] = novelty_summary(truth, result.test_novelty, result.novelty.calibration)
+    if result.calibration is not None and result.test_logits is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        report["calibration"] = calibration_summary(
+            result.calibration, result.test_logits, prepared.test_y, config.calibration.bins, out / "reliability.png"
+        )
     with reporter.stage("bundle, test split"):
         bundle_dir = save_bundle(
             result,
@@ -114,7 +120,7 @@ def evaluate(
         {name: table.categorical[name].astype(str).tolist() for name in pre.categories},
     )
     target = pick_device(device)
-    probabilities = predict_proba(bundle.model.to(target), matrix, target)
+    probabilities = bundle.calibration.apply(predict_proba(bundle.model.to(target), matrix, target))
     predicted = np.asarray(bundle.classes, dtype=object)[probabilities.argmax(1)]
     metrics = classification_metrics(table.labels.tolist(), predicted.tolist(), bundle.classes, bundle.benign_class)
     report = {
@@ -191,14 +197,16 @@ def ablate(
     config: TrainConfig,
     *,
     label_map: str | None = None,
+    protocol: Protocol = "stacked",
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
-    """The paper's Table 6 rows, each a full run on the same split."""
+    """The paper's Table 6 rows under one reading of it (``stacked`` or ``single``, see
+    :mod:`trainer.ablate`), each a full run on the same split."""
     reporter = reporter or Reporter()
     out = check_run_dir(out)
     table = _load(data, label_map, reporter, _unused_by(config))
     rows: dict[str, Any] = {}
-    for name, row_config in ablation_rows(config):
+    for name, row_config in ablation_rows(config, protocol):
         reporter.note(f"[bold]ablation row {name}[/bold]")
         started = time.perf_counter()
         prepared = prepare(table, row_config, reporter)
@@ -208,10 +216,10 @@ def ablate(
         write_report(out / _slug(name), report, f"ablation {name}")
         plot_curves(result.history, out / _slug(name) / "curves.png")
         rows[name] = {key: report[key] for key in (*HEADLINE, "binary", "per_class", "seconds")}
-        rows[name]["paper_accuracy_f1_percent"] = PAPER_TABLE6[name]
+        rows[name].update(protocol=protocol, paper_accuracy_f1_percent=PAPER_TABLE6[name])
     write_report_json(out, rows)
-    (out / "report.md").write_text(_ablation_markdown(rows), encoding="utf-8")
-    reporter.note(_ablation_markdown(rows))
+    (out / "report.md").write_text(_ablation_markdown(rows, protocol), encoding="utf-8")
+    reporter.note(_ablation_markdown(rows, protocol))
     return rows
 
 
@@ -326,18 +334,24 @@ def _comparison_markdown(summary: dict[str, Any], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ablation_markdown(rows: dict[str, Any]) -> str:
+def _ablation_markdown(rows: dict[str, Any], protocol: Protocol) -> str:
+    reading = (
+        "each row adds its component to the row above"
+        if protocol == "stacked"
+        else "each row adds its component to the base alone"
+    )
     lines = [
-        "# Ablation (paper Table 6)",
+        f"# Ablation (paper Table 6), {protocol} protocol: {reading}",
         "",
         "| row | accuracy | weighted F1 | macro F1 | false alarms | paper accuracy | paper F1 |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
-        paper_accuracy, paper_f1 = row["paper_accuracy_f1_percent"]
+        paper = row["paper_accuracy_f1_percent"]
+        paper_cells = "— | —" if paper is None else f"{paper[0] / 100:.4f} | {paper[1] / 100:.4f}"
         lines.append(
             f"| {name} | {row['accuracy']:.4f} | {row['f1_weighted']:.4f} | {row['f1_macro']:.4f} "
-            f"| {rate_text(row['binary']['false_alarm_rate'])} | {paper_accuracy / 100:.4f} | {paper_f1 / 100:.4f} |"
+            f"| {rate_text(row['binary']['false_alarm_rate'])} | {paper_cells} |"
         )
     return "\n".join(lines) + "\n"
 

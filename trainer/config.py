@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from detector.core.tomlfile import TomlFileError, read_toml_file
 
-PROFILES = ("paper", "tuned", "quick")
+PROFILES = ("paper", "paper-literal", "tuned", "quick")
 
 
 class _Section(BaseModel):
@@ -41,7 +41,8 @@ class FeatureConfig(_Section):
 class PreprocessConfig(_Section):
     log_scale: bool = False
     # Most frequent values kept per categorical feature (UNSW-NB15 proto/service/state); rarer -> all-zero.
-    max_categories: int | None = Field(32, ge=1)
+    # None keeps every value seen in the training split, as the paper's one-hot encoding does.
+    max_categories: int | None = Field(None, ge=1)
 
 
 class OutlierConfig(_Section):
@@ -70,6 +71,9 @@ class ModelSection(_Section):
     gru_hidden: int = Field(64, ge=1)
     gru_layers: int = Field(2, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
+    # Where the residual blocks apply ReLU: "resnet" (after the first convolution and after the sum) or
+    # "every_conv" (the paper's Table 1: after every convolution, the shortcut's included). See core/model.py.
+    activation: Literal["resnet", "every_conv"] = "resnet"
 
     @field_validator("filters", mode="before")
     @classmethod
@@ -83,6 +87,11 @@ class PretrainConfig(_Section):
     epochs: int = Field(10, ge=0)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(1e-3, gt=0)
+    # "adam", or "sam_sgd": SAM over SGD with momentum, the only optimizer the paper names (it gives no
+    # separate settings for pre-training, so the paper-literal profile uses the fine-tuning ones).
+    optimizer: Literal["adam", "sam_sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1)  # sam_sgd only
+    rho: float = Field(0.05, gt=0)  # sam_sgd only
 
 
 class NoveltyConfig(_Section):
@@ -96,10 +105,17 @@ class NoveltyConfig(_Section):
     min_epochs: int = Field(10, ge=1)
 
 
+AlphaRule = Literal["inverse_frequency", "effective_number"]
+
+
 class FocalConfig(_Section):
     gamma: float = Field(2.0, ge=0)
-    # One weight for all classes, or one per class in the order of the sorted class names.
-    alpha: Annotated[float, Field(ge=0)] | list[Annotated[float, Field(ge=0)]] | None = None
+    # One weight for all classes, one per class in the order of the sorted class names, or a rule that
+    # derives them from the class counts of the rows the loss sees (after resampling), normalised to mean 1
+    # (trainer/losses.py, focal_alpha): "inverse_frequency" (alpha_c ~ 1 / n_c) or "effective_number"
+    # (Cui et al. 2019, alpha_c ~ (1 - beta) / (1 - beta^n_c)).
+    alpha: Annotated[float, Field(ge=0)] | list[Annotated[float, Field(ge=0)]] | AlphaRule | None = None
+    beta: float = Field(0.999, gt=0, lt=1)  # effective_number only
 
 
 class SamConfig(_Section):
@@ -118,14 +134,27 @@ class FinetuneConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     loss: Literal["focal", "cross_entropy"] = "focal"
     focal: FocalConfig = FocalConfig()
+    # Share of each target spread evenly over all classes (Szegedy et al. 2016); 0 is off.
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     sam: SamConfig = SamConfig()
-    # Keep the weights of the epoch with the lowest validation loss (never looks at the test split).
+    # Keep the weights of the epoch with the lowest validation loss (never looks at the test split);
+    # false keeps the last epoch's, as the paper does.
     select_best: bool = True
+
+
+class CalibrationConfig(_Section):
+    """Temperature scaling of the classifier's confidence, fitted on the validation rows (trainer/calibrate.py)."""
+
+    enabled: bool = True
+    bins: int = Field(15, ge=2)  # equal-width confidence bins of the expected calibration error
 
 
 class TrainConfig(_Section):
     profile: str = "custom"
     seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's and scikit-learn's seed range
+    # The network's own seed (initial weights, batch order, dropout); None: ``seed``. Another value trains
+    # another network on the very same split and rows: what a seed ensemble or a noise estimate needs.
+    model_seed: int | None = Field(None, ge=0, le=2**32 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
     split: SplitConfig = SplitConfig()
@@ -137,6 +166,7 @@ class TrainConfig(_Section):
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     novelty: NoveltyConfig = NoveltyConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
 
     def with_changes(self, changes: dict[str, Any]) -> TrainConfig:
         """A copy with nested ``changes`` applied (``{"finetune": {"sam": {"enabled": False}}}``).

@@ -2,7 +2,8 @@
 
 load → split (before anything is fitted) → Isolation-Forest cleaning of benign training rows →
 min-max scaling fitted on the training split → SMOTE-Tomek on the training split → autoencoder
-pre-training → ResCAE-BiGRU fine-tuning → evaluation on the untouched test split → bundle.
+pre-training → ResCAE-BiGRU fine-tuning → temperature scaling of the confidence on the validation rows →
+evaluation on the untouched test split → bundle.
 
 :func:`prepare` stops before the model, so ``trainer baselines`` and ``trainer ablate`` reuse the very
 same split, cleaning, scaling and resampling as ``trainer fit``.
@@ -19,12 +20,14 @@ import numpy as np
 import torch
 
 from detector.core.bundle import write_bundle
+from detector.core.calibration import TemperatureScaling
 from detector.core.labels import BENIGN
 from detector.core.model import ResCAEBiGRU
 from detector.core.novelty import Novelty
 from detector.core.preprocess import Preprocessor
 from detector.core.scorer import pick_device, predict_proba
-from trainer.config import ConfigError, TrainConfig
+from trainer.calibrate import fit_temperature, predict_logits
+from trainer.config import ConfigError, FinetuneConfig, TrainConfig
 from trainer.load import DataError, FlowTable
 from trainer.novelty import calibrate
 from trainer.outliers import remove_benign_outliers
@@ -32,7 +35,15 @@ from trainer.progress import Reporter
 from trainer.resample import smote_tomek
 from trainer.select import select_features
 from trainer.split import Split, stratified_split, temporal_split
-from trainer.train import History, Pretrained, build_model, finetune, pretrain_autoencoder, seed_everything
+from trainer.train import (
+    History,
+    Pretrained,
+    build_model,
+    finetune,
+    pretrain_autoencoder,
+    resolve_alpha,
+    seed_everything,
+)
 
 
 @dataclass
@@ -63,11 +74,13 @@ class FitResult:
     model: ResCAEBiGRU
     history: History
     test_predictions: np.ndarray  # class indices on the test split
-    test_probabilities: np.ndarray
+    test_probabilities: np.ndarray  # calibrated when ``calibration`` is set (the argmax is the same)
     device: str
     seconds: float
     novelty: Novelty | None = None
     test_novelty: np.ndarray | None = None  # novelty scores of the test split
+    calibration: TemperatureScaling | None = None
+    test_logits: np.ndarray | None = None
 
 
 def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> PreparedData:
@@ -228,14 +241,15 @@ def _resample(
 def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter) -> FitResult:
     """Pre-train (optional) and fine-tune on prepared data; predict the test split."""
     started = time.perf_counter()
-    seed_everything(config.seed)
+    seed = config.seed if config.model_seed is None else config.model_seed
+    seed_everything(seed)
     if config.threads:
         torch.set_num_threads(config.threads)
     device = pick_device(config.device)
     model = build_model(prepared.train_x.shape[1], len(prepared.classes), config.model)
     history = History()
     with reporter.stage("pre-train"):
-        pretrained = _pretrain(prepared, config, device, reporter)
+        pretrained = _pretrain(prepared, config, device, seed, reporter)
     if pretrained is not None:
         history.pretrain_loss = pretrained.losses
         if pretrained.encoder_state is not None:
@@ -246,14 +260,17 @@ def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter)
             model,
             (prepared.train_x, prepared.train_y),
             validation,
-            config.finetune,
+            _finetune_config(prepared, config),
             device,
-            config.seed,
+            seed,
             reporter,
             history,
         )
     with reporter.stage("test predictions"):
         probabilities = predict_proba(model, prepared.test_x, device)
+    with reporter.stage("calibration"):
+        calibration = _temperature(model, prepared, config, device, reporter)
+        test_logits = predict_logits(model, prepared.test_x, device) if calibration is not None else None
     model.cpu().eval()
     with reporter.stage("novelty"):
         novelty = _calibrated(pretrained, prepared, config, device, reporter)
@@ -262,17 +279,50 @@ def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter)
         prepared=prepared,
         model=model,
         history=history,
-        test_predictions=probabilities.argmax(1),
-        test_probabilities=probabilities,
+        test_predictions=probabilities.argmax(1),  # the raw softmax's: calibration cannot change a label
+        test_probabilities=calibration.apply(probabilities) if calibration is not None else probabilities,
         device=str(device),
         seconds=time.perf_counter() - started,
         novelty=novelty,
         test_novelty=test_novelty,
+        calibration=calibration,
+        test_logits=test_logits,
     )
 
 
+def _finetune_config(prepared: PreparedData, config: TrainConfig) -> FinetuneConfig:
+    """The fine-tuning settings with a rule-named focal alpha turned into weights for the training rows
+    (recorded in ``steps["focal_alpha"]``)."""
+    resolved = resolve_alpha(config.finetune, prepared.train_y, len(prepared.classes))
+    if resolved is not config.finetune:
+        weights = resolved.focal.alpha if isinstance(resolved.focal.alpha, list) else []
+        prepared.steps["focal_alpha"] = {
+            "rule": config.finetune.focal.alpha,
+            "weights": {name: round(w, 6) for name, w in zip(prepared.classes, weights, strict=True)},
+        }
+    return resolved
+
+
+def _temperature(
+    model: ResCAEBiGRU, prepared: PreparedData, config: TrainConfig, device: torch.device, reporter: Reporter
+) -> TemperatureScaling | None:
+    """The confidence's temperature, fitted on the validation rows (none without them or when disabled)."""
+    if not config.calibration.enabled:
+        return None
+    if not len(prepared.val_y):
+        reporter.note("calibration: no validation rows to fit a temperature on; confidences are the raw softmax")
+        return None
+    logits = predict_logits(model, prepared.val_x, device)
+    scaling = fit_temperature(logits, prepared.val_y, config.calibration.bins)
+    reporter.note(
+        f"calibration: temperature {scaling.temperature:g} on {scaling.fitted_rows} validation rows "
+        f"(their expected calibration error {scaling.ece_before:.4f} → {scaling.ece_after:.4f})"
+    )
+    return scaling
+
+
 def _pretrain(
-    prepared: PreparedData, config: TrainConfig, device: torch.device, reporter: Reporter
+    prepared: PreparedData, config: TrainConfig, device: torch.device, seed: int, reporter: Reporter
 ) -> Pretrained | None:
     """Stage 1, trained as long as the classifier's pre-training or the novelty model needs (or not at all)."""
     pretrain = config.pretrain.epochs if config.pretrain.enabled else 0
@@ -285,7 +335,7 @@ def _pretrain(
         config.model,
         config.pretrain,
         device,
-        config.seed,
+        seed,
         reporter,
         epochs=epochs,
         snapshot_epoch=pretrain or None,
@@ -319,6 +369,7 @@ def save_bundle(result: FitResult, directory: Path, training_data: dict[str, Any
         training_data=training_data,
         metrics=metrics,
         novelty=result.novelty,
+        calibration=result.calibration,
     )
 
 

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from trainer.calibrate import Reliability
 from trainer.train import History
 
 
@@ -61,6 +62,33 @@ def plot_curves(history: History, path: Path) -> Path:
         axes[2].plot(range(1, len(history.pretrain_loss) + 1), history.pretrain_loss, color="tab:green")
         axes[2].set(title="autoencoder pre-training (MSE)", xlabel="epoch")
         axes[2].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(curves: dict[str, Reliability], path: Path, title: str) -> Path:
+    """Reliability diagram: per confidence bin, accuracy against mean confidence (the diagonal is perfect
+    calibration), one line per set of probabilities (e.g. before and after temperature scaling), and below
+    how many rows fall in each bin."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    width = 1.0 / max(1, len(curves))
+    for i, (name, curve) in enumerate(curves.items()):
+        filled = curve.counts > 0
+        top.plot(curve.confidence[filled], curve.accuracy[filled], marker="o", label=f"{name} (ECE {curve.ece:.4f})")
+        centres = (curve.edges[:-1] + curve.edges[1:]) / 2
+        bin_width = np.diff(curve.edges)
+        bottom.bar(
+            centres + (i - (len(curves) - 1) / 2) * bin_width * width, curve.counts, bin_width * width, label=name
+        )
+    top.set(title=title, ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02))
+    top.legend(loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.set(xlabel="confidence (top probability)", ylabel="rows")
+    bottom.set_yscale("log")
+    bottom.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

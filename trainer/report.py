@@ -51,6 +51,7 @@ def write_report(
         f"- rows dropped while loading: {report['rows_dropped']['total']}"
         + "".join(f"\n  - {reason}: {n}" for reason, n in report["rows_dropped"]["reasons"].items()),
         *([novelty_line(report["novelty"])] if "novelty" in report else []),
+        *([calibration_line(report["calibration"])] if "calibration" in report else []),
         "",
     ]
     body = markdown_table(report, rows)
@@ -86,6 +87,15 @@ def novelty_line(novelty: dict[str, Any]) -> str:
     )
 
 
+def calibration_line(calibration: dict[str, Any]) -> str:
+    """The confidence's temperature and what it did to the expected calibration error, as a Markdown item."""
+    return (
+        f"- confidence calibration: temperature {calibration['temperature']:g} (fitted on "
+        f"{calibration['fitted_rows']} validation rows); expected calibration error on the test split "
+        f"{calibration['ece_before']:.4f} before, {calibration['ece_after']:.4f} after ({calibration['diagram']})"
+    )
+
+
 def print_summary(report: dict[str, Any], out: Path, title: str, console: Console | None = None) -> None:
     """One screen: per-class table, the headline numbers, and where the files are."""
     console = console or Console(stderr=True)
@@ -107,6 +117,8 @@ def print_summary(report: dict[str, Any], out: Path, title: str, console: Consol
     )
     if "novelty" in report:
         console.print(novelty_line(report["novelty"]).removeprefix("- "))
+    if "calibration" in report:
+        console.print(calibration_line(report["calibration"]).removeprefix("- "))
     console.print(f"{report['n_train']} training rows, {report['n_test']} test rows, {report['seconds']:.0f}s")
     if report.get("stage_seconds"):
         console.print("time by stage: " + stage_text(report["stage_seconds"]), highlight=False)

@@ -16,6 +16,7 @@ from pydantic import Field
 from pydantic_settings import CliVariadicArg
 
 from detector.core.settings import CommandSettings
+from trainer.ablate import PROTOCOLS
 from trainer.config import PROFILES
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -42,7 +43,8 @@ class TrainingOptions(DataOptions):
 
     profile: Literal[PROFILES] = Field(  # type: ignore[valid-type]
         "paper",
-        description="shipped settings: paper (the paper's, 50 epochs), tuned (validated changes), quick (few epochs)",
+        description="shipped settings: paper (the paper's, 50 epochs), paper-literal (every setting the paper "
+        "states), tuned (validated changes), quick (few epochs)",
     )
     config: Path | None = Field(
         None,
@@ -96,6 +98,12 @@ class BaselinesSettings(TrainingOptions):
 
 class AblateSettings(ModelTrainingOptions):
     """``trainer ablate``: the paper's Table 6 rows: base, +SAM, +iForest, +SMOTE, full."""
+
+    protocol: Literal[PROTOCOLS] = Field(  # type: ignore[valid-type]
+        "stacked",
+        description="how to read the paper's Table 6: stacked (each row adds to the row above) or single "
+        "(each component added to the base alone); the paper does not say",
+    )
 
 
 class EvaluateSettings(DataOptions):

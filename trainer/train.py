@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from detector.core.model import ModelConfig, ResCAE, ResCAEBiGRU
 from detector.core.scorer import predict_proba
 from trainer.config import ConfigError, FinetuneConfig, ModelSection, PretrainConfig
-from trainer.losses import FocalLoss
+from trainer.losses import FocalLoss, focal_alpha
 from trainer.progress import Reporter
 from trainer.sam import SAM
 
@@ -85,6 +85,7 @@ def build_model(n_features: int, n_classes: int, section: ModelSection) -> ResCA
         gru_hidden=section.gru_hidden,
         gru_layers=section.gru_layers,
         dropout=section.dropout,
+        activation=section.activation,
     )
     return ResCAEBiGRU(config)
 
@@ -110,9 +111,12 @@ def pretrain_autoencoder(
     snapshot_epoch: int | None,
 ) -> Pretrained:
     """Train the autoencoder on unlabeled rows for ``epochs``; the encoder's weights after ``snapshot_epoch``
-    epochs (None: not needed) are what the classifier starts from, whatever the autoencoder does later."""
-    autoencoder = ResCAE(x.shape[1], tuple(section.filters)).to(device)
-    optimizer = torch.optim.Adam(autoencoder.parameters(), lr=cfg.lr)
+    epochs (None: not needed) are what the classifier starts from, whatever the autoencoder does later.
+
+    ``cfg.optimizer`` is Adam, or SAM over SGD with momentum and cosine annealing over ``epochs`` (the
+    paper's only stated optimizer)."""
+    autoencoder = ResCAE(x.shape[1], tuple(section.filters), section.activation).to(device)
+    step = _PretrainStep(autoencoder, cfg, epochs)
     data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
@@ -124,18 +128,48 @@ def pretrain_autoencoder(
             total = 0.0
             for index in torch.randperm(len(data), generator=generator).split(cfg.batch_size):
                 batch = data[index].to(device)
-                loss = F.mse_loss(autoencoder(batch), batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(index)
+                total += step(batch) * len(index)
                 advance(1)
+            step.end_epoch()
             losses.append(total / len(data))
             _check_finite(losses[-1], "pre-training", epoch + 1, "pretrain.lr", cfg.lr)
             reporter.note(f"  pre-train epoch {epoch + 1}/{epochs}  reconstruction MSE {losses[-1]:.6f}")
             if epoch + 1 == snapshot_epoch:
                 encoder_state = copy.deepcopy(autoencoder.encoder.state_dict())
     return Pretrained(autoencoder.cpu().eval(), encoder_state, losses)
+
+
+class _PretrainStep:
+    """One optimizer step of the autoencoder on a batch (returns the batch's MSE), and the end of an epoch."""
+
+    def __init__(self, autoencoder: ResCAE, cfg: PretrainConfig, epochs: int) -> None:
+        self.autoencoder = autoencoder
+        self.sam: SAM | None = None
+        self.schedule: torch.optim.lr_scheduler.LRScheduler | None = None
+        if cfg.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(autoencoder.parameters(), lr=cfg.lr)
+        else:
+            self.optimizer = torch.optim.SGD(autoencoder.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+            self.sam = SAM(autoencoder.parameters(), self.optimizer, rho=cfg.rho)
+            self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, epochs))
+
+    def __call__(self, batch: torch.Tensor) -> float:
+        def closure() -> torch.Tensor:
+            loss = F.mse_loss(self.autoencoder(batch), batch)
+            loss.backward()
+            return loss
+
+        if self.sam is not None:
+            return float(self.sam.step(self.autoencoder, closure).item())
+        loss = F.mse_loss(self.autoencoder(batch), batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.item())
+
+    def end_epoch(self) -> None:
+        if self.schedule is not None:
+            self.schedule.step()
 
 
 def finetune(
@@ -245,11 +279,24 @@ def _validate(
 
 def _criterion(cfg: FinetuneConfig, n_classes: int) -> nn.Module:
     if cfg.loss == "cross_entropy":
-        return nn.CrossEntropyLoss()
+        return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     alpha = cfg.focal.alpha
+    if isinstance(alpha, str):
+        raise ConfigError(f"finetune.focal.alpha = {alpha!r} must be resolved to weights (resolve_alpha) first")
     if isinstance(alpha, list) and len(alpha) != n_classes:
         raise ConfigError(f"finetune.focal.alpha has {len(alpha)} weights for {n_classes} classes")
-    return FocalLoss(gamma=cfg.focal.gamma, alpha=alpha)
+    return FocalLoss(gamma=cfg.focal.gamma, alpha=alpha, label_smoothing=cfg.label_smoothing)
+
+
+def resolve_alpha(cfg: FinetuneConfig, labels: np.ndarray, n_classes: int) -> FinetuneConfig:
+    """``cfg`` with a rule-named focal alpha (``inverse_frequency``...) replaced by the per-class weights it
+    gives for ``labels``, the class indices of the rows the loss will see; unchanged otherwise."""
+    alpha = cfg.focal.alpha
+    if not isinstance(alpha, str) or cfg.loss != "focal":
+        return cfg
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    weights = focal_alpha(alpha, counts.tolist(), cfg.focal.beta)
+    return cfg.model_copy(update={"focal": cfg.focal.model_copy(update={"alpha": weights})})
 
 
 def _n_batches(rows: int, batch_size: int) -> int:

@@ -7,6 +7,7 @@ A bundle is a directory (a ``.tar.gz`` of it is accepted too)::
     model.json           network hyper-parameters (detector.core.model.ModelConfig)
     preprocessing.json   fitted preprocessing (detector.core.preprocess.Preprocessor)
     novelty.safetensors  optional, with novelty.json: the calibrated autoencoder (detector.core.novelty)
+    calibration.json     optional: the confidence's temperature (detector.core.calibration); absent: T = 1
 
 :func:`load_bundle` verifies the format version and every checksum *before* it reads a weight, and
 refuses a bad bundle with a :class:`BundleError` that names the file and what is wrong with it. The
@@ -31,6 +32,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from detector.core.calibration import CALIBRATION_FILE, IDENTITY, TemperatureScaling
 from detector.core.model import ModelConfig, ResCAE, ResCAEBiGRU
 from detector.core.novelty import NOVELTY_CONFIG, NOVELTY_WEIGHTS, Novelty, NoveltyCalibration
 from detector.core.preprocess import PreprocessingError, Preprocessor
@@ -62,6 +64,7 @@ class Bundle:
     model: ResCAEBiGRU
     preprocessor: Preprocessor
     novelty: Novelty | None = None
+    calibration: TemperatureScaling = IDENTITY
 
     @property
     def name(self) -> str:
@@ -95,10 +98,12 @@ def write_bundle(
     training_data: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     novelty: Novelty | None = None,
+    calibration: TemperatureScaling | None = None,
 ) -> Path:
     """Write a complete bundle into ``directory`` (created; must not exist or be empty).
 
-    ``novelty`` adds the calibrated autoencoder, so that verdicts carry a novelty score.
+    ``novelty`` adds the calibrated autoencoder, so that verdicts carry a novelty score; ``calibration`` the
+    temperature that makes their confidence a calibrated probability.
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,6 +122,9 @@ def write_bundle(
         save_file(_cpu_state(novelty.autoencoder), str(out / NOVELTY_WEIGHTS))
         _write_json(out / NOVELTY_CONFIG, novelty.calibration.to_json())
         files.extend(NOVELTY_FILES)
+    if calibration is not None:
+        _write_json(out / CALIBRATION_FILE, calibration.to_json())
+        files.append(CALIBRATION_FILE)
 
     created = datetime.now(UTC)
     manifest = {
@@ -205,8 +213,19 @@ def _load_directory(root: Path, reported_as: Path) -> Bundle:
         raise BundleError(f"bundle {reported_as}: {WEIGHTS} does not fit the model: {_brief(exc)}") from exc
     model.eval()
     novelty = _load_novelty(root, manifest, config, reported_as)
+    calibration = _load_calibration(root, manifest, reported_as)
     sha = hashlib.sha256(manifest_bytes).hexdigest()
-    return Bundle(reported_as, manifest, sha, model, preprocessor, novelty)
+    return Bundle(reported_as, manifest, sha, model, preprocessor, novelty, calibration)
+
+
+def _load_calibration(root: Path, manifest: dict[str, Any], where: Path) -> TemperatureScaling:
+    """The bundle's temperature; a bundle from before calibration existed has none and is served with T = 1."""
+    if CALIBRATION_FILE not in manifest["files"]:
+        return IDENTITY
+    try:
+        return TemperatureScaling.from_json(_read_json(root / CALIBRATION_FILE))
+    except ValueError as exc:
+        raise BundleError(f"bundle {where}: {exc}") from exc
 
 
 def _load_novelty(root: Path, manifest: dict[str, Any], config: ModelConfig, where: Path) -> Novelty | None:
@@ -220,7 +239,7 @@ def _load_novelty(root: Path, manifest: dict[str, Any], config: ModelConfig, whe
         calibration = NoveltyCalibration.from_json(_read_json(root / NOVELTY_CONFIG))
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"bundle {where}: {NOVELTY_CONFIG} is not a novelty calibration: {exc}") from exc
-    autoencoder = ResCAE(config.n_features, config.filters)
+    autoencoder = ResCAE(config.n_features, config.filters, config.activation)
     try:
         autoencoder.load_state_dict(load_file(str(root / NOVELTY_WEIGHTS), device="cpu"), strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:

@@ -9,6 +9,11 @@ stride 2, padding 1. With those numbers the two paths produce different widths (
 and the residual sum does not type-check. We keep the kernels and strides and drop the shortcut's
 padding, so both paths give ``floor((F - 1) / 2) + 1`` positions and can be added.
 
+Where ReLU goes is a choice (``ModelConfig.activation``): ``resnet`` is the standard residual block (He et al.
+2016: ReLU after the first convolution and after the sum); ``every_conv`` follows the paper's Table 1, which
+lists a ReLU after every convolution, the shortcut's included (the sum of two non-negative paths needs no
+further ReLU). Both have the same weights, so the choice changes the function, not the bundle's files.
+
 This module is imported by the detector at serving time; it must not import anything from trainer/.
 """
 
@@ -33,9 +38,15 @@ class ModelConfig:
     gru_hidden: int = 64
     gru_layers: int = 2
     dropout: float = 0.5
+    activation: str = "resnet"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON; ``activation`` only when it is not the default, so that a detector from before
+        the field existed still reads the bundles it can serve."""
+        data = asdict(self)
+        if data["activation"] == "resnet":
+            del data["activation"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelConfig:
@@ -53,6 +64,9 @@ class ModelConfig:
         for name in ("n_features", "n_classes", "gru_hidden", "gru_layers"):
             if name in values and not _positive_int(values[name]):
                 raise ValueError(f"model.json: {name} must be a positive integer, got {values[name]!r}")
+        activation = values.get("activation", "resnet")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"model.json: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         dropout = values.get("dropout", 0.5)
         if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
             raise ValueError(f"model.json: dropout must be a number in [0, 1), got {dropout!r}")
@@ -60,6 +74,9 @@ class ModelConfig:
             return cls(**values)
         except TypeError as exc:  # a required field is missing
             raise ValueError(f"model.json: {exc}") from None
+
+
+ACTIVATIONS = ("resnet", "every_conv")
 
 
 def _positive_int(value: object) -> bool:
@@ -75,33 +92,42 @@ def encoded_length(n_features: int, n_blocks: int = 2) -> int:
 
 
 class ResidualBlock(nn.Module):
-    """conv(1x3, stride 2) → BN → ReLU → conv(1x3) → BN, plus a conv(1x1, stride 2) → BN shortcut."""
+    """conv(1x3, stride 2) → BN → ReLU → conv(1x3) → BN, plus a conv(1x1, stride 2) → BN shortcut, then ReLU
+    of the sum (``activation="resnet"``); with ``"every_conv"`` the second convolution and the shortcut end
+    in a ReLU of their own instead (the paper's Table 1)."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, activation: str = "resnet") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        every_conv = activation == "every_conv"
         self.main = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, (1, 3), stride=(1, 2), padding=(0, 1), bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, (1, 3), stride=(1, 1), padding=(0, 1), bias=False),
             nn.BatchNorm2d(out_channels),
+            *([nn.ReLU()] if every_conv else []),
         )
         self.shortcut = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, (1, 1), stride=(1, 2), padding=0, bias=False),
             nn.BatchNorm2d(out_channels),
+            *([nn.ReLU()] if every_conv else []),
         )
+        self.every_conv = every_conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.main(x) + self.shortcut(x))
+        total = self.main(x) + self.shortcut(x)
+        return total if self.every_conv else torch.relu(total)
 
 
 class Encoder(nn.Module):
     """Two residual blocks: ``[N, 1, 1, F]`` → ``[N, filters[1], 1, L]``."""
 
-    def __init__(self, filters: tuple[int, int] = (16, 32)) -> None:
+    def __init__(self, filters: tuple[int, int] = (16, 32), activation: str = "resnet") -> None:
         super().__init__()
-        self.rb1 = ResidualBlock(1, filters[0])
-        self.rb2 = ResidualBlock(filters[0], filters[1])
+        self.rb1 = ResidualBlock(1, filters[0], activation)
+        self.rb2 = ResidualBlock(filters[0], filters[1], activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         encoded: torch.Tensor = self.rb2(self.rb1(x))
@@ -111,10 +137,10 @@ class Encoder(nn.Module):
 class ResCAE(nn.Module):
     """The convolutional autoencoder used for unsupervised pre-training (MSE on the F inputs)."""
 
-    def __init__(self, n_features: int, filters: tuple[int, int] = (16, 32)) -> None:
+    def __init__(self, n_features: int, filters: tuple[int, int] = (16, 32), activation: str = "resnet") -> None:
         super().__init__()
         self.n_features = n_features
-        self.encoder = Encoder(filters)
+        self.encoder = Encoder(filters, activation)
         self.up1 = nn.ConvTranspose2d(filters[1], filters[0], (1, 3), stride=(1, 2), padding=(0, 1))
         self.up2 = nn.ConvTranspose2d(filters[0], 1, (1, 3), stride=(1, 2), padding=(0, 1))
 
@@ -139,7 +165,7 @@ class ResCAEBiGRU(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config.filters)
+        self.encoder = Encoder(config.filters, config.activation)
         self.gru = nn.GRU(
             input_size=config.filters[1],
             hidden_size=config.gru_hidden,

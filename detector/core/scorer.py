@@ -17,6 +17,7 @@ import torch
 from detector.core.backends import Backend, BackendError, Pending, build_backend
 from detector.core.backends import predict_proba as predict_proba  # the fp32 model as trained: the trainer's path
 from detector.core.bundle import Bundle
+from detector.core.calibration import IDENTITY, TemperatureScaling
 from detector.core.decode import DecodedFlow, FlowDecoder
 from detector.core.novelty import NOVEL_ABOVE
 
@@ -42,7 +43,7 @@ class Verdict:
 
     label: str
     is_attack: bool
-    confidence: float
+    confidence: float  # calibrated when the bundle has a temperature (detector.core.calibration)
     top: tuple[tuple[str, float], ...]
     novelty: float | None = None
 
@@ -83,16 +84,18 @@ class Scores:
 
 
 class PendingScores:
-    """Scores being computed (on a GPU the caller may decode the next flows meanwhile); :meth:`wait` returns them."""
+    """Scores being computed (on a GPU the caller may decode the next flows meanwhile); :meth:`wait` returns them,
+    the probabilities calibrated by the bundle's temperature."""
 
-    def __init__(self, pending: Pending, threshold: float | None) -> None:
+    def __init__(self, pending: Pending, threshold: float | None, calibration: TemperatureScaling = IDENTITY) -> None:
         self._pending = pending
         self._threshold = threshold
+        self._calibration = calibration
 
     def wait(self) -> Scores:
         probabilities, errors = self._pending.wait()
         novelty = errors / self._threshold if errors is not None and self._threshold is not None else None
-        return Scores(probabilities, novelty)
+        return Scores(self._calibration.apply(probabilities), novelty)
 
 
 class Scorer:
@@ -125,7 +128,7 @@ class Scorer:
 
     def start(self, flows: Sequence[DecodedFlow]) -> PendingScores:
         """Preprocess ``flows`` and begin scoring them; the scores come from :meth:`PendingScores.wait`."""
-        return PendingScores(self.backend.start(self._matrix(flows)), self._threshold)
+        return PendingScores(self.backend.start(self._matrix(flows)), self._threshold, self.bundle.calibration)
 
     def scores(self, flows: Sequence[DecodedFlow]) -> Scores:
         """Class probabilities (in the bundle's class order) and novelty for decoded flows: one

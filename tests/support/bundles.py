@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from detector.core.bundle import write_bundle
+from detector.core.calibration import TemperatureScaling
 from detector.core.decode import DecodedFlow, FlowDecoder
 from detector.core.labels import normalize_label
 from detector.core.model import ModelConfig, ResCAEBiGRU
@@ -38,8 +39,16 @@ def decoded_generated_flows(seed: int = 0) -> list[DecodedFlow]:
     return flows  # type: ignore[return-value]
 
 
-def make_bundle(directory: Path, *, seed: int = 0, version: str | None = None, novelty: bool = False) -> Path:
-    """Write a complete, valid bundle for the generated dialect into ``directory``."""
+def make_bundle(
+    directory: Path,
+    *,
+    seed: int = 0,
+    version: str | None = None,
+    novelty: bool = False,
+    temperature: float | None = None,
+) -> Path:
+    """Write a complete, valid bundle for the generated dialect into ``directory`` (with a confidence
+    temperature when ``temperature`` is given)."""
     preprocessor = fitted_preprocessor(seed)
     return write_bundle(
         directory,
@@ -50,6 +59,7 @@ def make_bundle(directory: Path, *, seed: int = 0, version: str | None = None, n
         version=version,
         training_data={"note": "generated test fixture"},
         novelty=fitted_novelty(seed) if novelty else None,
+        calibration=TemperatureScaling(temperature) if temperature is not None else None,
     )
 
 

@@ -112,6 +112,26 @@ def test_ablate_writes_the_papers_five_rows_each_adding_one_component_on_the_sam
     assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:] == list(rows)
 
 
+def test_ablate_single_adds_each_component_to_the_base_alone(workspace):
+    root, _ = workspace
+    out = root / "ablate-single"
+    assert trainer("ablate", workspace, out, "--epochs", "1", "--device", "cpu", "--protocol", "single") == 0
+    rows = read_report(out)
+    assert list(rows) == ["base", "+SAM", "+iForest", "+SMOTE", "+Focal", "full"]
+    assert {row["protocol"] for row in rows.values()} == {"single"}
+    assert rows["+Focal"]["paper_accuracy_f1_percent"] is None
+    steps = {
+        name: read_report(out / directory)["steps"]
+        for name, directory in zip(
+            rows, ("base", "plus-sam", "plus-iforest", "plus-smote", "plus-focal", "full"), strict=True
+        )
+    }
+    assert [name for name in rows if "outliers" in steps[name]] == ["+iForest", "full"]
+    assert [name for name in rows if "resample" in steps[name]] == ["+SMOTE", "full"]
+    table = (out / "report.md").read_text(encoding="utf-8")
+    assert "single protocol" in table and "| +Focal |" in table and "| — | — |" in table
+
+
 def test_publish_moves_latest_and_refuses_to_publish_a_version_twice(workspace, fit_run, tmp_path, capsys):
     assert trainer("fit", workspace, tmp_path / "refit", "--epochs", "1", "--device", "cpu", "--seed", "7") == 0
     first, second = fit_run / "bundle", tmp_path / "refit" / "bundle"

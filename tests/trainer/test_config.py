@@ -145,3 +145,37 @@ def test_a_run_with_a_config_file_is_named_after_both(tmp_path):
     path.write_text("[finetune]\nepochs = 3\n")
     assert load_config("quick", path).profile == "quick + mine.toml"
     assert load_config("quick").profile == "quick"
+
+
+def test_the_single_protocol_adds_each_component_to_the_base_alone():
+    rows = dict(ablation_rows(load_config("quick"), "single"))
+    assert list(rows) == ["base", "+SAM", "+iForest", "+SMOTE", "+Focal", "full"]
+    base = rows["base"]
+
+    def components(config):
+        return {
+            "+SAM": config.finetune.sam.enabled,
+            "+iForest": config.outliers.enabled,
+            "+SMOTE": config.resample.enabled,
+            "+Focal": config.finetune.loss == "focal",
+        }
+
+    assert not any(components(base).values())
+    for name in ("+SAM", "+iForest", "+SMOTE", "+Focal"):
+        assert [c for c, on in components(rows[name]).items() if on] == [name]
+    assert all(components(rows["full"]).values())
+    assert rows["full"] == dict(ablation_rows(load_config("quick"), "stacked"))["full"]
+
+
+def test_the_paper_literal_profile_sets_every_setting_the_paper_states():
+    literal, paper = load_config("paper-literal"), load_config("paper")
+    assert literal.pretrain.optimizer == "sam_sgd" and literal.pretrain.lr == 0.01 and literal.pretrain.epochs == 50
+    assert literal.finetune.focal.alpha == "inverse_frequency"
+    assert literal.model.activation == "every_conv"
+    assert literal.split.validation_size == 0 and not literal.finetune.select_best
+    assert literal.outliers.contamination == "auto" and literal.resample.max_ratio is None
+    shared = ("epochs", "batch_size", "lr", "momentum", "loss", "sam")
+    assert all(getattr(literal.finetune, key) == getattr(paper.finetune, key) for key in shared)
+    # the paper profile keeps its own choices (README "Deviations from the paper")
+    assert paper.pretrain.optimizer == "adam" and paper.finetune.focal.alpha is None
+    assert paper.model.activation == "resnet" and paper.finetune.select_best

@@ -24,7 +24,18 @@ def test_a_label_the_model_never_saw_is_reported_with_its_support_and_zero_recal
     predicted = ["BENIGN", "BENIGN", "DDoS", "BENIGN", "DDoS"]
     metrics = classification_metrics(truth, predicted, CLASSES, "BENIGN")
     assert metrics["labels"] == [*CLASSES, "Heartbleed"]
-    assert metrics["per_class"]["Heartbleed"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    heartbleed = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "accuracy": 0.6, "support": 2}
+    assert metrics["per_class"]["Heartbleed"] == heartbleed
     assert metrics["confusion_matrix"][-1] == [1, 1, 0, 0]
     assert sum(row["support"] for row in metrics["per_class"].values()) == len(truth)
-    assert "| Heartbleed | 0.0000 | 0.0000 | 0.0000 | 2 |" in markdown_table(metrics, "Evaluated rows")
+    assert "| Heartbleed | 0.0000 | 0.0000 | 0.0000 | 0.6000 | 2 |" in markdown_table(metrics, "Evaluated rows")
+
+
+def test_per_class_accuracy_is_one_vs_rest_as_the_paper_reports_it():
+    # DDoS: 1 hit, 1 missed (predicted Portscan), 1 benign flow called DDoS -> 2 wrong of 8 rows
+    truth = ["BENIGN"] * 4 + ["DDoS"] * 2 + ["Portscan"] * 2
+    predicted = ["BENIGN", "BENIGN", "BENIGN", "DDoS", "Portscan", "DDoS", "BENIGN", "Portscan"]
+    per_class = classification_metrics(truth, predicted, CLASSES, "BENIGN")["per_class"]
+    assert per_class["DDoS"]["accuracy"] == 6 / 8
+    assert per_class["BENIGN"]["accuracy"] == 6 / 8  # one benign flow missed, one Portscan called benign
+    assert per_class["Portscan"]["accuracy"] == 6 / 8

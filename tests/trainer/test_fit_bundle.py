@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from detector.core.bundle import load_bundle
 from tests.support.generated import generated_rows, write_generated_csv
 from trainer import commands
 from trainer.config import load_config
@@ -145,9 +146,39 @@ def test_the_report_says_where_the_time_went_stage_by_stage(fitted_run):
         "pre-train",
         "fine-tune",
         "test predictions",
+        "calibration",
         "novelty",
         "bundle, test split",
     ]
     assert all(seconds >= 0 for seconds in stages.values())
     assert sum(stages.values()) <= saved["seconds"] + 0.5
     assert stages["fine-tune"] >= sum(epoch["seconds"] for epoch in saved["history"]["epochs"]) - 0.5
+
+
+def test_fit_fits_a_confidence_temperature_on_the_validation_rows_and_reports_its_ece(fitted_run):
+    run, report = fitted_run
+    calibration = report["calibration"]
+    assert calibration["fitted_rows"] == report["steps"]["split"]["validation_rows"]
+    assert calibration["temperature"] > 0 and calibration["measured_on"] == "test split"
+    for key in ("ece_before", "ece_after"):
+        assert 0 <= calibration[key] <= 1 and 0 <= calibration["validation"][key] <= 1
+    assert calibration["validation"]["ece_after"] <= calibration["validation"]["ece_before"]
+    assert (run / "reliability.png").stat().st_size > 0
+    assert "confidence calibration: temperature" in (run / "report.md").read_text()
+    bundle = load_bundle(run / "bundle")
+    assert "calibration.json" in bundle.manifest["files"]
+    assert bundle.calibration.temperature == calibration["temperature"]
+
+
+def test_without_validation_rows_the_last_epoch_is_kept_and_nothing_is_calibrated(tmp_path):
+    data = write_generated_csv(tmp_path / "generated_flows.csv.gz", generated_rows(seed=3))
+    config = load_config("paper-literal").with_changes(
+        {"finetune": {"epochs": 2}, "pretrain": {"epochs": 1}, "model": {"filters": [4, 8], "gru_hidden": 8}}
+    )
+    report = commands.fit([str(data)], tmp_path / "run", config, reporter=Reporter(enabled=False))
+    assert report["steps"]["split"]["validation_rows"] == 0
+    assert report["history"]["best_epoch"] is None and len(report["history"]["epochs"]) == 2
+    assert "calibration" not in report and "novelty" not in report
+    assert set(report["steps"]["focal_alpha"]["weights"]) == set(report["per_class"])
+    bundle = load_bundle(tmp_path / "run" / "bundle")
+    assert bundle.calibration.temperature == 1.0 and bundle.model.config.activation == "every_conv"

@@ -1,7 +1,8 @@
+import pytest
 import torch
 from torch import nn
 
-from trainer.losses import FocalLoss
+from trainer.losses import FocalLoss, focal_alpha
 from trainer.sam import SAM
 
 
@@ -61,3 +62,30 @@ def test_sam_freezes_batchnorm_statistics_in_its_second_pass():
 
     sam.step(model, closure)
     assert passes == [True, False]
+
+
+def test_label_smoothed_focal_loss_with_gamma_zero_is_label_smoothed_cross_entropy():
+    logits, target = torch.randn(16, 5), torch.randint(0, 5, (16,))
+    smoothed = FocalLoss(gamma=0.0, label_smoothing=0.1)(logits, target)
+    torch.testing.assert_close(smoothed, nn.functional.cross_entropy(logits, target, label_smoothing=0.1))
+    assert FocalLoss(gamma=2.0, label_smoothing=0.1)(logits, target) != FocalLoss(gamma=2.0)(logits, target)
+
+
+@pytest.mark.parametrize("rule", ["inverse_frequency", "effective_number"])
+def test_alpha_rules_weigh_rare_classes_more_and_average_one(rule):
+    alpha = focal_alpha(rule, [1000, 100, 10, 0], beta=0.999)
+    assert alpha[0] < alpha[1] < alpha[2] and alpha[3] == 0  # a class without rows never is a target
+    assert sum(alpha) / len(alpha) == pytest.approx(1.0)
+
+
+def test_inverse_frequency_alpha_is_proportional_to_one_over_the_count():
+    alpha = focal_alpha("inverse_frequency", [300, 100])
+    assert alpha[1] / alpha[0] == pytest.approx(3.0)
+    # effective numbers flatten among large classes: 10x the rows is far less than 10x less weight
+    big = focal_alpha("effective_number", [30000, 3000], beta=0.999)
+    assert big[1] / big[0] < 1.1
+
+
+def test_an_unknown_alpha_rule_is_an_error():
+    with pytest.raises(ValueError, match="unknown focal alpha rule"):
+        focal_alpha("balanced", [1, 2])

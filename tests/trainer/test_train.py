@@ -8,7 +8,7 @@ from detector.core.model import ModelConfig, ResCAEBiGRU
 from detector.core.scorer import predict_proba
 from trainer.config import FinetuneConfig, ModelSection, PretrainConfig
 from trainer.progress import Reporter
-from trainer.train import TrainingDiverged, finetune, pretrain_autoencoder
+from trainer.train import TrainingDiverged, finetune, pretrain_autoencoder, resolve_alpha
 
 
 def fine_tune(rows: int, **settings):
@@ -78,3 +78,27 @@ def test_a_diverging_pre_training_stops_likewise():
             epochs=2,
             snapshot_epoch=None,
         )
+
+
+def test_sam_sgd_pre_training_reduces_the_reconstruction_error():
+    rng = np.random.default_rng(2)
+    x = rng.random((64, 8), dtype=np.float32)
+    cfg = PretrainConfig(epochs=4, batch_size=16, optimizer="sam_sgd", lr=0.05)
+    torch.manual_seed(0)
+    pretrained = pretrain_autoencoder(
+        x, ModelSection(filters=(4, 8)), cfg, torch.device("cpu"), 0, Reporter(False), epochs=4, snapshot_epoch=2
+    )
+    assert len(pretrained.losses) == 4 and pretrained.losses[-1] < pretrained.losses[0]
+    assert pretrained.encoder_state is not None
+
+
+def test_a_named_alpha_rule_becomes_one_weight_per_class_from_the_training_labels():
+    cfg = FinetuneConfig(focal={"alpha": "inverse_frequency"})
+    resolved = resolve_alpha(cfg, np.array([0, 0, 0, 1]), n_classes=3)
+    assert resolved.focal.alpha == pytest.approx([0.75, 2.25, 0.0])  # 1/3 : 1 : none, scaled to mean 1 over 3
+    assert resolve_alpha(FinetuneConfig(), np.array([0, 1]), 2) == FinetuneConfig()  # no rule: unchanged
+
+
+def test_label_smoothing_and_an_alpha_rule_train_a_model():
+    history = fine_tune(rows=32, epochs=2, label_smoothing=0.1, focal={"alpha": [1.0, 2.0]})
+    assert len(history.epochs) == 2 and all(np.isfinite(e.train_loss) for e in history.epochs)

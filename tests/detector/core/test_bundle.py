@@ -203,3 +203,39 @@ def test_weights_that_do_not_fit_the_model_are_summed_up_on_one_line(bundle_dir)
     with pytest.raises(BundleError, match="does not fit the model") as refused:
         load_bundle(bundle_dir)
     assert "\n" not in str(refused.value) and "more)" in str(refused.value)
+
+
+def test_a_bundle_without_calibration_serves_the_raw_softmax(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    assert "calibration.json" not in bundle.manifest["files"]
+    assert bundle.calibration.temperature == 1.0  # the scores are the raw softmax: see the first test
+
+
+def test_the_temperature_changes_the_confidence_and_never_the_label(tmp_path):
+    raw = load_bundle(make_bundle(tmp_path / "raw"))
+    calibrated = load_bundle(make_bundle(tmp_path / "calibrated", temperature=2.5))
+    assert "calibration.json" in calibrated.manifest["files"] and calibrated.calibration.temperature == 2.5
+    flows = decoded_generated_flows()
+    before = Scorer(raw, device="cpu", backend="eager").score(flows)  # the fp32 model, as written
+    after = Scorer(calibrated, device="cpu", backend="eager").score(flows)
+    assert [v.label for v in after] == [v.label for v in before]
+    assert all(a.confidence < b.confidence for a, b in zip(after, before, strict=True) if b.confidence > 0.5)
+    inputs = torch.as_tensor(fitted_preprocessor().transform(np.stack([f.numeric for f in flows])))
+    with torch.inference_mode():
+        expected = torch.softmax(fitted_classifier()(inputs) / 2.5, dim=1).max(dim=1).values.numpy()
+    np.testing.assert_allclose([v.confidence for v in after], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_calibration_file_is_pinned_by_the_manifest_and_checked_when_loaded(tmp_path):
+    bundle_dir = make_bundle(tmp_path / "bundle", temperature=2.0)
+    path = bundle_dir / "calibration.json"
+    path.write_text(path.read_text().replace('"temperature": 2.0', '"temperature": 3.0'))
+    with pytest.raises(BundleError, match=r"checksum mismatch for calibration\.json"):
+        load_bundle(bundle_dir)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "temperature": -1}))
+    manifest_path = bundle_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["calibration.json"]["sha256"] = file_sha256(path)  # a consistent, but wrong, bundle
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"calibration\.json: temperature must be a positive number"):
+        load_bundle(bundle_dir)

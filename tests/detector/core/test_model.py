@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from detector.core.model import ModelConfig, ResCAE, ResCAEBiGRU, encoded_length
+from detector.core.model import ModelConfig, ResCAE, ResCAEBiGRU, ResidualBlock, encoded_length
 
 
 @pytest.mark.parametrize("n_features", [1, 2, 3, 77, 78, 84, 196])
@@ -34,3 +34,21 @@ def test_probabilities_sum_to_one():
     model = ResCAEBiGRU(ModelConfig(n_features=10, n_classes=4)).eval()
     p = model.predict_proba(torch.rand(8, 10))
     torch.testing.assert_close(p.sum(1), torch.ones(8))
+
+
+def test_every_conv_activation_puts_relu_on_the_shortcut_too():
+    """Table 1's block: each path is non-negative on its own, so a negative input cannot flow through the shortcut."""
+    torch.manual_seed(0)
+    resnet, every = ResidualBlock(1, 4, "resnet").eval(), ResidualBlock(1, 4, "every_conv").eval()
+    every.load_state_dict(resnet.state_dict())  # the same weights: the activation adds no parameter
+    x = torch.randn(3, 1, 1, 9)
+    assert (every.shortcut(x) >= 0).all() and (every.main(x) >= 0).all()
+    assert not torch.allclose(every(x), resnet(x))
+
+
+def test_model_json_names_the_activation_only_when_it_is_not_the_default():
+    assert "activation" not in ModelConfig(n_features=4, n_classes=2).to_json()
+    literal = ModelConfig(n_features=4, n_classes=2, activation="every_conv")
+    assert ModelConfig.from_json(literal.to_json()) == literal
+    with pytest.raises(ValueError, match="activation must be one of"):
+        ModelConfig.from_json({"n_features": 4, "n_classes": 2, "activation": "gelu"})
