@@ -1,6 +1,10 @@
 """The streaming worker: consume → decode → score → produce → commit, one micro-batch at a time.
 
-One thread drives everything (librdkafka's own threads do the network I/O). Each loop iteration:
+One thread drives everything (librdkafka's own threads do the network I/O). This module is the loop and its
+lifecycle; the parts it coordinates live beside it: :mod:`~detector.stream.partitions` (what is assigned,
+paused, committed), :mod:`~detector.stream.backpressure`, :mod:`~detector.stream.hotswap`,
+:mod:`~detector.stream.clientevents` (errors and statistics), :mod:`~detector.stream.throughput` (metrics and
+summaries), :mod:`~detector.stream.delivery` (the two guarantees). Each loop iteration:
 
 1. ``delivery.service()``: hand queued messages to the producer, collect delivery reports, commit what is
    acknowledged (or the transaction), and rewind partitions whose batch failed;
@@ -33,22 +37,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
 
-import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from detector.core.bundle import BundleError
 from detector.core.registry import RegistryWatcher
-from detector.core.scorer import DeviceError
+from detector.stream.backpressure import Backpressure
 from detector.stream.batcher import Batcher
+from detector.stream.clientevents import ClientEvents, is_fatal
 from detector.stream.clients import consumer_config, producer_config, transactional_id, worker_slot
-from detector.stream.clientstats import any_broker_up, partition_ends, read_stats
 from detector.stream.delivery import AtLeastOnce, Delivery, DeliveryFatal, DeliveryReport, ExactlyOnce
+from detector.stream.hotswap import HotSwap
 from detector.stream.logs import get_logger, librdkafka_logger
 from detector.stream.metrics import Health, MetricsServer, WorkerMetrics
+from detector.stream.partitions import Partitions, names, topic_partitions
 from detector.stream.processor import BatchProcessor, TopicPartitionKey
 from detector.stream.settings import RunSettings, redact
+from detector.stream.throughput import Throughput
+
+__all__ = ["Worker", "WorkerError"]
 
 IDLE_WAIT_S = 0.1
 BUSY_WAIT_S = 0.02
@@ -58,9 +64,6 @@ CLOSE_TIMEOUT_S = 10.0
 # One init_transactions attempt; a timed-out call resumes on the next. Short, so that a stop asked for while
 # the cluster is unreachable is honoured within seconds.
 INIT_TIMEOUT_S = 10.0
-ERROR_LOG_EVERY_S = 10.0
-PAUSE_LOG_EVERY_S = 60.0
-PAUSED_EVENT = "output not keeping up: input paused"
 
 
 class WorkerError(RuntimeError):
@@ -90,13 +93,14 @@ class Worker:
         self.processor = processor
         self.metrics = metrics
         self.health = health
-        self.watcher = watcher
         self.server = server
         self.log = get_logger("worker")
         self.topic = settings.input_topic
         exactly_once = settings.guarantee == "exactly-once"
         self.transactional_id: str | None = transactional_id(settings) if exactly_once else None
         self.instance_id = worker_slot(settings)
+        self.partitions = Partitions()
+        self.events = ClientEvents(self.topic, self.partitions, metrics, health, self.log)
         self._producers_made = 0
         self._current_producer = 0
         self._consumer_config = consumer_config(settings)
@@ -105,7 +109,7 @@ class Worker:
             {
                 **self._consumer_config,
                 "error_cb": self._on_error,
-                "stats_cb": self._on_stats,
+                "stats_cb": self.events.on_stats,
                 "on_commit": self._on_commit,
                 "logger": librdkafka_logger("librdkafka.consumer"),
             }
@@ -120,32 +124,27 @@ class Worker:
             )
         )
         self.batcher: Batcher[Message] = Batcher(settings.max_batch, settings.max_delay_ms / 1000.0)
-        self._buffer_limit = 2 * settings.max_batch
-        self._assigned: set[TopicPartitionKey] = set()
-        self._paused: set[TopicPartitionKey] = set()
-        self._pause_log_at = -PAUSE_LOG_EVERY_S
-        self._pauses_unlogged = 0
-        self._pause_logged = False
-        self._committed: dict[TopicPartitionKey, int] = {}
+        self.backpressure = Backpressure(
+            self.consumer, self.partitions, max_batch=settings.max_batch, gauge=metrics.paused_partitions, log=self.log
+        )
+        self.hotswap = (
+            HotSwap(watcher, processor, metrics, self.log, settings.registry_poll_seconds)
+            if watcher is not None
+            else None
+        )
+        self.throughput = Throughput(metrics, self.log, settings.summary_seconds)
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
-        self._last_client_error: KafkaError | None = None
         self._closing_hard = False
-        self._next_registry_poll = time.monotonic() + settings.registry_poll_seconds
-        self._next_summary = time.monotonic() + settings.summary_seconds
-        self._error_logged: dict[int, float] = {}
-        self._totals = {"records": 0, "scored": 0, "alerts": 0, "dead_letters": 0, "batches": 0}
-        self._summary_base = dict(self._totals)
 
     def _new_producer(self) -> Producer:
         """A producer whose errors count like the consumer's, except the fatal error of one the delivery has
-        already replaced (the successor that aborts a transaction fences its predecessor on purpose)."""
+        already replaced."""
         serial = self._producers_made = self._producers_made + 1
 
         def on_error(error: KafkaError) -> None:
-            if _is_fatal(error) and serial != self._current_producer:
-                self.metrics.kafka_errors.labels(code=error.name()).inc()
-                self.log.info("a replaced producer reports a fatal error; ignored", error=error.str())
+            if is_fatal(error) and serial != self._current_producer:
+                self.events.on_replaced_producer_error(error)
                 return
             self._on_error(error)
 
@@ -164,12 +163,12 @@ class Worker:
     @property
     def assignment(self) -> frozenset[TopicPartitionKey]:
         """The input partitions this worker owns now."""
-        return frozenset(self._assigned)
+        return frozenset(self.partitions.assigned)
 
     @property
     def paused(self) -> frozenset[TopicPartitionKey]:
         """The partitions paused for back-pressure now."""
-        return frozenset(self._paused)
+        return frozenset(self.partitions.paused)
 
     def stop(self) -> None:
         """Ask the loop to finish the current batch, commit and exit (safe from signal handlers)."""
@@ -218,7 +217,7 @@ class Worker:
             device=str(self.processor.scorer.device),
             model={"name": bundle.name, "version": bundle.version, "bundle_sha256": bundle.sha256},
             bundle=str(self.settings.bundle),
-            registry=self.watcher is not None,
+            registry=self.hotswap is not None,
             metrics_port=self.metrics_port,
             consumer_config=redact(self._consumer_config),
             producer_config=redact(self._producer_config),
@@ -247,7 +246,8 @@ class Worker:
                 self.delivery.wait(0)
                 self.consumer.poll(0)  # not subscribed yet: serves its callbacks, returns no record
                 self._raise_fatal()
-                cause = self._last_client_error.str() if self._last_client_error is not None else None
+                last = self.events.last_error
+                cause = last.str() if last is not None else None
                 self.log.warning("cannot initialise transactions yet; retrying", error=error.str(), cause=cause)
 
     def _iterate(self) -> None:
@@ -255,11 +255,11 @@ class Worker:
         self._absorb(self.delivery.service())
         if self.batcher.due() and self.delivery.can_accept():
             self._submit(self.batcher.take())
-        if self.watcher is not None and time.monotonic() >= self._next_registry_poll:
-            self._poll_registry()
-        self._apply_backpressure()
+        if self.hotswap is not None:
+            self.hotswap.poll_if_due()
+        self.backpressure.apply(len(self.batcher), self.delivery.can_accept())
         self._consume()
-        if time.monotonic() >= self._next_summary:
+        if self.throughput.due():
             self._summary()
 
     def _shutdown(self) -> int:
@@ -307,14 +307,14 @@ class Worker:
     def _pause_input(self) -> None:
         """Stop fetching for good (shutdown): the loop still polls the consumer, for commit results only."""
         try:
-            self.consumer.pause(_partitions(self._assigned))
+            self.consumer.pause(topic_partitions(self.partitions.assigned))
         except KafkaException as exc:
             self.log.warning("could not pause the input for shutdown", error=str(exc))
 
     def _serve_consumer(self) -> None:
         """Serve the consumer's callbacks (commit results, rebalances) without taking input. A record fetched
         before the pause is left for the next reader: nothing at or after its offset is committed."""
-        self.consumer.consume(self._buffer_limit, 0)
+        self.consumer.consume(self.backpressure.limit, 0)
         self._raise_fatal()
 
     def _raise_fatal(self) -> None:
@@ -358,7 +358,7 @@ class Worker:
             # Delivery reports arrive on the producer's queue: wait there, then take the input that is ready.
             self.delivery.wait(BUSY_WAIT_S)
             wait = 0.0
-        room = max(1, self._buffer_limit - len(self.batcher))
+        room = max(1, self.backpressure.limit - len(self.batcher))
         messages = self.consumer.consume(room, wait)
         self._raise_fatal()
         if not messages:
@@ -369,49 +369,27 @@ class Worker:
                 if message.error() is not None:
                     self._on_error(message.error())
         self.batcher.add(records)
-        self.metrics.records_in.inc(len(records))
-        self._totals["records"] += len(records)
+        self.throughput.records_in(len(records))
 
     def _submit(self, messages: list[Message]) -> None:
         started = time.perf_counter()
         batch = self.processor.process(messages)
         self.delivery.submit(batch)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(len(messages))
-        if batch.model_seconds:
-            self.metrics.model_seconds.observe(batch.model_seconds)
-        self._totals["batches"] += 1
+        self.throughput.submitted(batch, len(messages), time.perf_counter() - started)
 
     def _absorb(self, report: DeliveryReport) -> None:
         """Account for delivered batches and rewind partitions whose batch failed."""
-        if report.completed:
-            now = time.time()
-            m = self.metrics
-            for batch in report.completed:
-                for (label, is_attack), count in batch.verdicts.items():
-                    m.verdicts.labels(label=label, is_attack=str(is_attack).lower()).inc(count)
-                for label, count in batch.alerts.items():
-                    m.alerts_out.labels(label=label).inc(count)
-                for label, count in batch.novel.items():
-                    m.novel_flows.labels(label=label).inc(count)
-                for code, count in batch.dead_letters.items():
-                    m.dead_letters.labels(reason_code=code).inc(count)
-                stamps = batch.alert_timestamps
-                if len(stamps):
-                    m.end_to_end_seconds.observe_many(np.maximum(now - stamps[~np.isnan(stamps)], 0.0))
-                for tp, offset in batch.next_offsets.items():
-                    if tp in self._assigned:
-                        self._committed[tp] = offset
-                self._totals["scored"] += sum(batch.verdicts.values())
-                self._totals["alerts"] += sum(batch.alerts.values())
-                self._totals["dead_letters"] += sum(batch.dead_letters.values())
+        self.throughput.delivered(report.completed)
+        for batch in report.completed:
+            for tp, offset in batch.next_offsets.items():
+                self.partitions.committed(tp, offset)
         if report.rewind:
             self._rewind(report.rewind)
 
     def _rewind(self, positions: dict[TopicPartitionKey, int]) -> None:
         dropped = self.batcher.drop_partitions(positions.keys())
         for (topic, partition), offset in positions.items():
-            if (topic, partition) not in self._assigned:
+            if (topic, partition) not in self.partitions.assigned:
                 continue  # revoked meanwhile: its new owner starts from the committed offset
             try:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
@@ -425,99 +403,44 @@ class Worker:
             dropped_buffered=dropped,
         )
 
-    def _apply_backpressure(self) -> None:
-        """Pause the input while the buffer is full and the output cannot take a batch; resume once it drained.
-
-        A full buffer alone is the normal state of a backlog (each consume fills it, the next batch empties
-        it): only a delivery that cannot accept more is a reason to stop fetching. A backlog may still pause
-        and resume every few batches, so a pause is logged at most once a minute (with the count since),
-        and its resume with it; ``flowwarden_paused_partitions`` shows every one.
-        """
-        waiting = len(self.batcher)
-        if waiting >= self._buffer_limit and not self.delivery.can_accept():
-            fresh = self._assigned - self._paused
-            if fresh:
-                self.consumer.pause(_partitions(fresh))
-                self._paused |= fresh
-                self._log_pause(waiting)
-        elif self._paused and waiting < self.settings.max_batch:
-            self.consumer.resume(_partitions(self._paused & self._assigned))
-            if self._pause_logged:
-                self.log.info("partitions resumed", resumed=len(self._paused), buffered=waiting)
-                self._pause_logged = False
-            self._paused.clear()
-        self.metrics.paused_partitions.set(len(self._paused))
-
-    def _log_pause(self, waiting: int) -> None:
-        self._pauses_unlogged += 1
-        now = time.monotonic()
-        if now - self._pause_log_at < PAUSE_LOG_EVERY_S:
-            return
-        self.log.warning(
-            PAUSED_EVENT, paused=len(self._paused), buffered=waiting, pauses_since_last_log=self._pauses_unlogged
-        )
-        self._pause_log_at, self._pauses_unlogged, self._pause_logged = now, 0, True
-
-    # --- model hot swap -----------------------------------------------------------------------------------
-
-    def _poll_registry(self) -> None:
-        assert self.watcher is not None
-        self._next_registry_poll = time.monotonic() + self.settings.registry_poll_seconds
-        old = self.processor.bundle
-        try:
-            bundle = self.watcher.poll()
-            if bundle is None:
-                return
-            self.processor.serve(bundle)
-        except Exception as exc:  # whatever is wrong with the new version, the current one keeps serving
-            self.metrics.model_swaps.labels(result="rejected").inc()
-            error = str(exc) if isinstance(exc, BundleError | DeviceError) else f"{type(exc).__name__}: {exc}"
-            self.log.error("new model refused; still serving the current one", serving=old.version, error=error)
-            return
-        self.metrics.serve_model(bundle.name, bundle.version, bundle.sha256)
-        self.metrics.model_swaps.labels(result="ok").inc()
-        self.log.info("model swapped", previous=old.version, version=bundle.version, bundle_sha256=bundle.sha256)
-
     # --- librdkafka callbacks (run inside consume/poll, on this thread) -------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         fresh = {(tp.topic, tp.partition) for tp in partitions}
         self.batcher.drop_partitions(fresh)
-        for tp in fresh:
-            self._committed.pop(tp, None)
-        self._assigned |= fresh
+        self.partitions.assign(fresh)
         self.metrics.partition_changes.labels(change="assigned").inc(len(fresh))
         self.health.joined = True
-        self.log.info("partitions assigned", assigned=_names(fresh), assignment=_names(self._assigned))
+        self.log.info("partitions assigned", assigned=names(fresh), assignment=names(self.partitions.assigned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self.metrics.partition_changes.labels(change="revoked").inc(len(revoked))
         if self._closing_hard:
-            self._assigned -= revoked
+            self.partitions.unassign(revoked)
             return
         try:
             finished, report = self.delivery.finish(REVOKE_TIMEOUT_S)
-            self._assigned -= revoked
+            self.partitions.unassign(revoked)
             if not finished:
                 report.merge(self.delivery.forget(revoked))
             self._absorb(report)
         except BaseException as exc:  # raised again by _consume: librdkafka must get control back first
-            self._assigned -= revoked
+            self.partitions.unassign(revoked)
             self._fatal = exc
             return
         self._release(revoked)
         self.log.info(
             "partitions revoked",
-            revoked=_names(revoked),
+            revoked=names(revoked),
             finished_in_flight=finished,
-            assignment=_names(self._assigned),
+            assignment=names(self.partitions.assigned),
         )
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
         self.metrics.partition_changes.labels(change="lost").inc(len(lost))
-        self._assigned -= lost
+        self.partitions.unassign(lost)
         self.health.joined = False
         if not self._closing_hard:
             try:
@@ -527,102 +450,28 @@ class Worker:
         self._release(lost)
         self.log.warning(
             "partitions lost: their uncommitted work is left to the next owner",
-            lost=_names(lost),
-            assignment=_names(self._assigned),
+            lost=names(lost),
+            assignment=names(self.partitions.assigned),
         )
 
     def _release(self, partitions: set[TopicPartitionKey]) -> None:
         self.batcher.drop_partitions(partitions)
-        self._resume_before_release(partitions & self._paused)
-        self._paused -= partitions
-        for tp in partitions:
-            self._committed.pop(tp, None)
+        self.backpressure.resume_before_release(partitions)
+        self.partitions.forget(partitions)
         self.metrics.forget_partitions(partitions)
 
-    def _resume_before_release(self, partitions: set[TopicPartitionKey]) -> None:
-        """librdkafka keeps a partition's pause flag across a rebalance: one paused when it was revoked or lost
-        would stay silent when it comes back. The callbacks run while the partitions are still assigned, so a
-        resume here is the last moment it is guaranteed to apply."""
-        if not partitions:
-            return
-        try:
-            self.consumer.resume(_partitions(partitions))
-        except KafkaException as exc:
-            self.log.warning("could not resume released partitions", partitions=_names(partitions), error=str(exc))
-
     def _on_error(self, error: KafkaError) -> None:
-        self._last_client_error = error
-        self.metrics.kafka_errors.labels(code=error.name()).inc()
-        if _is_fatal(error):
-            # Not ready from now on; the loop raises it at its next step and exits 1. Only the first cause counts.
-            cause = fatal_cause(error)
-            if self.health.fatal is None:
-                self.health.fatal = cause
-                self._fatal = DeliveryFatal(f"fatal Kafka client error: {cause}")
-        elif error.code() == KafkaError._AUTHENTICATION and not self.health.joined:
-            # Wrong credentials do not fix themselves: stop (an orchestrator shows why) instead of retrying forever.
-            # Once the worker has served, a failure is more likely a rotation in report: librdkafka retries.
-            self._fatal = DeliveryFatal(f"the cluster refused the credentials: {error.str()}")
-        now = time.monotonic()
-        if now - self._error_logged.get(error.code(), -ERROR_LOG_EVERY_S) >= ERROR_LOG_EVERY_S:
-            self._error_logged[error.code()] = now
-            self.log.warning("kafka client error", code=error.name(), error=error.str())
+        failure = self.events.on_error(error)
+        if failure is not None:
+            self._fatal = failure  # the loop raises it at its next step and exits 1
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         self.delivery.on_commit(error, partitions)
 
-    def _on_stats(self, stats_json: str) -> None:
-        stats = read_stats(stats_json)
-        reachable = any_broker_up(stats)
-        if reachable is not None and reachable != self.health.broker_reachable:
-            self.health.broker_reachable = reachable
-            if reachable:
-                self.log.info("a broker is reachable again: ready")
-            else:
-                self.log.warning("no broker reachable: not ready until one is")
-        for partition, (end, committed) in partition_ends(stats, self.topic).items():
-            tp = (self.topic, partition)
-            if tp not in self._assigned:
-                continue
-            position = self._committed.get(tp, committed)
-            if position >= 0:
-                self.metrics.consumer_lag.labels(topic=self.topic, partition=str(partition)).set(max(0, end - position))
-
-    # --- logs -------------------------------------------------------------------------------------------------
-
     def _summary(self) -> None:
-        now = time.monotonic()
-        elapsed = max(1e-9, self.settings.summary_seconds - (self._next_summary - now))
-        delta = {key: value - self._summary_base[key] for key, value in self._totals.items()}
-        self.log.info(
-            "throughput",
-            **delta,
-            records_per_s=round(delta["records"] / elapsed, 1),
+        self.throughput.summary(
             model_version=self.processor.bundle.version,
-            assigned=len(self._assigned),
-            paused=len(self._paused),
+            assigned=len(self.partitions.assigned),
+            paused=len(self.partitions.paused),
             buffered=len(self.batcher),
         )
-        self._summary_base = dict(self._totals)
-        self._next_summary = now + self.settings.summary_seconds
-
-
-def _is_fatal(error: KafkaError) -> bool:
-    """librdkafka's fatal errors: the client can do nothing more. The error callback and the consumer's error
-    messages carry them with the code ``_FATAL`` and ``fatal()`` False (only errors raised by a call have the
-    flag): the underlying error is in the text."""
-    return error.fatal() or error.code() == KafkaError._FATAL
-
-
-def fatal_cause(error: KafkaError) -> str:
-    """The text of a fatal error without librdkafka's ``Fatal error: `` prefix, on one line."""
-    text = " ".join(error.str().split())
-    return text.removeprefix("Fatal error: ") or error.name()
-
-
-def _partitions(keys: Iterable[TopicPartitionKey]) -> list[TopicPartition]:
-    return [TopicPartition(topic, partition) for topic, partition in keys]
-
-
-def _names(keys: Iterable[TopicPartitionKey]) -> list[str]:
-    return [f"{topic}/{partition}" for topic, partition in sorted(keys)]

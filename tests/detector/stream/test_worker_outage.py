@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
+from detector.stream.backpressure import PAUSED_EVENT
 from detector.stream.settings import RunSettings
 from detector.stream.topics import ensure_topics
-from detector.stream.worker import PAUSED_EVENT
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows
 from tests.support.kafka import BROKER_KIND, EMBEDDED, ProxiedBroker, consume_exactly, unique_name
