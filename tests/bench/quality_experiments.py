@@ -166,7 +166,8 @@ def _prepared(exp: Path, name: str) -> Any:
 def train_one(exp: Path, run: str, device: str, threads: int, smoke: bool = False) -> str:
     import torch
 
-    from detector.core.scorer import pick_device, predict_logits
+    from detector.core.scorer import pick_device
+    from trainer.calibrate import predict_logits
     from trainer.progress import Reporter
 
     torch.set_num_threads(threads)
