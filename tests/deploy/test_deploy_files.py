@@ -243,7 +243,7 @@ def test_compose_builds_dockerfile_targets() -> None:
 def test_compose_kafka_is_kraft_with_topics() -> None:
     services = compose()["services"]
     kafka = services["kafka"]
-    assert kafka["image"] == "apache/kafka:3.9.0"
+    assert kafka["image"] == "apache/kafka:4.4.0"
     env = kafka["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == 1, "exactly-once needs it on one broker"
