@@ -20,6 +20,11 @@ A node may also listen on a second, *proxied* listener whose advertised port is 
 using it, so every byte of its traffic goes through the proxy (the outage tests cut it), while the
 broker's own listener serves every other test.
 
+Nodes may also listen on *extra listeners* with a security protocol of their own (``SASL_SSL``, ``SSL``,
+...), configured with ``listener.name.<name>.*`` settings in ``config``; ``format_options`` go to the
+storage tool (``--add-scram``: SCRAM users exist from the start in KRaft). The plaintext listener stays the
+inter-broker listener and the one the readiness checks use, so a secured listener needs nothing of them.
+
 :func:`unavailable_reason` says why Apache Kafka cannot run here (no Java 17, no jars), for skips.
 """
 
@@ -36,7 +41,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -184,6 +189,7 @@ class KafkaNode:
         self.client_port = 0
         self.controller_port = 0
         self.proxied_port: int | None = None
+        self.extra_ports: dict[str, int] = {}
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -206,17 +212,33 @@ class KafkaNode:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def pick_ports(self, proxied: bool) -> None:
+    def address(self, listener: str) -> str:
+        """``host:port`` of one of the node's extra listeners."""
+        return f"{HOST}:{self.extra_ports[listener]}"
+
+    def pick_ports(self, proxied: bool, extra_listeners: Iterable[str] = ()) -> None:
         self.client_port, self.controller_port = free_port(), free_port()
         self.proxied_port = free_port() if proxied else None
+        self.extra_ports = {name: free_port() for name in extra_listeners}
 
-    def write_config(self, voters: str, settings: Mapping[str, str], advertised_proxy_port: int | None) -> None:
+    def write_config(
+        self,
+        voters: str,
+        settings: Mapping[str, str],
+        advertised_proxy_port: int | None,
+        extra_listeners: Mapping[str, str] | None = None,
+    ) -> None:
         listeners = {"PLAINTEXT": self.client_port, "CONTROLLER": self.controller_port}
         advertised = {"PLAINTEXT": self.client_port}
+        protocols = dict.fromkeys(listeners, "PLAINTEXT")
         if self.proxied_port is not None:
             assert advertised_proxy_port is not None
             listeners["PROXIED"] = self.proxied_port
             advertised["PROXIED"] = advertised_proxy_port
+            protocols["PROXIED"] = "PLAINTEXT"
+        for name, protocol in (extra_listeners or {}).items():
+            listeners[name] = advertised[name] = self.extra_ports[name]
+            protocols[name] = protocol
         config = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
@@ -225,7 +247,7 @@ class KafkaNode:
             "inter.broker.listener.name": "PLAINTEXT",
             "listeners": ",".join(f"{name}://{HOST}:{port}" for name, port in listeners.items()),
             "advertised.listeners": ",".join(f"{name}://{HOST}:{port}" for name, port in advertised.items()),
-            "listener.security.protocol.map": ",".join(f"{name}:PLAINTEXT" for name in listeners),
+            "listener.security.protocol.map": ",".join(f"{name}:{protocol}" for name, protocol in protocols.items()),
             "log.dirs": str(self.directory / "data"),
             **settings,
         }
@@ -233,8 +255,9 @@ class KafkaNode:
         self.directory.mkdir(parents=True)
         self.config_path.write_text("".join(f"{key}={value}\n" for key, value in config.items()))
 
-    def format_command(self, cluster_id: str) -> list[str]:
-        return [*self._java(), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_path)]
+    def format_command(self, cluster_id: str, options: Sequence[str] = ()) -> list[str]:
+        storage_tool = [*self._java(), "kafka.tools.StorageTool", "format"]
+        return [*storage_tool, "-t", cluster_id, "-c", str(self.config_path), *options]
 
     def launch(self) -> None:
         """Start the process (after :meth:`write_config` and formatting); returns at once."""
@@ -305,7 +328,10 @@ class KafkaCluster:
 
     ``config`` adds or overrides broker settings of :func:`broker_defaults`. ``advertised_proxy_port``
     gives node 1 a second listener advertised at that port (the proxy's); :attr:`proxied_target` is the
-    address the proxy must forward to. Use as a context manager, or ``start()`` / ``stop()``.
+    address the proxy must forward to. ``extra_listeners`` (name → security protocol) are more listeners on
+    every node, configured through ``config`` (``listener.name.<name>.*``); :meth:`listener_bootstrap` gives
+    their addresses. ``format_options`` are passed to the storage tool (``["--add-scram", "SCRAM-SHA-512=[...]"]``).
+    Use as a context manager, or ``start()`` / ``stop()``.
     """
 
     def __init__(
@@ -315,6 +341,8 @@ class KafkaCluster:
         size: int = 1,
         config: Mapping[str, str] | None = None,
         advertised_proxy_port: int | None = None,
+        extra_listeners: Mapping[str, str] | None = None,
+        format_options: Sequence[str] = (),
         start_timeout: float = START_TIMEOUT_S,
     ) -> None:
         found = distribution()
@@ -325,6 +353,8 @@ class KafkaCluster:
         self.size = size
         self.settings = {**broker_defaults(size), **(config or {})}
         self.advertised_proxy_port = advertised_proxy_port
+        self.extra_listeners = dict(extra_listeners or {})
+        self.format_options = list(format_options)
         self.start_timeout = start_timeout
         self.cluster_id = _cluster_id()
         self.nodes = [KafkaNode(self, node_id) for node_id in range(1, size + 1)]
@@ -337,6 +367,12 @@ class KafkaCluster:
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(node.bootstrap for node in self.nodes)
+
+    def listener_bootstrap(self, listener: str) -> str:
+        """The bootstrap servers of one of the extra listeners."""
+        if listener not in self.extra_listeners:
+            raise KafkaUnavailable(f"this cluster has no listener {listener!r} (extra_listeners)")
+        return ",".join(node.address(listener) for node in self.nodes)
 
     @property
     def proxied_target(self) -> tuple[str, int]:
@@ -419,13 +455,17 @@ class KafkaCluster:
     def _prepare(self) -> None:
         """New ports, configuration files and formatted storage for every node (formatting runs in parallel)."""
         for node in self.nodes:
-            node.pick_ports(proxied=self.advertised_proxy_port is not None and node.node_id == 1)
+            proxied = self.advertised_proxy_port is not None and node.node_id == 1
+            node.pick_ports(proxied, self.extra_listeners)
         voters = ",".join(f"{node.node_id}@{HOST}:{node.controller_port}" for node in self.nodes)
         for node in self.nodes:
-            node.write_config(voters, self.settings, self.advertised_proxy_port)
+            node.write_config(voters, self.settings, self.advertised_proxy_port, self.extra_listeners)
         pipe, merged = subprocess.PIPE, subprocess.STDOUT
         formats = [
-            (node, subprocess.Popen(node.format_command(self.cluster_id), stdout=pipe, stderr=merged))
+            (
+                node,
+                subprocess.Popen(node.format_command(self.cluster_id, self.format_options), stdout=pipe, stderr=merged),
+            )
             for node in self.nodes
         ]
         for node, process in formats:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from tests.support import apache_kafka
@@ -65,3 +67,20 @@ def test_every_topic_of_a_cluster_has_as_many_replicas_as_it_can_and_a_quorum_in
 
 def test_cluster_ids_never_look_like_an_option():
     assert not any(apache_kafka._cluster_id().startswith("-") for _ in range(2000))
+
+
+def test_an_extra_listener_is_advertised_with_its_own_protocol_and_the_brokers_keep_plaintext(tmp_path):
+    cluster = SimpleNamespace(directory=tmp_path)
+    node = apache_kafka.KafkaNode(cluster, 1)  # type: ignore[arg-type]  # write_config needs only the folder
+    node.pick_ports(proxied=False, extra_listeners=["SECURE"])
+    node.write_config("1@127.0.0.1:1", {"sasl.enabled.mechanisms": "SCRAM-SHA-512"}, None, {"SECURE": "SASL_SSL"})
+    lines = node.config_path.read_text().splitlines()
+    config = dict(line.split("=", 1) for line in lines)
+
+    secure = f"SECURE://{node.address('SECURE')}"
+    assert secure in config["listeners"].split(",") and secure in config["advertised.listeners"].split(",")
+    protocols = dict(entry.split(":") for entry in config["listener.security.protocol.map"].split(","))
+    assert protocols == {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT", "SECURE": "SASL_SSL"}
+    assert config["inter.broker.listener.name"] == "PLAINTEXT"
+    assert config["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert len({node.client_port, node.controller_port, node.extra_ports["SECURE"]}) == 3
