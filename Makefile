@@ -53,7 +53,7 @@ test-fast: setup
 # Train (quick profile), serve with a real worker on an embedded broker, replay held-out flows, evaluate.
 # DEMO_ARGS passes options through, e.g. DEMO_ARGS='--run .demo/run --limit 0' (see python -m detector.tools.demo -h).
 demo: setup
-	$(PY) -m detector.tools.demo --data $(DATA) $(DEMO_ARGS)
+	$(VENV)/bin/detector demo --data $(DATA) $(DEMO_ARGS)
 
 # The detector measured side by side in one run on a real bundle (trained once, cached in .cache/bench), ending
 # with one JSON line (README "Performance"). BENCH_ARGS e.g. '--no-e2e' (python -m tests.bench.bench -h).
