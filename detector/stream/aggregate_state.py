@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from detector.stream.aggregate import AggregateKey, PartitionWindows, Window
+from detector.stream.aggregate import AggregateKey, PartitionWindows, Window, rfc3339
+from detector.stream.logs import get_logger
 
 __all__ = ["AggregateStateError", "Aggregator", "ChangelogReader", "Folded", "StateRecord", "window_key"]
 
@@ -82,6 +83,13 @@ class Aggregator:
         windows = self.partitions.get(tp)
         if windows is None:
             windows = self.partitions[tp] = self._load(*tp)
+            get_logger("aggregate").info(
+                "aggregation state read back",
+                partition=f"{tp[0]}/{tp[1]}",
+                open_windows=len(windows.windows),
+                alerts_in_open_windows=sum(w.count for w in windows.windows.values()),
+                watermark=rfc3339(windows.watermark) if math.isfinite(windows.watermark) else None,
+            )
         self._touched.add(tp)
         return windows
 

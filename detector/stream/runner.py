@@ -19,7 +19,9 @@ from detector.core.flowtime import meter_zone
 from detector.core.process import ExitCode, stop_on_signals
 from detector.core.registry import RegistryWatcher, is_registry, resolve_bundle_path
 from detector.core.scorer import DeviceError
+from detector.stream.aggregate_state import Aggregator, ChangelogReader
 from detector.stream.allowlist import Allowlist, AllowlistError
+from detector.stream.clients import general_properties
 from detector.stream.logs import configure_logging, get_logger, librdkafka_logger
 from detector.stream.metrics import Health, MetricsServer, WorkerMetrics
 from detector.stream.processor import BatchProcessor, SuppressedSink
@@ -112,7 +114,21 @@ def build_processor(
         thresholds=thresholds,
         allowlist=allowlist,
         on_suppressed=on_suppressed,
+        aggregator=_aggregator(settings),
+        verdicts_topic=settings.verdicts_topic,
+        state_topic=settings.state_topic,
     )
+
+
+def _aggregator(settings: RunSettings) -> Aggregator | None:
+    """The alert aggregation ``--aggregate-window-s`` asks for (None when it is 0), reading its changelog back
+    with a consumer of its own (the worker's consumer must not be reassigned)."""
+    if not settings.aggregate_window_s:
+        return None
+    config = {**general_properties(settings.kafka), "bootstrap.servers": settings.bootstrap_servers}
+    config["logger"] = librdkafka_logger("librdkafka.changelog")
+    reader = ChangelogReader(config, settings.state_topic, settings.aggregate_window_s)
+    return Aggregator(settings.aggregate_window_s, reader.load)
 
 
 def run_worker(settings: RunSettings, *, handle_signals: bool = True) -> int:
@@ -147,6 +163,8 @@ def _check_topics(worker: Worker) -> None:
     librdkafka keeps retrying and the worker starts consuming once it is back."""
     settings = worker.settings
     wanted = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+    if settings.aggregate_window_s:
+        wanted += [settings.state_topic] + ([settings.verdicts_topic] if settings.verdicts_topic else [])
     try:
         metadata = worker.consumer.list_topics(timeout=METADATA_TIMEOUT_S)
     except KafkaException as exc:
@@ -163,7 +181,19 @@ def _check_topics(worker: Worker) -> None:
             f"topic(s) {', '.join(missing)} do not exist on {settings.bootstrap_servers}: "
             "create them first (or pass --create-topics for a development cluster)"
         )
+    state = [topic for topic in missing if topic == settings.state_topic and settings.aggregate_window_s]
     try:
+        if state:  # a changelog: compacted, partitioned like the input
+            ensure_topics(
+                settings.bootstrap_servers,
+                state,
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                config={**settings.topic_configs, "cleanup.policy": "compact"},
+                client_config=settings.kafka,
+                logger=librdkafka_logger("librdkafka.admin"),
+            )
+            missing = [topic for topic in missing if topic not in state]
         ensure_topics(
             settings.bootstrap_servers,
             missing,
