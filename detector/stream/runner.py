@@ -9,6 +9,7 @@ worker's: 0 after a clean stop (SIGTERM/SIGINT), 1 after a fatal error.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import torch
 from confluent_kafka import KafkaException
@@ -158,6 +159,18 @@ def _metrics_server(settings: RunSettings, metrics: WorkerMetrics, health: Healt
         raise StartupError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from None
 
 
+def _check_changelog_partitions(settings: RunSettings, topics: dict[str, Any]) -> None:
+    """Input partition p keeps its aggregation windows in changelog partition p: the changelog needs as many."""
+    if not settings.aggregate_window_s or settings.state_topic not in topics or settings.input_topic not in topics:
+        return
+    state, inputs = len(topics[settings.state_topic].partitions), len(topics[settings.input_topic].partitions)
+    if state < inputs:
+        raise StartupError(
+            f"the aggregation state topic {settings.state_topic} has {state} partitions, fewer than the input "
+            f"topic {settings.input_topic} ({inputs}): input partition p keeps its windows in its partition p"
+        )
+
+
 def _check_topics(worker: Worker) -> None:
     """Missing topics are a start-up error (or are created with ``create_topics``); an unreachable cluster is not:
     librdkafka keeps retrying and the worker starts consuming once it is back."""
@@ -173,6 +186,7 @@ def _check_topics(worker: Worker) -> None:
         )
         return
     existing = {name for name, topic in metadata.topics.items() if topic.error is None}
+    _check_changelog_partitions(settings, metadata.topics)
     missing = [topic for topic in dict.fromkeys(wanted) if topic not in existing]
     if not missing:
         return

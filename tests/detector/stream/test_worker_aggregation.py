@@ -106,7 +106,9 @@ def test_ten_thousand_flows_of_one_pair_make_one_alert_per_window(
     with WorkerThread(settings) as worker:
         aggregates = read_aggregates(kafka_bootstrap, settings.output_topic, FLOWS)
         assert worker.stop() == 0
+        registry = worker.worker.metrics.registry
     check(aggregates, where)
+    assert registry.get_sample_value("flowwarden_aggregates_out_total", {"label": "DoS Hulk"}) == len(aggregates)
     assert len(aggregates) <= 2 * PARTITIONS + 2  # produced within a few seconds: a window or two per partition
 
 
@@ -154,3 +156,16 @@ def _verdicts_so_far(worker: WorkerProcess) -> float:
         for line in exposition.splitlines()
         if line.startswith("flowwarden_verdicts_total{")
     )
+
+
+def test_a_changelog_with_fewer_partitions_than_the_input_is_refused_at_start_up(
+    kafka_bootstrap, new_topic, bundle_path, tmp_path
+):
+    settings = aggregation_settings(kafka_bootstrap, new_topic, bundle_path, "exactly-once")
+    narrow = new_topic(partitions=1, prefix="state", config={"cleanup.policy": "compact"})
+    argv = run_flags(settings.model_copy(update={"aggregate_state_topic": narrow}))
+    with WorkerProcess(argv, tmp_path / "worker.log") as worker:
+        assert worker.wait(90) == 2
+        text = worker.text()
+    [line] = [line for line in text.splitlines() if line.startswith("detector run: error:")]
+    assert line.startswith("detector run: error: the aggregation state topic") and "fewer than the input" in line
