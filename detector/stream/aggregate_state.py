@@ -2,11 +2,12 @@
 
 Every batch that changes a partition's windows writes, with its alerts and in the same transaction as its
 input offsets (exactly-once), one changelog record per changed window (its state as JSON), a tombstone per
-window it closed, and the partition's watermark. The records of input partition ``p`` go to partition ``p``
-of the changelog topic (which needs at least as many partitions as the input), so a worker that gets ``p``
-reads only that partition back: :class:`ChangelogReader` replays it from the beginning with
-``read_committed`` up to its end before ``p``'s first batch is aggregated. Under exactly-once the state read
-back is exactly the state as of the committed offsets; an aborted batch's changes are never read.
+window it closed, and, when it closed one, the partition's watermark. The records of input partition ``p``
+go to partition ``p`` of the changelog topic (which needs at least as many partitions as the input), so a
+worker that gets ``p`` reads only that partition back: :class:`ChangelogReader` replays it from the
+beginning with ``read_committed`` up to its end before ``p``'s first batch is aggregated. Under exactly-once
+the state read back is exactly the state as of the committed offsets; an aborted batch's changes are never
+read.
 
 :class:`Aggregator` is the per-worker map of partition → :class:`~detector.stream.aggregate.PartitionWindows`
 that the batch processor folds alerts into.
@@ -127,8 +128,11 @@ class Aggregator:
                 continue
             topic, partition = tp
             folded.closed.extend((tp, window) for window in windows.close())
-            open_, gone, moved = windows.take_changes()
-            if moved:
+            open_, gone, _moved = windows.take_changes()
+            # The watermark only matters once it has closed a window (a record older than a closed window must
+            # not open it again after a restart), so it is written with closures, not with every batch: a batch
+            # that changes no window then produces nothing and commits without a transaction.
+            if gone:
                 value = orjson.dumps({"watermark": windows.watermark})
                 folded.changelog.append(StateRecord(partition, watermark_key(topic, partition), value))
             for window in open_:

@@ -169,3 +169,12 @@ def test_forgotten_partitions_are_read_back_when_next_needed() -> None:
     aggregator.forget([("flows", 0)])
     aggregator.seen(("flows", 0), 1003.0, 3)
     assert loads == [0, 0]
+
+
+def test_a_batch_that_changes_no_window_writes_no_state() -> None:
+    aggregator = Aggregator(10, lambda topic, partition: PartitionWindows(10))
+    aggregator.seen(("flows", 0), 1001.0, 10)  # benign flows only: the watermark moves, nothing opens
+    aggregator.seen(("flows", 0), 1030.0, 20)
+    assert aggregator.take().changelog == []
+    aggregator.add(("flows", 0), KEY, 1031.0, 20, alert(20))
+    assert [r.value is not None for r in aggregator.take().changelog] == [True]
