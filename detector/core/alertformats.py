@@ -269,6 +269,8 @@ def ocsf_document(
         "finding_info": info,
         "unmapped": {"flowwarden": _namespace(alert, meaning, is_alert)},
     }
+    if "aggregate" in alert:  # an aggregated alert: the finding stands for this many
+        document["count"] = alert["aggregate"]["count"]
     evidence = _ocsf_evidence(alert["flow"], flow)
     if evidence:
         document["evidences"] = [evidence]

@@ -140,7 +140,9 @@ def _send(producer: Producer, flight: _InFlight) -> bool:
     try:
         while index < len(outputs):
             out = outputs[index]
-            if out.headers is None:
+            if out.partition is not None:
+                produce(out.topic, out.value, out.key, partition=out.partition, on_delivery=report)
+            elif out.headers is None:
                 produce(out.topic, out.value, out.key, on_delivery=report)
             else:
                 produce(out.topic, out.value, out.key, headers=out.headers, on_delivery=report)

@@ -86,6 +86,13 @@ class WorkerMetrics:
         self.alerts_out = Counter(
             "flowwarden_alerts_out", "Alerts produced, by predicted class.", ["label"], registry=r
         )
+        self.aggregates_out = Counter(
+            "flowwarden_aggregates_out",
+            "Aggregated alerts produced (--aggregate-window-s), by predicted class: each stands for the per-flow "
+            "alerts flowwarden_alerts_out counts.",
+            ["label"],
+            registry=r,
+        )
         self.alerts_suppressed = Counter(
             "flowwarden_alerts_suppressed",
             "Verdicts that would have been alerts, by predicted class and why they are not: below_threshold "

@@ -12,10 +12,13 @@ What becomes an alert is decided in stages, on arrays of the whole batch, before
 2. **thresholds** (:mod:`detector.stream.thresholds`): an attack verdict below its class's least confidence is
    not an alert (unless it is flagged as novel);
 3. **allowlist** (:mod:`detector.stream.allowlist`): a flagged flow an entry matches is not an alert;
-4. *(aggregation belongs here: it would take the alerts that survive 1-3, as :class:`Selection` rows, and
-   fold them into fewer messages)*;
-5. **encode** (:mod:`detector.core.alertformats`): one message per alert in ``--alert-format``, or with
-   ``--emit all`` one per verdict, alerts or not (ECS ``event.kind``/OCSF ``is_alert`` tell them apart).
+4. **encode** (:mod:`detector.core.alertformats`): one message per alert in ``--alert-format``, or with
+   ``--emit all`` one per verdict, alerts or not (ECS ``event.kind``/OCSF ``is_alert`` tell them apart);
+5. **aggregate** (``--aggregate-window-s``, :mod:`detector.stream.aggregate`): the per-flow messages of 4 go to
+   ``--verdicts-topic`` (none when it is not set), the alerts are folded into their window, and the windows
+   the batch closed are published, one aggregated alert each, with the changelog records of every window the
+   batch changed (:mod:`detector.stream.aggregate_state`). :meth:`BatchProcessor.flush` closes windows on a
+   timer when no record comes to close them.
 
 Verdicts stopped by 2 or 3 are counted by class and reason in :attr:`ScoredBatch.suppressed`, never dropped
 silently; verdict objects are built only for the records that become messages.
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,6 +40,7 @@ from detector.core.alerts import alert_key, build_alert, flow_identity, utc_now
 from detector.core.bundle import Bundle
 from detector.core.decode import DecodedFlow, FlowDecoder, Rejected
 from detector.core.scorer import PendingScores, Scorer, Scores
+from detector.stream.aggregate_state import Aggregator
 from detector.stream.allowlist import Allowlist
 from detector.stream.deadletter import dead_letter_headers, dead_letter_value
 from detector.stream.logs import get_logger
@@ -54,6 +58,7 @@ class Output:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    partition: int | None = None  # None: the producer's partitioner chooses
 
 
 @dataclass(slots=True)
@@ -76,6 +81,7 @@ class ScoredBatch:
     dead_letters: Counter[str] = field(default_factory=Counter)
     novel: Counter[str] = field(default_factory=Counter)  # novel flows by predicted class
     suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)  # (class, reason): not alerts
+    aggregates: Counter[str] = field(default_factory=Counter)  # aggregated alerts published, by label
     model_seconds: float = 0.0
 
 
@@ -109,10 +115,15 @@ class BatchProcessor:
         thresholds: Thresholds | None = None,
         allowlist: Allowlist | None = None,
         on_suppressed: SuppressedSink | None = None,
+        aggregator: Aggregator | None = None,
+        verdicts_topic: str | None = None,
+        state_topic: str | None = None,
     ) -> None:
         """``encoder`` writes the alerts (native by default); ``thresholds`` and ``allowlist`` decide which
         verdicts are alerts (none stopped by default); ``on_suppressed`` receives each batch's suppressed counts
-        when it is scored (so a batch redone after a failed delivery counts again, as records read do)."""
+        when it is scored (so a batch redone after a failed delivery counts again, as records read do).
+        ``aggregator`` turns alerts into one aggregated alert per window (``state_topic`` its changelog; per-flow
+        messages then go to ``verdicts_topic``, or nowhere when it is None)."""
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
         self.emit = emit
@@ -123,6 +134,13 @@ class BatchProcessor:
         self.thresholds = thresholds or Thresholds()
         self.allowlist = allowlist or Allowlist()
         self.on_suppressed = on_suppressed
+        self.aggregator = aggregator
+        self.verdicts_topic = verdicts_topic
+        self.state_topic = state_topic
+        if aggregator is not None and state_topic is None:
+            raise ValueError("aggregation needs a state topic")
+        self._flush_every = 0.0 if aggregator is None else min(1.0, aggregator.length / 4)
+        self._next_flush = time.monotonic() + self._flush_every
         self.serve(bundle)
 
     def serve(self, bundle: Bundle) -> None:
@@ -173,8 +191,11 @@ class BatchProcessor:
         scores = scoring.finish()
         batch.model_seconds = scoring.seconds
         detected_at = utc_now()
+        stamps = np.asarray(timestamps, dtype=float)
         if scores is not None:
-            self._score(scores, flows, sources, np.asarray(timestamps), detected_at, batch)
+            self._score(scores, flows, sources, stamps, detected_at, batch)
+        if self.aggregator is not None:
+            self._fold_batch(sources, stamps, batch)
         for message, reason, source in rejected:
             value, extra = dead_letter_value(message.value())
             headers = dead_letter_headers(reason, source, detected_at) + extra
@@ -202,14 +223,67 @@ class BatchProcessor:
         confidence = scores.probabilities[np.arange(len(best)), best]
         selection = self._select(best, confidence, novel, flows, batch)
         verdicts = self.scorer.verdicts(scores.take(selection.published))
-        model, topic, encode = self.model, self.output_topic, self.encoder.encode
+        model, encode, aggregator = self.model, self.encoder.encode, self.aggregator
+        topic = self.output_topic if aggregator is None else self.verdicts_topic
         for index, verdict in zip(selection.published.tolist(), verdicts, strict=True):
             flow, source = flows[index], sources[index]
             alert = build_alert(verdict, flow.flow, flow.label, model, source, detected_at)
-            value = encode(alert, is_alert=bool(selection.alert[index]))
-            batch.outputs.append(Output(topic, alert_key(alert["flow"], source), value))
+            is_alert = bool(selection.alert[index])
+            if topic is not None:
+                batch.outputs.append(Output(topic, alert_key(alert["flow"], source), encode(alert, is_alert=is_alert)))
+            if aggregator is not None and is_alert:
+                stamp = float(timestamps[index])
+                identity = alert["flow"]
+                key = (str(identity.get("src_ip") or ""), str(identity.get("dst_ip") or ""), verdict.label)
+                aggregator.add(source[:2], key, time.time() if np.isnan(stamp) else stamp, source[2], alert)
             batch.alerts[verdict.label] += 1
         batch.alert_timestamps = timestamps[selection.published]
+
+    def _fold_batch(self, sources: list[tuple[str, int, int]], stamps: np.ndarray, batch: ScoredBatch) -> None:
+        """Move each partition's watermark to its latest record, then publish the windows that closed."""
+        assert self.aggregator is not None
+        latest: dict[TopicPartitionKey, float] = {}
+        for (topic, partition, _offset), stamp in zip(sources, stamps.tolist(), strict=True):
+            if not np.isnan(stamp):
+                latest[(topic, partition)] = max(stamp, latest.get((topic, partition), stamp))
+        for tp, next_offset in batch.next_offsets.items():
+            self.aggregator.seen(tp, latest.get(tp, np.nan), next_offset)
+        self._publish_closed(batch)
+
+    def _publish_closed(self, batch: ScoredBatch) -> None:
+        assert self.aggregator is not None and self.state_topic is not None
+        folded = self.aggregator.take()
+        for (topic, partition), window in folded.closed:
+            alert = window.aggregated_alert(topic, partition)
+            value = self.encoder.encode(alert, is_alert=True)
+            batch.outputs.append(Output(self.output_topic, alert["alert_id"].encode(), value))
+            batch.aggregates[window.key[2]] += 1
+        for record in folded.changelog:
+            batch.outputs.append(Output(self.state_topic, record.key, record.value, partition=record.partition))
+
+    def flush_due(self) -> ScoredBatch | None:
+        """On a timer: a batch of the windows that wall-clock time closed (an idle partition's), or None.
+
+        A window closes here once wall-clock time is one window length past its end. The batch reads no
+        record: it commits each partition it touches at the offset already reached (and is rewound there if
+        its transaction is aborted)."""
+        if self.aggregator is None or time.monotonic() < self._next_flush:
+            return None
+        self._next_flush = time.monotonic() + self._flush_every
+        self.aggregator.advance(time.time() - self.aggregator.length)
+        batch = ScoredBatch([], {}, {}, 0, np.empty(0))
+        touched = [tp for tp in self.aggregator.positions if tp in self.aggregator.pending()]
+        self._publish_closed(batch)
+        if not batch.outputs:
+            return None
+        for tp in touched:
+            batch.next_offsets[tp] = batch.first_offsets[tp] = self.aggregator.positions[tp]
+        return batch
+
+    def forget_state(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        """Partitions assigned, released or rewound: their windows are read back from the changelog when needed."""
+        if self.aggregator is not None:
+            self.aggregator.forget(partitions)
 
     def _select(
         self,

@@ -9,6 +9,7 @@ worker's: 0 after a clean stop (SIGTERM/SIGINT), 1 after a fatal error.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import torch
 from confluent_kafka import KafkaException
@@ -19,7 +20,9 @@ from detector.core.flowtime import meter_zone
 from detector.core.process import ExitCode, stop_on_signals
 from detector.core.registry import RegistryWatcher, is_registry, resolve_bundle_path
 from detector.core.scorer import DeviceError
+from detector.stream.aggregate_state import Aggregator, ChangelogReader
 from detector.stream.allowlist import Allowlist, AllowlistError
+from detector.stream.clients import general_properties
 from detector.stream.logs import configure_logging, get_logger, librdkafka_logger
 from detector.stream.metrics import Health, MetricsServer, WorkerMetrics
 from detector.stream.processor import BatchProcessor, SuppressedSink
@@ -112,7 +115,21 @@ def build_processor(
         thresholds=thresholds,
         allowlist=allowlist,
         on_suppressed=on_suppressed,
+        aggregator=_aggregator(settings),
+        verdicts_topic=settings.verdicts_topic,
+        state_topic=settings.state_topic,
     )
+
+
+def _aggregator(settings: RunSettings) -> Aggregator | None:
+    """The alert aggregation ``--aggregate-window-s`` asks for (None when it is 0), reading its changelog back
+    with a consumer of its own (the worker's consumer must not be reassigned)."""
+    if not settings.aggregate_window_s:
+        return None
+    config = {**general_properties(settings.kafka), "bootstrap.servers": settings.bootstrap_servers}
+    config["logger"] = librdkafka_logger("librdkafka.changelog")
+    reader = ChangelogReader(config, settings.state_topic, settings.aggregate_window_s)
+    return Aggregator(settings.aggregate_window_s, reader.load)
 
 
 def run_worker(settings: RunSettings, *, handle_signals: bool = True) -> int:
@@ -142,11 +159,25 @@ def _metrics_server(settings: RunSettings, metrics: WorkerMetrics, health: Healt
         raise StartupError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from None
 
 
+def _check_changelog_partitions(settings: RunSettings, topics: dict[str, Any]) -> None:
+    """Input partition p keeps its aggregation windows in changelog partition p: the changelog needs as many."""
+    if not settings.aggregate_window_s or settings.state_topic not in topics or settings.input_topic not in topics:
+        return
+    state, inputs = len(topics[settings.state_topic].partitions), len(topics[settings.input_topic].partitions)
+    if state < inputs:
+        raise StartupError(
+            f"the aggregation state topic {settings.state_topic} has {state} partitions, fewer than the input "
+            f"topic {settings.input_topic} ({inputs}): input partition p keeps its windows in its partition p"
+        )
+
+
 def _check_topics(worker: Worker) -> None:
     """Missing topics are a start-up error (or are created with ``create_topics``); an unreachable cluster is not:
     librdkafka keeps retrying and the worker starts consuming once it is back."""
     settings = worker.settings
     wanted = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+    if settings.aggregate_window_s:
+        wanted += [settings.state_topic] + ([settings.verdicts_topic] if settings.verdicts_topic else [])
     try:
         metadata = worker.consumer.list_topics(timeout=METADATA_TIMEOUT_S)
     except KafkaException as exc:
@@ -155,6 +186,7 @@ def _check_topics(worker: Worker) -> None:
         )
         return
     existing = {name for name, topic in metadata.topics.items() if topic.error is None}
+    _check_changelog_partitions(settings, metadata.topics)
     missing = [topic for topic in dict.fromkeys(wanted) if topic not in existing]
     if not missing:
         return
@@ -163,7 +195,19 @@ def _check_topics(worker: Worker) -> None:
             f"topic(s) {', '.join(missing)} do not exist on {settings.bootstrap_servers}: "
             "create them first (or pass --create-topics for a development cluster)"
         )
+    state = [topic for topic in missing if topic == settings.state_topic and settings.aggregate_window_s]
     try:
+        if state:  # a changelog: compacted, partitioned like the input
+            ensure_topics(
+                settings.bootstrap_servers,
+                state,
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                config={**settings.topic_configs, "cleanup.policy": "compact"},
+                client_config=settings.kafka,
+                logger=librdkafka_logger("librdkafka.admin"),
+            )
+            missing = [topic for topic in missing if topic not in state]
         ensure_topics(
             settings.bootstrap_servers,
             missing,

@@ -210,6 +210,25 @@ class RunSettings(KafkaSettings):
         description="no alert of these classes (they are still scored and counted)",
         json_schema_extra={"metavar": "CLASS"},
     )
+    aggregate_window_s: float = Field(
+        0.0,
+        ge=0,
+        le=86_400,
+        description="aggregate alerts: at most one per (source IP, destination IP, label) and input partition per "
+        "window of this many seconds of event time (0: off, one alert per flow)",
+        json_schema_extra={"metavar": "SECONDS"},
+    )
+    verdicts_topic: str | None = Field(
+        None,
+        description="with --aggregate-window-s: where the per-flow alerts go as well (default: nowhere)",
+        json_schema_extra={"metavar": "TOPIC"},
+    )
+    aggregate_state_topic: str | None = Field(
+        None,
+        description="with --aggregate-window-s: the compacted changelog of open windows, with at least as many "
+        "partitions as the input (default: GROUP-aggregate-state)",
+        json_schema_extra={"metavar": "TOPIC"},
+    )
     metrics: bool = Field(True, description="serve Prometheus metrics, /healthz and /readyz")
     metrics_port: int = Field(9108, ge=0, le=65535, description="port of /metrics, /healthz, /readyz (0: any free)")
     metrics_host: str = Field("0.0.0.0", description="address the metrics server binds")
@@ -300,6 +319,16 @@ class RunSettings(KafkaSettings):
     def _topic(cls, value: str) -> str:
         return topic_name(value)
 
+    @field_validator("verdicts_topic", "aggregate_state_topic")
+    @classmethod
+    def _optional_topic(cls, value: str | None) -> str | None:
+        return None if value is None else topic_name(value)
+
+    @property
+    def state_topic(self) -> str:
+        """The aggregation changelog topic."""
+        return self.aggregate_state_topic or f"{self.group_id}-aggregate-state"
+
     @field_validator("group_id", "transactional_id", "instance_id")
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:
@@ -317,7 +346,7 @@ class RunSettings(KafkaSettings):
     @model_validator(mode="after")
     def _outputs_are_not_the_input(self) -> RunSettings:
         # The worker would read its own alerts or dead letters back: a dead letter would loop forever.
-        for name in ("output_topic", "dlq_topic"):
+        for name in ("output_topic", "dlq_topic", "verdicts_topic", "aggregate_state_topic"):
             if getattr(self, name) == self.input_topic:
                 raise ValueError(f"{name} must differ from input_topic ({self.input_topic!r})")
         return self

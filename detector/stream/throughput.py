@@ -49,6 +49,8 @@ class Throughput:
                 m.verdicts.labels(label=label, is_attack=str(is_attack).lower()).inc(count)
             for label, count in batch.alerts.items():
                 m.alerts_out.labels(label=label).inc(count)
+            for label, count in batch.aggregates.items():
+                m.aggregates_out.labels(label=label).inc(count)
             for label, count in batch.novel.items():
                 m.novel_flows.labels(label=label).inc(count)
             for code, count in batch.dead_letters.items():

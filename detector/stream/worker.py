@@ -41,6 +41,7 @@ import time
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from detector.core.registry import RegistryWatcher
+from detector.stream.aggregate_state import AggregateStateError
 from detector.stream.backpressure import Backpressure
 from detector.stream.batcher import Batcher
 from detector.stream.clientevents import ClientEvents, is_fatal
@@ -185,7 +186,7 @@ class Worker:
             while not self._stop.is_set():
                 self._iterate()
             return self._shutdown()
-        except (DeliveryFatal, WorkerError, KafkaException) as exc:
+        except (DeliveryFatal, WorkerError, AggregateStateError, KafkaException) as exc:
             # A KafkaException that reaches here is librdkafka reporting a fatal error from poll/flush (e.g. the
             # transactional producer was fenced): nothing more can be delivered or committed by this process.
             error = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
@@ -255,6 +256,8 @@ class Worker:
         self._absorb(self.delivery.service())
         if self.batcher.due() and self.delivery.can_accept():
             self._submit(self.batcher.take())
+        if self.delivery.can_accept() and (closed := self.processor.flush_due()) is not None:
+            self.delivery.submit(closed)  # aggregation windows closed by the clock (an idle partition's)
         if self.hotswap is not None:
             self.hotswap.poll_if_due()
         self.backpressure.apply(len(self.batcher), self.delivery.can_accept())
@@ -388,6 +391,7 @@ class Worker:
 
     def _rewind(self, positions: dict[TopicPartitionKey, int]) -> None:
         dropped = self.batcher.drop_partitions(positions.keys())
+        self.processor.forget_state(positions.keys())
         for (topic, partition), offset in positions.items():
             if (topic, partition) not in self.partitions.assigned:
                 continue  # revoked meanwhile: its new owner starts from the committed offset
@@ -408,6 +412,7 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         fresh = {(tp.topic, tp.partition) for tp in partitions}
         self.batcher.drop_partitions(fresh)
+        self.processor.forget_state(fresh)
         self.partitions.assign(fresh)
         self.metrics.partition_changes.labels(change="assigned").inc(len(fresh))
         self.health.joined = True
@@ -456,6 +461,7 @@ class Worker:
 
     def _release(self, partitions: set[TopicPartitionKey]) -> None:
         self.batcher.drop_partitions(partitions)
+        self.processor.forget_state(partitions)
         self.backpressure.resume_before_release(partitions)
         self.partitions.forget(partitions)
         self.metrics.forget_partitions(partitions)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,8 @@ def documents(fmt: str) -> list[tuple[str, dict[str, Any]]]:
         host = copy.deepcopy(alert)
         host["flow"].update(src_ip="scanner.example", protocol="ospf")
         variants[f"{case}, host name"] = host
+        if case == "attack":
+            variants[f"{case}, aggregated"] = load(EXAMPLES / "alert.aggregated.json")
         for name, value in variants.items():
             encoder = AlertEncoder(fmt, observer=OBSERVER)  # type: ignore[arg-type]
             shapes.append((name, encoder.document(value, is_alert=is_alert)))
@@ -379,8 +381,27 @@ def test_the_documented_table_is_the_code() -> None:
 
 def test_the_example_alert_ids_are_derived_from_their_source() -> None:
     from detector.core.alerts import alert_id
+    from detector.stream.aggregate import aggregate_id
 
     for path in sorted(EXAMPLES.glob("alert.*.json")):
         alert = load(path)
         source = alert["source"]
+        if "aggregate" in alert:  # the first alert's source; the id is the window's
+            start = datetime.fromisoformat(alert["aggregate"]["window_start"]).timestamp()
+            key = (alert["flow"]["src_ip"], alert["flow"]["dst_ip"], alert["label"])
+            assert alert["alert_id"] == alert["aggregate"]["id"], path.name
+            assert alert["alert_id"] == aggregate_id(source["topic"], source["partition"], key, start), path.name
+            assert alert["aggregate"]["sample_alert_ids"][0] == alert_id(
+                source["topic"], source["partition"], source["offset"]
+            )
+            continue
         assert alert["alert_id"] == alert_id(source["topic"], source["partition"], source["offset"]), path.name
+
+
+def test_an_aggregated_alert_says_how_many_it_stands_for_in_every_format() -> None:
+    aggregated = load(EXAMPLES / "alert.aggregated.json")
+    ecs = AlertEncoder("ecs", observer=OBSERVER).document(aggregated, is_alert=True)
+    ocsf = AlertEncoder("ocsf", observer=OBSERVER).document(aggregated, is_alert=True)
+    assert ecs["flowwarden"]["aggregate"]["count"] == ocsf["count"] == aggregated["aggregate"]["count"] == 5000
+    assert ecs["event"]["id"] == ocsf["finding_info"]["uid"] == aggregated["aggregate"]["id"]
+    assert "count" not in AlertEncoder("ocsf", observer=OBSERVER).document(native("attack"), is_alert=True)

@@ -36,6 +36,7 @@ EXAMPLE_SCHEMA = {
     "alert.benign-verdict.json": "alert.schema.json",
     "alert.with-ground-truth.json": "alert.schema.json",
     "alert.flagged-novel.json": "alert.schema.json",
+    "alert.aggregated.json": "alert.schema.json",
     **{f"alert-{fmt}.{case}.json": f"alert-{fmt}.schema.json" for fmt in ("ecs", "ocsf") for case in CASES},
     "dead-letter-headers.json": "dead-letter.schema.json",
     "bundle-manifest.json": "bundle-manifest.schema.json",

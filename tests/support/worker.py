@@ -107,6 +107,15 @@ def run_flags(settings: RunSettings) -> list[str]:
         "--metrics-port",
         str(settings.metrics_port),
     ]
+    if settings.aggregate_window_s:
+        argv += [
+            "--aggregate-window-s",
+            str(settings.aggregate_window_s),
+            "--aggregate-state-topic",
+            settings.state_topic,
+        ]
+    if settings.verdicts_topic:
+        argv += ["--verdicts-topic", settings.verdicts_topic]
     if settings.transactional_id:
         argv += ["--transactional-id", settings.transactional_id]
     if settings.instance_id:
