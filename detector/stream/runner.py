@@ -57,8 +57,6 @@ def build_worker(settings: RunSettings) -> Worker:
         processor = build_processor(settings, bundle, on_suppressed=metrics.count_suppressed)
     except (BundleError, DeviceError, AllowlistError) as exc:
         raise StartupError(str(exc)) from None
-    backend = processor.scorer.backend
-    get_logger("runner").info("serving backend", backend=backend.name, device=str(backend.device), note=backend.note)
     watcher = RegistryWatcher(settings.bundle, path.name) if is_registry(settings.bundle) else None
 
     metrics.watch(health)
@@ -81,6 +79,9 @@ def build_worker(settings: RunSettings) -> Worker:
     except BaseException:
         worker.discard()
         raise
+    # Logged once the settings are known to be usable: a usage error stays the one line on stderr.
+    backend = processor.scorer.backend
+    get_logger("runner").info("serving backend", backend=backend.name, device=str(backend.device), note=backend.note)
     return worker
 
 
