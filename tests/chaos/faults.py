@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka.admin import AdminClient
 
-from tests.support.tcpproxy import PRODUCE_API_KEY
+from tests.chaos.rig import Brokers, Slot
+from tests.support.tcpproxy import PRODUCE_API_KEY, TcpProxy
 
 KINDS = (
     "worker_kill9",
@@ -68,11 +69,11 @@ def plan(count: int, duration: float, seed: int, kinds: tuple[str, ...]) -> list
 class Target:
     """What the faults act on (built by run.py)."""
 
-    slots: dict  # name -> rig.Slot, the permanent ones
+    slots: dict[str, Slot]  # the permanent ones, by name
     proxied: str  # the slot whose traffic goes through the proxies
-    add_slot: Callable[[str], object]  # starts a temporary slot, returns it
+    add_slot: Callable[[str], Slot]  # starts a temporary slot, returns it
     publish_next: Callable[[], str]  # publishes the next bundle version, returns its name
-    brokers: object  # rig.Brokers
+    brokers: Brokers
     input_topic: str
     rng: random.Random
     cut_seconds: float = 5.0
@@ -114,7 +115,7 @@ def _worker_added(fault: Fault, target: Target) -> None:
         slot.close()
 
 
-def _proxies(target: Target) -> list:
+def _proxies(target: Target) -> list[TcpProxy]:
     proxies = target.brokers.proxies
     if not proxies:
         raise RuntimeError("no proxies: an external cluster")
