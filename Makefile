@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 
-.PHONY: setup kafka test test-fast lint docs demo bench bench-e2e bench-candidates bench-gpu bench-gpu-prepare fit-paper pcap-check clean
+.PHONY: setup kafka chaos test test-fast lint docs demo bench bench-e2e bench-candidates bench-gpu bench-gpu-prepare fit-paper pcap-check clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ docs: setup
 
 test: setup lint kafka
 	$(PY) -m pytest -q
+
+# A bounded fault-injection run on a 3-node Apache Kafka cluster, once per guarantee, one JSON line each (README
+# "Reliability"; never part of make test). CHAOS_ARGS e.g. '--records 5000 --faults 3' or '--bootstrap host:9092'.
+chaos: setup kafka
+	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not kafka"

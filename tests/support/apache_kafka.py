@@ -328,10 +328,12 @@ class KafkaCluster:
 
     ``config`` adds or overrides broker settings of :func:`broker_defaults`. ``advertised_proxy_port``
     gives node 1 a second listener advertised at that port (the proxy's); :attr:`proxied_target` is the
-    address the proxy must forward to. ``extra_listeners`` (name → security protocol) are more listeners on
-    every node, configured through ``config`` (``listener.name.<name>.*``); :meth:`listener_bootstrap` gives
-    their addresses. ``format_options`` are passed to the storage tool (``["--add-scram", "SCRAM-SHA-512=[...]"]``).
-    Use as a context manager, or ``start()`` / ``stop()``.
+    address the proxy must forward to. ``advertised_proxy_ports`` does the same for several nodes (node id ->
+    proxy port; :meth:`proxied_target_of`): a client bootstrapped through the proxies of *every* node keeps all
+    its traffic on them (the chaos run cuts one worker off that way). ``extra_listeners`` (name → security
+    protocol) are more listeners on every node, configured through ``config`` (``listener.name.<name>.*``);
+    :meth:`listener_bootstrap` gives their addresses. ``format_options`` are passed to the storage tool
+    (``["--add-scram", "SCRAM-SHA-512=[...]"]``). Use as a context manager, or ``start()`` / ``stop()``.
     """
 
     def __init__(
@@ -341,6 +343,7 @@ class KafkaCluster:
         size: int = 1,
         config: Mapping[str, str] | None = None,
         advertised_proxy_port: int | None = None,
+        advertised_proxy_ports: Mapping[int, int] | None = None,
         extra_listeners: Mapping[str, str] | None = None,
         format_options: Sequence[str] = (),
         start_timeout: float = START_TIMEOUT_S,
@@ -352,7 +355,9 @@ class KafkaCluster:
         self.directory = Path(directory)
         self.size = size
         self.settings = {**broker_defaults(size), **(config or {})}
-        self.advertised_proxy_port = advertised_proxy_port
+        self.advertised_proxy_ports = dict(advertised_proxy_ports or {})
+        if advertised_proxy_port is not None:
+            self.advertised_proxy_ports[1] = advertised_proxy_port
         self.extra_listeners = dict(extra_listeners or {})
         self.format_options = list(format_options)
         self.start_timeout = start_timeout
@@ -376,9 +381,13 @@ class KafkaCluster:
 
     @property
     def proxied_target(self) -> tuple[str, int]:
-        port = self.nodes[0].proxied_port
+        return self.proxied_target_of(1)
+
+    def proxied_target_of(self, node_id: int) -> tuple[str, int]:
+        """Where the proxy advertised by node ``node_id`` must forward to (its proxied listener)."""
+        port = self.node(node_id).proxied_port
         if port is None:
-            raise KafkaUnavailable("this cluster has no proxied listener (no advertised_proxy_port)")
+            raise KafkaUnavailable(f"node {node_id} has no proxied listener (no advertised proxy port)")
         return HOST, port
 
     def node(self, node_id: int) -> KafkaNode:
@@ -455,11 +464,12 @@ class KafkaCluster:
     def _prepare(self) -> None:
         """New ports, configuration files and formatted storage for every node (formatting runs in parallel)."""
         for node in self.nodes:
-            proxied = self.advertised_proxy_port is not None and node.node_id == 1
-            node.pick_ports(proxied, self.extra_listeners)
+            node.pick_ports(node.node_id in self.advertised_proxy_ports, self.extra_listeners)
         voters = ",".join(f"{node.node_id}@{HOST}:{node.controller_port}" for node in self.nodes)
         for node in self.nodes:
-            node.write_config(voters, self.settings, self.advertised_proxy_port, self.extra_listeners)
+            node.write_config(
+                voters, self.settings, self.advertised_proxy_ports.get(node.node_id), self.extra_listeners
+            )
         pipe, merged = subprocess.PIPE, subprocess.STDOUT
         formats = [
             (

@@ -267,6 +267,39 @@ class WorkerProcess:
         self.close()
 
 
+class Supervised:
+    """A ``detector run`` process started again, with the same flags, whenever it exits (as an orchestrator
+    restarts a pod in its slot). ``exits`` lists each ended process with its exit status."""
+
+    def __init__(self, argv: list[str], logs: Path) -> None:
+        self.argv, self.logs = argv, logs
+        self.exits: list[tuple[int, WorkerProcess]] = []
+        self.current = self._start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _start(self) -> WorkerProcess:
+        return WorkerProcess(self.argv, self.logs / f"worker-{len(self.exits)}.log")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            if not self.current.alive():
+                self.exits.append((self.current.process.returncode, self.current))
+                self.current = self._start()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(10)
+        return self.current.terminate()
+
+    def close(self) -> None:
+        self._stop.set()
+        for _, process in self.exits:
+            process.close()
+        self.current.close()
+
+
 def wait_until(
     condition: Callable[[], bool],
     what: str,

@@ -10,9 +10,7 @@ Skipped where Apache Kafka cannot run (the cluster is started for this module on
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -23,7 +21,7 @@ from tests.support.generated import generated_rows
 from tests.support.kafka import unique_name
 from tests.support.worker import (
     Replay,
-    WorkerProcess,
+    Supervised,
     alert_sources,
     consume_covering,
     flow_values,
@@ -36,38 +34,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(480)]
 PARTITIONS = 3
 FATAL = "fatal: the worker stops without committing further"
 HUNG_OFFSETS = "send_offsets_to_transaction has not returned for"
-
-
-class Supervised:
-    """A ``detector run`` process started again, with the same flags, whenever it exits."""
-
-    def __init__(self, argv: list[str], logs: Path) -> None:
-        self.argv, self.logs = argv, logs
-        self.exits: list[tuple[int, WorkerProcess]] = []
-        self.current = self._start()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-
-    def _start(self) -> WorkerProcess:
-        return WorkerProcess(self.argv, self.logs / f"worker-{len(self.exits)}.log")
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.2):
-            if not self.current.alive():
-                self.exits.append((self.current.process.returncode, self.current))
-                self.current = self._start()
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join(10)
-        return self.current.terminate()
-
-    def close(self) -> None:
-        self._stop.set()
-        for _, process in self.exits:
-            process.close()
-        self.current.close()
 
 
 def leader_of(bootstrap: str, topic: str, partition: int) -> int:

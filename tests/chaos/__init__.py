@@ -1,0 +1,1 @@
+"""``make chaos``: a bounded fault-injection run on Apache Kafka (see run.py)."""
