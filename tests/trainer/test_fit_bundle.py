@@ -6,9 +6,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from detector.core.bundle import load_bundle
+from detector.core.csvfile import read_rows
+from detector.core.decode import FlowDecoder
 from tests.support.generated import generated_rows, write_generated_csv
 from trainer import commands
 from trainer.config import load_config
@@ -182,3 +185,15 @@ def test_without_validation_rows_the_last_epoch_is_kept_and_nothing_is_calibrate
     assert set(report["steps"]["focal_alpha"]["weights"]) == set(report["per_class"])
     bundle = load_bundle(tmp_path / "run" / "bundle")
     assert bundle.calibration.temperature == 1.0 and bundle.model.config.activation == "every_conv"
+
+
+def test_fit_stores_the_training_histograms_the_test_split_reads_as_stable(fitted_run):
+    """drift.json holds the raw training values' histograms; the held-out test split of the same data is no drift."""
+    run, _ = fitted_run
+    bundle = load_bundle(run / "bundle")
+    assert "drift.json" in bundle.manifest["files"] and bundle.drift is not None
+    assert bundle.drift.features == bundle.preprocessor.numeric
+    decoder = FlowDecoder(bundle.drift.features)
+    values = [decoder.decode_mapping(row).numeric for row in read_rows(run / "test_split.csv.gz")]
+    psi = bundle.drift.psi(bundle.drift.bin_counts(np.stack(values)))
+    assert psi.max() < 0.1, dict(zip(bundle.drift.features, psi.round(3), strict=True))
