@@ -39,6 +39,7 @@ from detector.core.decode import DecodedFlow, FlowDecoder, Rejected
 from detector.core.scorer import PendingScores, Scorer, Scores
 from detector.stream.allowlist import Allowlist
 from detector.stream.deadletter import dead_letter_headers, dead_letter_value
+from detector.stream.drift import DriftMonitor
 from detector.stream.logs import get_logger
 from detector.stream.thresholds import Thresholds
 
@@ -109,10 +110,12 @@ class BatchProcessor:
         thresholds: Thresholds | None = None,
         allowlist: Allowlist | None = None,
         on_suppressed: SuppressedSink | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         """``encoder`` writes the alerts (native by default); ``thresholds`` and ``allowlist`` decide which
         verdicts are alerts (none stopped by default); ``on_suppressed`` receives each batch's suppressed counts
-        when it is scored (so a batch redone after a failed delivery counts again, as records read do)."""
+        when it is scored (so a batch redone after a failed delivery counts again, as records read do);
+        ``drift`` counts each batch's decoded flows into the served bundle's training histograms."""
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
         self.emit = emit
@@ -123,6 +126,7 @@ class BatchProcessor:
         self.thresholds = thresholds or Thresholds()
         self.allowlist = allowlist or Allowlist()
         self.on_suppressed = on_suppressed
+        self.drift = drift
         self.serve(bundle)
 
     def serve(self, bundle: Bundle) -> None:
@@ -137,6 +141,8 @@ class BatchProcessor:
         self._classes = bundle.classes
         self._benign = bundle.classes.index(bundle.benign_class)
         self._least_confidence = self.thresholds.for_classes(bundle.classes)
+        if self.drift is not None:
+            self.drift.serve(bundle)
         unknown = self.thresholds.unknown(bundle.classes)
         if unknown:
             get_logger("processor").warning(
@@ -170,6 +176,8 @@ class BatchProcessor:
                 rejected.append((message, result, (topic, partition, offset)))  # type: ignore[arg-type]
 
         batch = ScoredBatch([], next_offsets, first_offsets, len(messages), np.empty(0))
+        if self.drift is not None and flows:
+            self.drift.observe(np.stack([flow.numeric for flow in flows]))
         scores = scoring.finish()
         batch.model_seconds = scoring.seconds
         detected_at = utc_now()

@@ -20,6 +20,7 @@ from detector.core.process import ExitCode, stop_on_signals
 from detector.core.registry import RegistryWatcher, is_registry, resolve_bundle_path
 from detector.core.scorer import DeviceError
 from detector.stream.allowlist import Allowlist, AllowlistError
+from detector.stream.drift import DriftMonitor
 from detector.stream.logs import configure_logging, get_logger, librdkafka_logger
 from detector.stream.metrics import Health, MetricsServer, WorkerMetrics
 from detector.stream.processor import BatchProcessor, SuppressedSink
@@ -47,11 +48,11 @@ def build_worker(settings: RunSettings) -> Worker:
         # Scoring runs on the loop's thread; on a small or shared CPU more torch threads than free cores
         # make every batch slower, not faster.
         torch.set_num_threads(settings.threads)
-    metrics, health = WorkerMetrics(), Health()
+    metrics, health = WorkerMetrics(drift_window=settings.drift_window if settings.drift else None), Health()
     try:
         path = resolve_bundle_path(settings.bundle)
         bundle = load_bundle(path)
-        processor = build_processor(settings, bundle, on_suppressed=metrics.count_suppressed)
+        processor = build_processor(settings, bundle, on_suppressed=metrics.count_suppressed, drift=metrics.drift)
     except (BundleError, DeviceError, AllowlistError) as exc:
         raise StartupError(str(exc)) from None
     backend = processor.scorer.backend
@@ -82,7 +83,11 @@ def build_worker(settings: RunSettings) -> Worker:
 
 
 def build_processor(
-    settings: RunSettings, bundle: Bundle, *, on_suppressed: SuppressedSink | None = None
+    settings: RunSettings,
+    bundle: Bundle,
+    *,
+    on_suppressed: SuppressedSink | None = None,
+    drift: DriftMonitor | None = None,
 ) -> BatchProcessor:
     """The batch processor ``settings`` describe, serving ``bundle``: the alert format, thresholds and allowlist.
 
@@ -112,6 +117,7 @@ def build_processor(
         thresholds=thresholds,
         allowlist=allowlist,
         on_suppressed=on_suppressed,
+        drift=drift,
     )
 
 
