@@ -167,7 +167,8 @@ def _shares(counts: np.ndarray) -> np.ndarray:
     matrix = np.asarray(counts, dtype=np.float64)
     totals = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
-    return np.maximum(shares, EPSILON)
+    floored: np.ndarray = np.maximum(shares, EPSILON)
+    return floored
 
 
 @dataclass(frozen=True)
