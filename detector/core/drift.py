@@ -1,7 +1,8 @@
 """Feature drift: how far the flows served now are from the flows the model was trained on.
 
 The trainer stores, for every numeric feature of the model, a histogram of the **raw** values (before the
-log and the scaling) of its training rows: fixed bin edges at the deciles of those values (ties merged, so
+log and the scaling) of its benign training rows (the traffic a detector sees nearly all the time; all
+training rows when a dataset has too few benign ones): fixed bin edges at the deciles of those values (ties merged, so
 a feature that is mostly zeros gets fewer bins), one more bin below the lowest edge, and one bin for values
 that are not finite (NaN, ±inf: a meter's 0/0 and x/0). Serving counts the values of a batch or a window of
 flows into the same bins (``numpy.searchsorted``, no raw rows kept) and compares the two distributions with
@@ -58,12 +59,14 @@ def verdict(psi: float) -> Verdict:
 @dataclass(frozen=True)
 class ReferenceHistograms:
     """The training histograms of ``features``: ``edges[i]`` are feature i's inner bin edges (ascending),
-    ``counts[i]`` its training rows per bin: ``len(edges[i]) + 1`` finite bins, then the non-finite one."""
+    ``counts[i]`` its training rows per bin: ``len(edges[i]) + 1`` finite bins, then the non-finite one.
+    ``population`` says which rows they count (the trainer: the benign training rows, see trainer.pipeline)."""
 
     features: tuple[str, ...]
     edges: tuple[np.ndarray, ...]
     counts: tuple[np.ndarray, ...]
     rows: int
+    population: str = "training rows"
 
     def __post_init__(self) -> None:
         if not (len(self.features) == len(self.edges) == len(self.counts)):
@@ -77,7 +80,9 @@ class ReferenceHistograms:
                 raise ValueError(f"{DRIFT_FILE}: feature {name!r} has a negative count")
 
     @classmethod
-    def fit(cls, values: np.ndarray, features: Sequence[str], bins: int = DEFAULT_BINS) -> ReferenceHistograms:
+    def fit(
+        cls, values: np.ndarray, features: Sequence[str], bins: int = DEFAULT_BINS, population: str = "training rows"
+    ) -> ReferenceHistograms:
         """Histograms of the training rows ``values`` ``[N, len(features)]`` (raw, NaN and ±inf allowed): inner
         edges at the ``bins``-quantiles of each feature's finite values, equal edges merged."""
         matrix = np.asarray(values, dtype=np.float64)
@@ -91,7 +96,7 @@ class ReferenceHistograms:
         empty = cls(tuple(features), tuple(all_edges), tuple(np.zeros(len(e) + 2, np.int64) for e in all_edges), 0)
         padded = empty.bin_counts(matrix)
         counts = tuple(row[: len(edges) + 2].copy() for row, edges in zip(padded, all_edges, strict=True))
-        return cls(empty.features, empty.edges, counts, len(matrix))
+        return cls(empty.features, empty.edges, counts, len(matrix), population)
 
     @property
     def width(self) -> int:
@@ -130,6 +135,7 @@ class ReferenceHistograms:
             "binning": f"{DEFAULT_BINS}-quantile edges of the raw training values (equal edges merged); "
             "bins: below the first edge, between edges, at or above the last edge, then non-finite (NaN, ±inf)",
             "rows": self.rows,
+            "population": self.population,
             "features": {
                 name: {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
                 for name, edges, counts in zip(self.features, self.edges, self.counts, strict=True)
@@ -150,7 +156,8 @@ class ReferenceHistograms:
             counts = tuple(np.asarray(entry["counts"], dtype=np.int64).reshape(-1) for entry in features.values())
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{DRIFT_FILE}: every feature needs numeric 'edges' and integer 'counts' ({exc})") from exc
-        return cls(tuple(features), edges, counts, rows)
+        population = data.get("population", "training rows")
+        return cls(tuple(features), edges, counts, rows, str(population))
 
 
 def population_stability_index(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:

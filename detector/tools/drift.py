@@ -74,7 +74,8 @@ def report(bundle: Bundle, files: list[Path], counted: DriftCounts) -> dict[str,
     assert reference is not None
     summary = DriftSummary.of(reference.features, reference.psi(counted.counts), counted.decoded)
     return {
-        "bundle": {"name": bundle.name, "version": bundle.version, "training_rows": reference.rows},
+        "bundle": {"name": bundle.name, "version": bundle.version},
+        "reference": {"rows": reference.rows, "population": reference.population},
         "files": [str(path) for path in files],
         "rows_read": counted.rows,
         "rows_rejected": sum(counted.rejected.values()),
@@ -85,11 +86,11 @@ def report(bundle: Bundle, files: list[Path], counted: DriftCounts) -> dict[str,
 
 def table(document: dict[str, Any]) -> str:
     """The report for people: a header, one line per feature (largest PSI first), the verdict."""
-    bundle = document["bundle"]
+    bundle, reference = document["bundle"], document["reference"]
     rejected = ", ".join(f"{code} {n:,}" for code, n in document["rejected"].items())
     lines = [
-        f"drift against {bundle['name']} {bundle['version']} (training histograms of {bundle['training_rows']:,} "
-        f"rows): {document['rows']:,} flows decoded of {document['rows_read']:,} rows read, "
+        f"drift against {bundle['name']} {bundle['version']} (histograms of {reference['rows']:,} "
+        f"{reference['population']}): {document['rows']:,} flows decoded of {document['rows_read']:,} rows read, "
         f"{document['rows_rejected']:,} rejected" + (f" ({rejected})" if rejected else ""),
         "",
     ]
