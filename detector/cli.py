@@ -62,6 +62,12 @@ def cmd_score(settings: object) -> int:
     return run_command(settings)  # type: ignore[arg-type]
 
 
+def cmd_drift(settings: object) -> int:
+    from detector.tools.drift import run_command
+
+    return run_command(settings)  # type: ignore[arg-type]
+
+
 def cmd_broker(settings: object) -> int:
     from detector.tools.broker import run_command
 
@@ -145,6 +151,16 @@ def _add_tools(commands: Any, tools: Any, kafka_keys: set[str]) -> None:
         epilog="Exit status: 0 when rows were scored (error lines may be among them), 1 when no row could be "
         "scored, 2 for a usage error (bad file, bundle or device), 130 when interrupted.",
         handler=cmd_score,
+    )
+    Command(
+        commands,
+        "drift",
+        tools.DriftSettings,
+        help="measure how far flow files are from a bundle's training data (PSI per feature)",
+        epilog="Exit status: 0 with a report, 1 when --fail-on is given and a feature reaches that level (or no "
+        "row could be decoded), 2 for a usage error (bad file, or a bundle without drift.json), 130 when "
+        "interrupted.",
+        handler=cmd_drift,
     )
     Command(
         commands,

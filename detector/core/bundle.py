@@ -8,6 +8,8 @@ A bundle is a directory (a ``.tar.gz`` of it is accepted too)::
     preprocessing.json   fitted preprocessing (detector.core.preprocess.Preprocessor)
     novelty.safetensors  optional, with novelty.json: the calibrated autoencoder (detector.core.novelty)
     calibration.json     optional: the confidence's temperature (detector.core.calibration); absent: T = 1
+    drift.json           optional: training histograms of the numeric features (detector.core.drift); absent:
+                         drift is unavailable
 
 :func:`load_bundle` verifies the format version and every checksum *before* it reads a weight, and
 refuses a bad bundle with a :class:`BundleError` that names the file and what is wrong with it. The
@@ -33,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from detector.core.calibration import CALIBRATION_FILE, IDENTITY, TemperatureScaling
+from detector.core.drift import DRIFT_FILE, ReferenceHistograms
 from detector.core.model import ModelConfig, ResCAE, ResCAEBiGRU
 from detector.core.novelty import NOVELTY_CONFIG, NOVELTY_WEIGHTS, Novelty, NoveltyCalibration
 from detector.core.preprocess import PreprocessingError, Preprocessor
@@ -65,6 +68,7 @@ class Bundle:
     preprocessor: Preprocessor
     novelty: Novelty | None = None
     calibration: TemperatureScaling = IDENTITY
+    drift: ReferenceHistograms | None = None
 
     @property
     def name(self) -> str:
@@ -99,11 +103,13 @@ def write_bundle(
     metrics: Mapping[str, Any] | None = None,
     novelty: Novelty | None = None,
     calibration: TemperatureScaling | None = None,
+    drift: ReferenceHistograms | None = None,
 ) -> Path:
     """Write a complete bundle into ``directory`` (created; must not exist or be empty).
 
     ``novelty`` adds the calibrated autoencoder, so that verdicts carry a novelty score; ``calibration`` the
-    temperature that makes their confidence a calibrated probability.
+    temperature that makes their confidence a calibrated probability; ``drift`` the training histograms of the
+    numeric features (their names must be the preprocessing's numeric features, in order).
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +119,8 @@ def write_bundle(
         raise BundleError(f"model has {model.config.n_classes} outputs but {len(classes)} classes were given")
     if benign_class not in classes:
         raise BundleError(f"benign class {benign_class!r} is not one of the classes")
+    if drift is not None and drift.features != preprocessor.numeric:
+        raise BundleError("drift histograms must cover the preprocessing's numeric features, in order")
 
     save_file(_cpu_state(model), str(out / WEIGHTS))
     _write_json(out / MODEL_CONFIG, model.config.to_json())
@@ -125,6 +133,9 @@ def write_bundle(
     if calibration is not None:
         _write_json(out / CALIBRATION_FILE, calibration.to_json())
         files.append(CALIBRATION_FILE)
+    if drift is not None:
+        _write_json(out / DRIFT_FILE, drift.to_json())
+        files.append(DRIFT_FILE)
 
     created = datetime.now(UTC)
     manifest = {
@@ -214,8 +225,22 @@ def _load_directory(root: Path, reported_as: Path) -> Bundle:
     model.eval()
     novelty = _load_novelty(root, manifest, config, reported_as)
     calibration = _load_calibration(root, manifest, reported_as)
+    drift = _load_drift(root, manifest, preprocessor, reported_as)
     sha = hashlib.sha256(manifest_bytes).hexdigest()
-    return Bundle(reported_as, manifest, sha, model, preprocessor, novelty, calibration)
+    return Bundle(reported_as, manifest, sha, model, preprocessor, novelty, calibration, drift)
+
+
+def _load_drift(root: Path, manifest: dict[str, Any], pre: Preprocessor, where: Path) -> ReferenceHistograms | None:
+    """The training histograms; a bundle from before drift existed has none (drift is then unavailable)."""
+    if DRIFT_FILE not in manifest["files"]:
+        return None
+    try:
+        drift = ReferenceHistograms.from_json(_read_json(root / DRIFT_FILE))
+    except ValueError as exc:
+        raise BundleError(f"bundle {where}: {exc}") from exc
+    if drift.features != pre.numeric:
+        raise BundleError(f"bundle {where}: {DRIFT_FILE} features differ from {PREPROCESSING}'s numeric features")
+    return drift
 
 
 def _load_calibration(root: Path, manifest: dict[str, Any], where: Path) -> TemperatureScaling:

@@ -26,6 +26,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from detector.stream.drift import DriftMonitor
+
 STALE_AFTER_S = 60.0
 PLAIN_TEXT = "text/plain; charset=utf-8"
 
@@ -74,11 +76,13 @@ def _bound(value: float) -> str:
 
 
 class WorkerMetrics:
-    """Every metric a worker exports, on its own registry."""
+    """Every metric a worker exports, on its own registry; ``drift_window`` flows for the drift metrics
+    (:mod:`detector.stream.drift`; None: no drift metrics, ``drift`` is None)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, drift_window: int | None = 10_000) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.drift = DriftMonitor(r, drift_window) if drift_window is not None else None
         self.records_in = Counter("flowwarden_records_in", "Records consumed from the input topic.", registry=r)
         self.verdicts = Counter(
             "flowwarden_verdicts", "Records scored, by predicted class.", ["label", "is_attack"], registry=r

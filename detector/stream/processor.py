@@ -43,6 +43,7 @@ from detector.core.scorer import PendingScores, Scorer, Scores
 from detector.stream.aggregate_state import Aggregator
 from detector.stream.allowlist import Allowlist
 from detector.stream.deadletter import dead_letter_headers, dead_letter_value
+from detector.stream.drift import DriftMonitor
 from detector.stream.logs import get_logger
 from detector.stream.thresholds import Thresholds
 
@@ -118,12 +119,14 @@ class BatchProcessor:
         aggregator: Aggregator | None = None,
         verdicts_topic: str | None = None,
         state_topic: str | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         """``encoder`` writes the alerts (native by default); ``thresholds`` and ``allowlist`` decide which
         verdicts are alerts (none stopped by default); ``on_suppressed`` receives each batch's suppressed counts
         when it is scored (so a batch redone after a failed delivery counts again, as records read do).
         ``aggregator`` turns alerts into one aggregated alert per window (``state_topic`` its changelog; per-flow
-        messages then go to ``verdicts_topic``, or nowhere when it is None)."""
+        messages then go to ``verdicts_topic``, or nowhere when it is None). ``drift`` counts each batch's
+        decoded flows into the served bundle's training histograms."""
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
         self.emit = emit
@@ -141,6 +144,7 @@ class BatchProcessor:
             raise ValueError("aggregation needs a state topic")
         self._flush_every = 0.0 if aggregator is None else min(1.0, aggregator.length / 4)
         self._next_flush = time.monotonic() + self._flush_every
+        self.drift = drift
         self.serve(bundle)
 
     def serve(self, bundle: Bundle) -> None:
@@ -155,6 +159,8 @@ class BatchProcessor:
         self._classes = bundle.classes
         self._benign = bundle.classes.index(bundle.benign_class)
         self._least_confidence = self.thresholds.for_classes(bundle.classes)
+        if self.drift is not None:
+            self.drift.serve(bundle)
         unknown = self.thresholds.unknown(bundle.classes)
         if unknown:
             get_logger("processor").warning(
@@ -188,6 +194,8 @@ class BatchProcessor:
                 rejected.append((message, result, (topic, partition, offset)))  # type: ignore[arg-type]
 
         batch = ScoredBatch([], next_offsets, first_offsets, len(messages), np.empty(0))
+        if self.drift is not None and flows:
+            self.drift.observe(np.stack([flow.numeric for flow in flows]))
         scores = scoring.finish()
         batch.model_seconds = scoring.seconds
         detected_at = utc_now()

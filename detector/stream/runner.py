@@ -23,6 +23,7 @@ from detector.core.scorer import DeviceError
 from detector.stream.aggregate_state import Aggregator, ChangelogReader
 from detector.stream.allowlist import Allowlist, AllowlistError
 from detector.stream.clients import general_properties
+from detector.stream.drift import DriftMonitor
 from detector.stream.logs import configure_logging, get_logger, librdkafka_logger
 from detector.stream.metrics import Health, MetricsServer, WorkerMetrics
 from detector.stream.processor import BatchProcessor, SuppressedSink
@@ -50,11 +51,11 @@ def build_worker(settings: RunSettings) -> Worker:
         # Scoring runs on the loop's thread; on a small or shared CPU more torch threads than free cores
         # make every batch slower, not faster.
         torch.set_num_threads(settings.threads)
-    metrics, health = WorkerMetrics(), Health()
+    metrics, health = WorkerMetrics(drift_window=settings.drift_window if settings.drift else None), Health()
     try:
         path = resolve_bundle_path(settings.bundle)
         bundle = load_bundle(path)
-        processor = build_processor(settings, bundle, on_suppressed=metrics.count_suppressed)
+        processor = build_processor(settings, bundle, on_suppressed=metrics.count_suppressed, drift=metrics.drift)
     except (BundleError, DeviceError, AllowlistError) as exc:
         raise StartupError(str(exc)) from None
     watcher = RegistryWatcher(settings.bundle, path.name) if is_registry(settings.bundle) else None
@@ -86,7 +87,11 @@ def build_worker(settings: RunSettings) -> Worker:
 
 
 def build_processor(
-    settings: RunSettings, bundle: Bundle, *, on_suppressed: SuppressedSink | None = None
+    settings: RunSettings,
+    bundle: Bundle,
+    *,
+    on_suppressed: SuppressedSink | None = None,
+    drift: DriftMonitor | None = None,
 ) -> BatchProcessor:
     """The batch processor ``settings`` describe, serving ``bundle``: the alert format, thresholds and allowlist.
 
@@ -119,6 +124,7 @@ def build_processor(
         aggregator=_aggregator(settings),
         verdicts_topic=settings.verdicts_topic,
         state_topic=settings.state_topic,
+        drift=drift,
     )
 
 

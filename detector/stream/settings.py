@@ -230,6 +230,14 @@ class RunSettings(KafkaSettings):
         json_schema_extra={"metavar": "TOPIC"},
     )
     metrics: bool = Field(True, description="serve Prometheus metrics, /healthz and /readyz")
+    drift: bool = Field(
+        True,
+        description="export flowwarden_feature_psi: each feature's Population Stability Index between the bundle's "
+        "training histogram and the last --drift-window decoded flows (bundles without drift.json: none)",
+    )
+    drift_window: int = Field(
+        10_000, ge=100, le=10_000_000, description="decoded flows the drift metrics are computed over"
+    )
     metrics_port: int = Field(9108, ge=0, le=65535, description="port of /metrics, /healthz, /readyz (0: any free)")
     metrics_host: str = Field("0.0.0.0", description="address the metrics server binds")
     transactional_id: str | None = Field(

@@ -41,7 +41,7 @@ from rich.console import Console
 from detector.core.alerts import build_alert
 from detector.core.bundle import Bundle, BundleError, load_bundle
 from detector.core.csvfile import EXTRA_CELLS, CsvReader, CsvSourceError, read_header
-from detector.core.decode import DecodedFlow, Rejected
+from detector.core.decode import DecodedFlow, FlowDecoder, Rejected
 from detector.core.features import family_of, missing_features_advice, resolve_columns
 from detector.core.flowrecord import layout_for, to_record
 from detector.core.jsonrecords import STDIN, flow_files, is_ndjson_name, looks_like_ndjson, ndjson_lines
@@ -112,6 +112,8 @@ class ScoreSummary:
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
+    """One input row: where it came from, and what decoding it gave."""
+
     source: dict[str, Any]
     outcome: DecodedFlow | Rejected
 
@@ -129,7 +131,7 @@ def score_files(
     to ``out``; counts go into ``summary``."""
     summary = summary if summary is not None else ScoreSummary.for_bundle(scorer.bundle)
     pending: list[_Pending] = []
-    for item in _decoded_rows(files, scorer, stdin):
+    for item in decoded_rows(files, scorer.decoder, stdin):
         summary.rows += 1
         pending.append(item)
         if len(pending) >= batch:
@@ -138,21 +140,23 @@ def score_files(
     return summary
 
 
-def _decoded_rows(files: list[Path], scorer: Scorer, stdin: io.BufferedReader | None) -> Iterator[_Pending]:
+def decoded_rows(files: list[Path], decoder: FlowDecoder, stdin: io.BufferedReader | None = None) -> Iterator[_Pending]:
+    """Every row of ``files`` (``-``: ``stdin``, default standard input) decoded by ``decoder``, in order, each with
+    its ``source`` (file and row or line): a :class:`DecodedFlow`, or a :class:`Rejected` that says why not."""
     for path in files:
         if str(path) == STDIN:
             stream = stdin if stdin is not None else sys.stdin.buffer
             if looks_like_ndjson(stream.peek(SNIFF_BYTES)):
-                yield from _ndjson_rows(stream, STDIN, scorer)
+                yield from _ndjson_rows(stream, STDIN, decoder)
             else:
-                yield from _csv_rows(stream, STDIN, scorer)
+                yield from _csv_rows(stream, STDIN, decoder)
         elif is_ndjson_name(path):
-            yield from _ndjson_rows(path, str(path), scorer)
+            yield from _ndjson_rows(path, str(path), decoder)
         else:
-            yield from _csv_rows(path, str(path), scorer)
+            yield from _csv_rows(path, str(path), decoder)
 
 
-def _csv_rows(source: Path | BinaryIO, name: str, scorer: Scorer) -> Iterator[_Pending]:
+def _csv_rows(source: Path | BinaryIO, name: str, decoder: FlowDecoder) -> Iterator[_Pending]:
     number = 0
     try:
         with CsvReader(source) as reader:
@@ -171,17 +175,17 @@ def _csv_rows(source: Path | BinaryIO, name: str, scorer: Scorer) -> Iterator[_P
                     yield _Pending(where, Rejected("long_row", reason))
                     continue
                 record = to_record(row, layout, with_labels=True)
-                yield _Pending(where, scorer.decoder.decode_mapping(record))
+                yield _Pending(where, decoder.decode_mapping(record))
     except (csv.Error, OSError, EOFError, UnicodeError, zlib.error) as exc:
         yield _Pending({"file": name, "row": number + 1}, Rejected("unreadable", f"file breaks off: {exc}"))
 
 
-def _ndjson_rows(source: Path | BinaryIO, name: str, scorer: Scorer) -> Iterator[_Pending]:
+def _ndjson_rows(source: Path | BinaryIO, name: str, decoder: FlowDecoder) -> Iterator[_Pending]:
     """Each line goes the worker's way from the bytes of a Kafka message: ``decode_bytes``, size limit included."""
     number = 0
     try:
         for number, raw in ndjson_lines(source):
-            yield _Pending({"file": name, "line": number}, scorer.decoder.decode_bytes(raw))
+            yield _Pending({"file": name, "line": number}, decoder.decode_bytes(raw))
     except (OSError, EOFError, zlib.error) as exc:
         yield _Pending({"file": name, "line": number + 1}, Rejected("unreadable", f"file breaks off: {exc}"))
 

@@ -1,5 +1,5 @@
 """The settings models of the tool commands: ``detector replay``, ``detector ingest``, ``detector score``,
-``detector broker``, ``detector demo``.
+``detector drift``, ``detector broker``, ``detector demo``.
 
 Flags, ``FLOWWARDEN_*`` variables, settings-file keys and help are generated from these models
 (:mod:`detector.core.settings`), as for ``detector run``.
@@ -145,6 +145,29 @@ class ScoreSettings(CommandSettings):
         "trained), or one of the others by name",
     )
     batch: int = Field(1024, ge=1, description="rows per model call")
+
+
+class DriftSettings(CommandSettings):
+    """``detector drift``: how far flow files are from a bundle's training data, feature by feature (PSI)."""
+
+    files: CliPositionalArg[list[Path]] = Field(
+        description="flow files or folders: CSV (.csv, .csv.gz), NDJSON (.ndjson, .jsonl, plain or .gz), "
+        "or - for standard input (NDJSON or CSV)",
+        json_schema_extra={"metavar": "FILE"},
+    )
+    bundle: Path = Field(
+        description="bundle directory, .tar.gz or registry (written with its training histograms, drift.json)",
+        json_schema_extra={"metavar": "BUNDLE"},
+    )
+    format: Literal["table", "json"] = Field(
+        "table",
+        description="the report as a table for people, or as one JSON object for machines (json)",
+    )
+    fail_on: Literal["moderate", "significant"] | None = Field(
+        None,
+        description="exit with status 1 when a feature's PSI reaches this level (moderate: 0.1, significant: "
+        "0.25); none: the report alone decides nothing",
+    )
 
 
 class BrokerSettings(CommandSettings):

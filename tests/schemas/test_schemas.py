@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 
 from detector.core import decode, features, values
 from detector.core.bundle import write_bundle
+from detector.core.drift import ReferenceHistograms
 from detector.core.model import ModelConfig, ResCAEBiGRU
 from detector.core.preprocess import Preprocessor
 
@@ -343,7 +344,8 @@ def test_flow_record_examples_decode_and_fill_an_alert(example: str, label: str 
 def test_manifest_written_by_write_bundle_validates(tmp_path: Path) -> None:
     """The schema describes what detector.core.bundle.write_bundle really writes."""
     rng = np.random.default_rng(0)
-    pre = Preprocessor.fit(rng.random((20, 4)), ["dur", "spkts", "dpkts", "sbytes"], {"proto": ["tcp", "udp"] * 10})
+    values = rng.random((20, 4))
+    pre = Preprocessor.fit(values, ["dur", "spkts", "dpkts", "sbytes"], {"proto": ["tcp", "udp"] * 10})
     model = ResCAEBiGRU(ModelConfig(n_features=pre.width, n_classes=3))
     out = write_bundle(
         tmp_path / "bundle",
@@ -353,8 +355,10 @@ def test_manifest_written_by_write_bundle_validates(tmp_path: Path) -> None:
         benign_class="BENIGN",
         training_data={"rows": 20},
         metrics={"accuracy": 0.5},
+        drift=ReferenceHistograms.fit(values, pre.numeric),
     )
     manifest = load(out / "manifest.json")
+    assert "drift.json" in manifest["files"]
     assert errors("bundle-manifest.schema.json", manifest) == []
 
 

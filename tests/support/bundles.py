@@ -19,6 +19,7 @@ import torch
 from detector.core.bundle import write_bundle
 from detector.core.calibration import TemperatureScaling
 from detector.core.decode import DecodedFlow, FlowDecoder
+from detector.core.drift import ReferenceHistograms
 from detector.core.labels import normalize_label
 from detector.core.model import ModelConfig, ResCAEBiGRU
 from detector.core.novelty import Novelty
@@ -30,6 +31,7 @@ from trainer.progress import Reporter
 from trainer.train import pretrain_autoencoder
 
 CLASSES = ("BENIGN", "DoS Hulk", "Portscan", "Web Attack - XSS")
+DRIFT_SCALE = 8
 
 
 def decoded_generated_flows(seed: int = 0) -> list[DecodedFlow]:
@@ -46,9 +48,11 @@ def make_bundle(
     version: str | None = None,
     novelty: bool = False,
     temperature: float | None = None,
+    drift: bool = True,
 ) -> Path:
     """Write a complete, valid bundle for the generated dialect into ``directory`` (with a confidence
-    temperature when ``temperature`` is given)."""
+    temperature when ``temperature`` is given; with the training histograms of drift.json unless ``drift`` is
+    false, as in a bundle written before drift existed)."""
     preprocessor = fitted_preprocessor(seed)
     return write_bundle(
         directory,
@@ -60,7 +64,17 @@ def make_bundle(
         training_data={"note": "generated test fixture"},
         novelty=fitted_novelty(seed) if novelty else None,
         calibration=TemperatureScaling(temperature) if temperature is not None else None,
+        drift=fitted_drift(seed) if drift else None,
     )
+
+
+def fitted_drift(seed: int = 0) -> ReferenceHistograms:
+    """The training histograms of generated rows of ``seed``: :data:`DRIFT_SCALE` times as many rows as the
+    preprocessing is fitted on, so that a fresh sample of the same generator reads well below PSI 0.1 (sampling
+    noise alone gives about (bins - 1) / rows on each side)."""
+    decoder = FlowDecoder(FEATURES)
+    flows = [decoder.decode_mapping(row) for row in generated_rows(seed, scale=DRIFT_SCALE)]
+    return ReferenceHistograms.fit(np.stack([f.numeric for f in flows if isinstance(f, DecodedFlow)]), FEATURES)
 
 
 def fitted_preprocessor(seed: int = 0) -> Preprocessor:
