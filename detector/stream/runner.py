@@ -118,6 +118,7 @@ def build_processor(
         aggregator=_aggregator(settings),
         verdicts_topic=settings.verdicts_topic,
         state_topic=settings.state_topic,
+        explain=settings.explain,
     )
 
 
