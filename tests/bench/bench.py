@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default="64,256,512,1024,4096", help="model-only batch sizes")
     parser.add_argument("--flows", type=int, default=8192, help="flows per timed model-only run")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs; the best is kept")
-    parser.add_argument("--explain-flows", type=int, default=2048, help="flows of the --explain cost runs")
+    parser.add_argument("--explain-flows", type=int, default=1024, help="flows of the --explain cost runs")
     parser.add_argument("--explain", type=int, default=5, help="K of the --explain cost runs")
     parser.add_argument("--explain-only", action="store_true", help="only the --explain cost (and the bundle)")
     parser.add_argument("--e2e-flows", type=int, default=30_000, help="records for each worker capacity run")
