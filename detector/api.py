@@ -22,7 +22,7 @@ bundle has no novelty model), ``ground_truth`` (the row's own label, if it has o
 
 ``explanation`` is None unless ``load(..., explain=K)``: then each attack verdict carries the K features that
 pushed its label most, as a list of ``{"feature", "value", "attribution"}`` (the flow's own feature names and
-raw values; attributions are gradient × input in log-odds of the label, see :mod:`detector.core.explain`),
+raw values; attributions are integrated gradients in log-odds of the label, see :mod:`detector.core.explain`),
 computed on the bundle's fp32 weights whatever ``backend`` serves the verdicts; benign verdicts carry None.
 The same as ``detector score --explain K``. pandas is needed only to build the DataFrame (the worker image
 does not carry it).

@@ -170,7 +170,7 @@ class RunSettings(KafkaSettings):
         ge=0,
         le=100,
         description="add to each published alert the K features that pushed its label most, with their values "
-        "(gradient x input on the bundle's fp32 model, whatever the backend; costs a backward pass per batch's "
+        "(integrated gradients on the bundle's fp32 model, whatever the backend; costs a backward pass per batch's "
         'alerts; README "Why this alert"); 0: off',
         json_schema_extra={"metavar": "K"},
     )

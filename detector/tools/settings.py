@@ -150,7 +150,7 @@ class ScoreSettings(CommandSettings):
         ge=0,
         le=100,
         description="add to each attack verdict the K features that pushed its label most, with their values "
-        '(gradient x input on the bundle\'s fp32 model, whatever the backend; README "Why this alert"); 0: off',
+        '(integrated gradients on the bundle\'s fp32 model, whatever the backend; README "Why this alert"); 0: off',
         json_schema_extra={"metavar": "K"},
     )
 
