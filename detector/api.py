@@ -18,8 +18,14 @@ The result has one row per input row: ``label``, ``is_attack``, ``confidence`` (
 temperature, see :mod:`detector.core.calibration`), ``probabilities`` (the top
 classes, most probable first, as ``{label: probability}``), ``novelty`` and ``is_novel`` (None when the
 bundle has no novelty model), ``ground_truth`` (the row's own label, if it has one) and ``error`` (None, or
-``"code: reason"`` for a row that cannot be scored, whose other columns are then None). pandas is needed
-only to build the DataFrame (the worker image does not carry it).
+``"code: reason"`` for a row that cannot be scored, whose other columns are then None) and ``explanation``.
+
+``explanation`` is None unless ``load(..., explain=K)``: then each attack verdict carries the K features that
+pushed its label most, as a list of ``{"feature", "value", "attribution"}`` (the flow's own feature names and
+raw values; attributions are integrated gradients in log-odds of the label, see :mod:`detector.core.explain`),
+computed on the bundle's fp32 weights whatever ``backend`` serves the verdicts; benign verdicts carry None.
+The same as ``detector score --explain K``. pandas is needed only to build the DataFrame (the worker image
+does not carry it).
 """
 
 from __future__ import annotations
@@ -33,18 +39,33 @@ from detector.core.bundle import Bundle, load_bundle
 from detector.core.decode import DecodedFlow, Rejected
 from detector.core.flowrecord import layout_for, to_record
 from detector.core.registry import resolve_bundle_path
-from detector.core.scorer import Scorer
+from detector.core.scorer import Scorer, Verdict
 
-COLUMNS = ("label", "is_attack", "confidence", "probabilities", "novelty", "is_novel", "ground_truth", "error")
+COLUMNS = (
+    "label",
+    "is_attack",
+    "confidence",
+    "probabilities",
+    "novelty",
+    "is_novel",
+    "ground_truth",
+    "error",
+    "explanation",
+)
 
 
 class Detector:
     """A verified bundle ready to score flows; build it with :func:`load`."""
 
-    def __init__(self, bundle: Bundle, device: str = "auto", batch: int = 1024, backend: str = "auto") -> None:
+    def __init__(
+        self, bundle: Bundle, device: str = "auto", batch: int = 1024, backend: str = "auto", explain: int = 0
+    ) -> None:
+        if explain < 0:
+            raise ValueError(f"explain must be 0 (off) or a number of features, got {explain}")
         self.bundle = bundle
         self.scorer = Scorer(bundle, device, backend=backend)
         self.batch = batch
+        self.explain = explain
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -71,11 +92,7 @@ class Detector:
         outcomes = [self._decode(row) for row in rows]
         flows = [outcome for outcome in outcomes if isinstance(outcome, DecodedFlow)]
         verdicts = iter(
-            [
-                verdict
-                for start in range(0, len(flows), self.batch)
-                for verdict in self.scorer.score(flows[start : start + self.batch])
-            ]
+            [verdict for start in range(0, len(flows), self.batch) for verdict in self._score(flows, start)]
         )
         results = []
         for outcome in outcomes:
@@ -93,9 +110,14 @@ class Detector:
                     "is_novel": None if verdict.novelty is None else verdict.is_novel,
                     "ground_truth": outcome.label,
                     "error": None,
+                    "explanation": [a.to_json() for a in verdict.explanation] if verdict.explanation else None,
                 }
             )
         return results
+
+    def _score(self, flows: list[DecodedFlow], start: int) -> list[Verdict]:
+        chunk = flows[start : start + self.batch]
+        return self.scorer.explained_attacks(self.scorer.score(chunk), chunk, self.explain)
 
     def _decode(self, row: Mapping[str, Any]) -> DecodedFlow | Rejected:
         cells = {str(name): _plain(value) for name, value in row.items()}
@@ -103,14 +125,18 @@ class Detector:
         return self.scorer.decoder.decode_mapping(record)
 
 
-def load(path: str | Path, *, device: str = "auto", batch: int = 1024, backend: str = "auto") -> Detector:
+def load(
+    path: str | Path, *, device: str = "auto", batch: int = 1024, backend: str = "auto", explain: int = 0
+) -> Detector:
     """A :class:`Detector` for a bundle directory, a ``.tar.gz`` bundle or a registry (its ``LATEST``
     version). The bundle is verified (format version, every checksum) first; raises
     :class:`~detector.core.bundle.BundleError` for a bad one, :class:`~detector.core.scorer.DeviceError`
     for ``device="cuda"`` without a GPU or a ``backend`` the device cannot run (``auto``: OpenVINO bfloat16 on
     a CPU with bfloat16 where the openvino extra is installed, else int8; CUDA graphs on a GPU; ``eager``: the fp32
-    model exactly as the trainer evaluated it)."""
-    return Detector(load_bundle(resolve_bundle_path(Path(path))), device=device, batch=batch, backend=backend)
+    model exactly as the trainer evaluated it). ``explain=K`` adds each attack verdict's K most pushing features
+    (the module docstring)."""
+    bundle = load_bundle(resolve_bundle_path(Path(path)))
+    return Detector(bundle, device=device, batch=batch, backend=backend, explain=explain)
 
 
 def _plain(value: Any) -> Any:

@@ -19,10 +19,11 @@ from trainer.calibrate import calibration_summary
 from trainer.config import TrainConfig, load_config
 from trainer.evaluate import classification_metrics, rate_text
 from trainer.export import write_test_predictions, write_test_split
+from trainer.importance import TOP, feature_importance
 from trainer.load import DataError, FlowTable, UnusedFeatures, load_flows, read_label_map
 from trainer.novelty import novelty_summary
 from trainer.pipeline import FitResult, PreparedData, prepare, save_bundle, train_model
-from trainer.plots import plot_curves
+from trainer.plots import plot_curves, plot_feature_importance
 from trainer.progress import Reporter
 from trainer.report import data_summary, environment, print_summary, rows_dropped, write_report, write_report_json
 from trainer.rundir import check_run_dir
@@ -68,6 +69,10 @@ def fit(
         report["calibration"] = calibration_summary(
             result.calibration, result.test_logits, prepared.test_y, config.calibration.bins, out / "reliability.png"
         )
+    with reporter.stage("feature importance"):
+        out.mkdir(parents=True, exist_ok=True)
+        report["feature_importance"] = _importance(result, config)
+        plot_feature_importance(report["feature_importance"], out / "feature_importance.png", TOP)
     with reporter.stage("bundle, test split"):
         bundle_dir = save_bundle(
             result,
@@ -88,6 +93,21 @@ def fit(
         write_report_json(out, report)
         reporter.result(f"published version {report['bundle']['published_version']} to registry {registry}")
     return report
+
+
+def _importance(result: FitResult, config: TrainConfig) -> dict[str, Any]:
+    prepared = result.prepared
+    temperature = result.calibration.temperature if result.calibration is not None else 1.0
+    device = next(result.model.parameters()).device
+    return feature_importance(
+        result.model,
+        prepared.preprocessor,
+        prepared.test_x,
+        result.test_predictions,
+        device,
+        temperature=temperature,
+        seed=config.seed,
+    )
 
 
 def evaluate(

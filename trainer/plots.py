@@ -1,9 +1,11 @@
-"""The run directory's figures: the confusion matrix and the training curves (as in the paper)."""
+"""The run directory's figures: the confusion matrix and the training curves (as in the paper), the reliability
+diagram and the global feature importance."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -89,6 +91,25 @@ def plot_reliability(curves: dict[str, Reliability], path: Path, title: str) -> 
     bottom.set(xlabel="confidence (top probability)", ylabel="rows")
     bottom.set_yscale("log")
     bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_feature_importance(importance: dict[str, Any], path: Path, top: int = 20) -> Path:
+    """Horizontal bars: the ``top`` features of report.json's ``feature_importance``, largest at the top."""
+    entries = importance["features"][:top]
+    names = [entry["feature"] for entry in entries][::-1]
+    values = [entry["mean_abs_attribution"] for entry in entries][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(entries) + 1.5))
+    ax.barh(range(len(entries)), values, color="tab:blue")
+    ax.set_yticks(range(len(entries)), names, fontsize=8)
+    ax.set(
+        xlabel="mean |attribution| (log-odds of the predicted class)",
+        title=f"feature importance: top {len(entries)}, {importance['rows']:,} test rows",
+    )
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

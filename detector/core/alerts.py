@@ -64,6 +64,8 @@ def build_alert(
         alert["novelty"] = {"score": round(verdict.novelty, 6), "is_novel": verdict.is_novel}
     if ground_truth:
         alert["ground_truth"] = ground_truth
+    if verdict.explanation:
+        alert["explanation"] = [attribution.to_json() for attribution in verdict.explanation]
     return alert
 
 

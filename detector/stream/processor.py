@@ -12,9 +12,11 @@ What becomes an alert is decided in stages, on arrays of the whole batch, before
 2. **thresholds** (:mod:`detector.stream.thresholds`): an attack verdict below its class's least confidence is
    not an alert (unless it is flagged as novel);
 3. **allowlist** (:mod:`detector.stream.allowlist`): a flagged flow an entry matches is not an alert;
-4. **encode** (:mod:`detector.core.alertformats`): one message per alert in ``--alert-format``, or with
+4. **explain** (``--explain K``): the published flows only get their K most pushing features
+   (:mod:`detector.core.explain`);
+5. **encode** (:mod:`detector.core.alertformats`): one message per alert in ``--alert-format``, or with
    ``--emit all`` one per verdict, alerts or not (ECS ``event.kind``/OCSF ``is_alert`` tell them apart);
-5. **aggregate** (``--aggregate-window-s``, :mod:`detector.stream.aggregate`): the per-flow messages of 4 go to
+6. **aggregate** (``--aggregate-window-s``, :mod:`detector.stream.aggregate`): the per-flow messages of 5 go to
    ``--verdicts-topic`` (none when it is not set), the alerts are folded into their window, and the windows
    the batch closed are published, one aggregated alert each, with the changelog records of every window the
    batch changed (:mod:`detector.stream.aggregate_state`). :meth:`BatchProcessor.flush` closes windows on a
@@ -120,13 +122,16 @@ class BatchProcessor:
         verdicts_topic: str | None = None,
         state_topic: str | None = None,
         drift: DriftMonitor | None = None,
+        explain: int = 0,
     ) -> None:
         """``encoder`` writes the alerts (native by default); ``thresholds`` and ``allowlist`` decide which
         verdicts are alerts (none stopped by default); ``on_suppressed`` receives each batch's suppressed counts
         when it is scored (so a batch redone after a failed delivery counts again, as records read do).
         ``aggregator`` turns alerts into one aggregated alert per window (``state_topic`` its changelog; per-flow
         messages then go to ``verdicts_topic``, or nowhere when it is None). ``drift`` counts each batch's
-        decoded flows into the served bundle's training histograms."""
+        decoded flows into the served bundle's training histograms. ``explain`` > 0 adds to each published
+        message the features that pushed its label most (:meth:`Scorer.explain`: one backward pass for the
+        batch's published flows only)."""
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
         self.emit = emit
@@ -145,6 +150,7 @@ class BatchProcessor:
         self._flush_every = 0.0 if aggregator is None else min(1.0, aggregator.length / 4)
         self._next_flush = time.monotonic() + self._flush_every
         self.drift = drift
+        self.explain = explain
         self.serve(bundle)
 
     def serve(self, bundle: Bundle) -> None:
@@ -231,6 +237,9 @@ class BatchProcessor:
         confidence = scores.probabilities[np.arange(len(best)), best]
         selection = self._select(best, confidence, novel, flows, batch)
         verdicts = self.scorer.verdicts(scores.take(selection.published))
+        if self.explain:
+            published = [flows[index] for index in selection.published.tolist()]
+            verdicts = self.scorer.explained(verdicts, published, self.explain)
         model, encode, aggregator = self.model, self.encoder.encode, self.aggregator
         topic = self.output_topic if aggregator is None else self.verdicts_topic
         for index, verdict in zip(selection.published.tolist(), verdicts, strict=True):

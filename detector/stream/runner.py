@@ -125,6 +125,7 @@ def build_processor(
         verdicts_topic=settings.verdicts_topic,
         state_topic=settings.state_topic,
         drift=drift,
+        explain=settings.explain,
     )
 
 

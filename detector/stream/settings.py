@@ -165,6 +165,15 @@ class RunSettings(KafkaSettings):
         description="alerts for flows classified as attacks, for attacks and novel flows (flagged), "
         "or a verdict for every flow (all)",
     )
+    explain: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="add to each published alert the K features that pushed its label most, with their values "
+        "(integrated gradients on the bundle's fp32 model, whatever the backend; costs a backward pass per batch's "
+        'alerts; README "Why this alert"); 0: off',
+        json_schema_extra={"metavar": "K"},
+    )
     alert_format: AlertFormat = Field(
         "native",
         description="format of the alerts: native (schemas/alert.schema.json), ecs (Elastic Common Schema) or ocsf "

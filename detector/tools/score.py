@@ -12,7 +12,9 @@ One JSON object per input row, in input order::
 
     {"source": {"file": "...", "row": 1}, "flow": {...}, "label": "DDoS", "is_attack": true,
      "confidence": 0.98, "probabilities": [{"label": "DDoS", "probability": 0.98}, ...],
-     "ground_truth": "DDoS"}          # only when the row carries a label
+     "ground_truth": "DDoS",          # only when the row carries a label
+     "explanation": [{"feature": "Flow Duration", "value": 12.0, "attribution": 0.41}, ...]}
+                                      # only with --explain K, on attack verdicts
 
 ``row`` counts a CSV's data rows from 1 (the header is not a row); an NDJSON line's source has ``line``
 instead, its line number from 1 (blank lines are skipped but counted). A row that cannot be scored becomes
@@ -54,7 +56,16 @@ from detector.tools.settings import ScoreSettings
 DEFAULT_BATCH = 1024
 SNIFF_BYTES = 4096  # of standard input, to tell NDJSON (a line opening a JSON object) from CSV (a header)
 NOVEL_HINT_FACTOR = 5  # a novel share this many times the calibrated one is no longer noise
-_VERDICT_FIELDS = ("flow", "label", "is_attack", "confidence", "probabilities", "novelty", "ground_truth")
+_VERDICT_FIELDS = (
+    "flow",
+    "label",
+    "is_attack",
+    "confidence",
+    "probabilities",
+    "novelty",
+    "ground_truth",
+    "explanation",
+)
 
 
 @dataclass
@@ -126,17 +137,19 @@ def score_files(
     batch: int = DEFAULT_BATCH,
     summary: ScoreSummary | None = None,
     stdin: io.BufferedReader | None = None,
+    explain: int = 0,
 ) -> ScoreSummary:
     """Score every row of ``files`` (``-``: ``stdin``, default standard input) and write one JSON line per row
-    to ``out``; counts go into ``summary``."""
+    to ``out``; counts go into ``summary``. ``explain`` > 0 adds to each attack verdict its ``explanation``: the
+    features that pushed its label most (:meth:`Scorer.explain`; benign verdicts are not explained)."""
     summary = summary if summary is not None else ScoreSummary.for_bundle(scorer.bundle)
     pending: list[_Pending] = []
     for item in decoded_rows(files, scorer.decoder, stdin):
         summary.rows += 1
         pending.append(item)
         if len(pending) >= batch:
-            _flush(pending, scorer, out, summary)
-    _flush(pending, scorer, out, summary)
+            _flush(pending, scorer, out, summary, explain)
+    _flush(pending, scorer, out, summary, explain)
     return summary
 
 
@@ -190,9 +203,9 @@ def _ndjson_rows(source: Path | BinaryIO, name: str, decoder: FlowDecoder) -> It
         yield _Pending({"file": name, "line": number + 1}, Rejected("unreadable", f"file breaks off: {exc}"))
 
 
-def _flush(pending: list[_Pending], scorer: Scorer, out: IO[bytes], summary: ScoreSummary) -> None:
+def _flush(pending: list[_Pending], scorer: Scorer, out: IO[bytes], summary: ScoreSummary, explain: int) -> None:
     flows = [p.outcome for p in pending if isinstance(p.outcome, DecodedFlow)]
-    verdicts = iter(scorer.score(flows)) if flows else iter(())
+    verdicts = iter(scorer.explained_attacks(scorer.score(flows), flows, explain)) if flows else iter(())
     lines = []
     for item in pending:
         if isinstance(item.outcome, Rejected):
@@ -245,10 +258,12 @@ def run_command(settings: ScoreSettings) -> int:
     try:
         if out is not None:
             with sigterm_interrupts(), out:
-                score_files(files, scorer, out, batch=settings.batch, summary=summary)
+                score_files(files, scorer, out, batch=settings.batch, summary=summary, explain=settings.explain)
         else:
             with sigterm_interrupts():
-                score_files(files, scorer, sys.stdout.buffer, batch=settings.batch, summary=summary)
+                score_files(
+                    files, scorer, sys.stdout.buffer, batch=settings.batch, summary=summary, explain=settings.explain
+                )
             sys.stdout.buffer.flush()
     except BrokenPipeError:
         # `detector score ... | head`: the reader left. Point stdout at /dev/null so the exit flush is quiet.

@@ -145,6 +145,14 @@ class ScoreSettings(CommandSettings):
         "trained), or one of the others by name",
     )
     batch: int = Field(1024, ge=1, description="rows per model call")
+    explain: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="add to each attack verdict the K features that pushed its label most, with their values "
+        '(integrated gradients on the bundle\'s fp32 model, whatever the backend; README "Why this alert"); 0: off',
+        json_schema_extra={"metavar": "K"},
+    )
 
 
 class DriftSettings(CommandSettings):

@@ -12,6 +12,9 @@ real shapes from generated rows) and its held-out test split:
   CPU seconds per flow, eager's over the backend's), and each backend's
   share of identical labels and novelty flags on the whole test split, against the fp32 model on the CPU
   (the trainer's reference);
+* ``explain``: ``Scorer.scores`` at ``--batch`` with and without ``--explain`` (:meth:`Scorer.explain` of every
+  scored flow: the worst case, every flow an alert; the worker explains its alerts only) on the same flows,
+  ``slowdown`` (flows/s without ÷ with) and ``cpu_ratio`` (CPU per flow, with ÷ without);
 * ``e2e``: the worker as a subprocess against an embedded broker, per guarantee (:mod:`detector.tools.e2e`),
   with ``cpu_ratio_vs_model`` against the serving backend's model-only CPU at the worker's batch size;
 * ``train`` (``--train-time``): ``trainer fit --profile paper`` on the device with few epochs, its per-stage
@@ -40,7 +43,7 @@ from detector.core.bundle import load_bundle
 from detector.core.decode import DecodedFlow
 from detector.core.scorer import Scorer, pick_device
 from detector.tools import e2e
-from detector.tools.measure import compare_backends, decode_against_parse, machine, model_only
+from detector.tools.measure import best_rates, chunks, compare_backends, decode_against_parse, machine, model_only
 from tests.bench.bundle import REPO, bench_bundle, shared_dataset
 
 
@@ -56,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default="64,256,512,1024,4096", help="model-only batch sizes")
     parser.add_argument("--flows", type=int, default=8192, help="flows per timed model-only run")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs; the best is kept")
+    parser.add_argument("--explain-flows", type=int, default=1024, help="flows of the --explain cost runs")
+    parser.add_argument("--explain", type=int, default=5, help="K of the --explain cost runs")
+    parser.add_argument("--explain-only", action="store_true", help="only the --explain cost (and the bundle)")
     parser.add_argument("--e2e-flows", type=int, default=30_000, help="records for each worker capacity run")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="length of each latency run")
     parser.add_argument("--no-e2e", action="store_true", help="skip the worker end to end")
@@ -68,6 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.dry:
         args.batch_sizes, args.flows, args.repeat = "64,512", 256, 1
         args.e2e_flows, args.latency_seconds, args.train_epochs = 600, 1.0, 1
+        args.explain_flows = 256
     return args
 
 
@@ -99,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     result["bundle"]["test_rows"] = len(flows)
     timed = flows[: args.flows]
 
+    if args.explain_only:
+        result["explain"] = explain_cost(Scorer(bundle, device.type), flows[: args.explain_flows], args)
+        result["machine"] = machine()
+        print(orjson.dumps(result).decode(), flush=True)
+        return 0
     if args.e2e_only:
         sizes = [args.batch]
     log(f"model only: {serving} and eager on {len(timed)} flows, batches {sizes}")
@@ -127,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         log("backends against the fp32 model on the CPU")
         result["backend"] = _backends(bundle, flows, device, scorers[serving], rates, args)
+        result["explain"] = explain_cost(scorers[serving], flows[: args.explain_flows], args)
     batch = args.batch if args.batch in sizes else sizes[-1]
     model_cpu = rates[serving][batch].cpu_ms_per_1000
     result["model_only"]["cpu_ms_per_1000_at_worker_batch"] = round(model_cpu, 1)
@@ -159,6 +172,35 @@ def attempt(step: Callable[[], dict[str, Any]], dry: bool) -> dict[str, Any]:
     except Exception as exc:
         log(f"failed: {type(exc).__name__}: {exc}")
         return {"error": f"{type(exc).__name__}: {str(exc)[-1500:]}"}
+
+
+def explain_cost(scorer: Scorer, flows: list[DecodedFlow], args: argparse.Namespace) -> dict[str, Any]:
+    """Scoring with and without explaining every flow, at the worker's batch size, interleaved runs."""
+    log(f"explain: {len(flows)} flows scored with and without --explain {args.explain} ({scorer.backend.name})")
+    parts = chunks(flows, args.batch)
+
+    def explained() -> None:
+        for part in parts:
+            scores = scorer.scores(part)
+            scorer.explain(part, scores.ranked(1)[:, 0], args.explain)
+
+    rates = best_rates(
+        {"plain": (lambda: [scorer.scores(part) for part in parts], len(flows)), "explain": (explained, len(flows))},
+        args.repeat,
+    )
+    plain, explain = rates["plain"], rates["explain"]
+    return {
+        "k": args.explain,
+        "flows": len(flows),
+        "batch": args.batch,
+        "backend": scorer.backend.name,
+        "explained": "every flow (worst case: the worker explains alerts only)",
+        "plain": _rate(plain),
+        "with_explain": _rate(explain),
+        "slowdown": round(plain.per_second / explain.per_second, 2),
+        "cpu_ratio": round(explain.cpu_ms_per_1000 / plain.cpu_ms_per_1000, 2),
+        "explain_ms_per_1000": round(1000 * (explain.seconds - plain.seconds) / len(flows) * 1000, 1),
+    }
 
 
 def _rate(rate: Any) -> dict[str, float]:

@@ -29,6 +29,7 @@ def test_the_gpu_bench_script_runs_dry_on_the_cpu_and_ends_with_one_json_line(tm
     assert result["bundle"]["features"] == 83 and result["bundle"]["classes"] == 16
     assert set(result["model_only"]) >= {"backend", "eager", result["model_only"]["backend"]}
     assert result["decode"]["ratio_vs_parse"] > 0
+    assert result["explain"]["slowdown"] > 0 and result["explain"]["cpu_ratio"] > 0
     backend = result["backend"]
     assert backend["speedup"] > 0 and 0 <= backend["label_agreement"] <= 1
     assert backend["all"]["eager"]["label_agreement"] == 1.0, "eager on the CPU is the reference itself"

@@ -73,6 +73,9 @@ def documents(fmt: str) -> list[tuple[str, dict[str, Any]]]:
         variants[f"{case}, host name"] = host
         if case == "attack":
             variants[f"{case}, aggregated"] = load(EXAMPLES / "alert.aggregated.json")
+        explained = copy.deepcopy(alert)
+        explained["explanation"] = native("explained")["explanation"]
+        variants[f"{case}, explained"] = explained
         for name, value in variants.items():
             encoder = AlertEncoder(fmt, observer=OBSERVER)  # type: ignore[arg-type]
             shapes.append((name, encoder.document(value, is_alert=is_alert)))
@@ -117,6 +120,15 @@ def test_the_native_alert_rides_along_whole_and_keeps_its_id(fmt: str, case: str
     assert {"schema_version": 1, **namespace} == alert
     ids = [document["event"]["id"]] if fmt == "ecs" else [document["finding_info"]["uid"], document["metadata"]["uid"]]
     assert set(ids) == {alert["alert_id"]}
+
+
+@pytest.mark.parametrize("fmt", ["ecs", "ocsf"])
+def test_the_explanation_rides_along_in_the_namespace(fmt: str) -> None:
+    alert = native("explained")
+    document = AlertEncoder(fmt, observer=OBSERVER).document(alert, is_alert=True)  # type: ignore[arg-type]
+    namespace = document["flowwarden"] if fmt == "ecs" else document["unmapped"]["flowwarden"]
+    assert namespace["explanation"] == alert["explanation"]
+    assert schema_errors(f"alert-{fmt}.schema.json", document) == []
 
 
 def test_native_format_is_the_alert_itself() -> None:

@@ -38,6 +38,7 @@ EXAMPLE_SCHEMA = {
     "alert.with-ground-truth.json": "alert.schema.json",
     "alert.flagged-novel.json": "alert.schema.json",
     "alert.aggregated.json": "alert.schema.json",
+    "alert.explained.json": "alert.schema.json",
     **{f"alert-{fmt}.{case}.json": f"alert-{fmt}.schema.json" for fmt in ("ecs", "ocsf") for case in CASES},
     "dead-letter-headers.json": "dead-letter.schema.json",
     "bundle-manifest.json": "bundle-manifest.schema.json",
@@ -168,6 +169,10 @@ def test_example_alerts_are_consistent() -> None:
         assert alert["model"]["version"] == load(manifest)["model"]["version"], path.name
     assert "ground_truth" in load(EXAMPLES / "alert.with-ground-truth.json")
     assert load(EXAMPLES / "alert.benign-verdict.json")["is_attack"] is False
+    explanation = load(EXAMPLES / "alert.explained.json")["explanation"]
+    assert {entry["feature"] for entry in explanation} <= set(load(manifest)["features"])
+    attributions = [entry["attribution"] for entry in explanation]
+    assert attributions == sorted(attributions, reverse=True)
 
 
 # --- dead letter -----------------------------------------------------------------------------------

@@ -151,6 +151,7 @@ def test_the_report_says_where_the_time_went_stage_by_stage(fitted_run):
         "test predictions",
         "calibration",
         "novelty",
+        "feature importance",
         "bundle, test split",
     ]
     assert all(seconds >= 0 for seconds in stages.values())
@@ -171,6 +172,19 @@ def test_fit_fits_a_confidence_temperature_on_the_validation_rows_and_reports_it
     bundle = load_bundle(run / "bundle")
     assert "calibration.json" in bundle.manifest["files"]
     assert bundle.calibration.temperature == calibration["temperature"]
+
+
+def test_fit_reports_and_plots_the_global_feature_importance(fitted_run):
+    run, report = fitted_run
+    importance = json.loads((run / "report.json").read_text())["feature_importance"]
+    assert importance == report["feature_importance"]
+    assert importance["rows"] == min(report["n_test"], 2000) and importance["of_test_rows"] == report["n_test"]
+    bundle = load_bundle(run / "bundle")
+    assert [e["feature"] for e in importance["features"]] != list(bundle.features)  # ranked, not listed
+    assert sorted(e["feature"] for e in importance["features"]) == sorted(bundle.features)
+    means = [e["mean_abs_attribution"] for e in importance["features"]]
+    assert means == sorted(means, reverse=True) and means[0] > 0
+    assert (run / "feature_importance.png").stat().st_size > 0
 
 
 def test_without_validation_rows_the_last_epoch_is_kept_and_nothing_is_calibrated(tmp_path):
