@@ -1,6 +1,7 @@
 """The model bundle: the one artifact that joins training and serving.
 
-A bundle is a directory (a ``.tar.gz`` of it is accepted too)::
+A bundle is a directory (a ``.tar.gz`` of it is accepted too, checked whole before anything is extracted:
+:mod:`detector.core.bundlearchive`)::
 
     manifest.json        format version, model name/version, classes, features, sha256 of every file
     model.safetensors    weights (safetensors: no pickle is ever loaded)
@@ -22,7 +23,6 @@ import hashlib
 import json
 import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from detector.core.bundlearchive import ArchiveError, extract_bundle_archive, is_plain_name
 from detector.core.calibration import CALIBRATION_FILE, IDENTITY, TemperatureScaling
 from detector.core.drift import DRIFT_FILE, ReferenceHistograms
 from detector.core.model import ModelConfig, ResCAE, ResCAEBiGRU
@@ -324,9 +325,9 @@ def _verify_files(root: Path, manifest: dict[str, Any], where: Path) -> None:
         if name not in files:
             raise BundleError(f"bundle {where}: {MANIFEST} does not list required file {name}")
     for name, entry in files.items():
-        target = root / name
-        if Path(name).name != name:
+        if not is_plain_name(name) or name == MANIFEST:
             raise BundleError(f"bundle {where}: {MANIFEST} lists a path outside the bundle: {name!r}")
+        target = root / name
         if not target.is_file():
             raise BundleError(f"bundle {where}: file {name} is missing")
         actual = file_sha256(target)
@@ -351,17 +352,12 @@ def _check_consistency(manifest: dict[str, Any], config: ModelConfig, pre: Prepr
 
 
 def _extract(archive: Path, scratch: Path) -> Path:
+    """The archive checked whole (members, sizes, the manifest's file list) before anything is extracted
+    (:mod:`detector.core.bundlearchive`)."""
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(scratch, filter="data")
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:  # EOFError: a truncated .gz
-        raise BundleError(f"bundle {archive}: cannot unpack archive: {exc or type(exc).__name__}") from exc
-    if (scratch / MANIFEST).is_file():
-        return scratch
-    children = [p for p in scratch.iterdir() if p.is_dir()]
-    if len(children) == 1 and (children[0] / MANIFEST).is_file():
-        return children[0]
-    raise BundleError(f"bundle {archive}: archive holds no {MANIFEST} at its top level")
+        return extract_bundle_archive(archive, scratch)
+    except ArchiveError as exc:
+        raise BundleError(f"bundle {archive}: {exc}") from exc
 
 
 def archive_bundle(directory: str | Path, archive: str | Path) -> Path:
