@@ -31,7 +31,7 @@ does not carry it).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from detector.core.decode import DecodedFlow, Rejected
 from detector.core.flowrecord import layout_for, to_record
 from detector.core.registry import resolve_bundle_path
 from detector.core.scorer import Scorer, Verdict
+from detector.core.signing import load_trusted_keys
 
 COLUMNS = (
     "label",
@@ -126,7 +127,13 @@ class Detector:
 
 
 def load(
-    path: str | Path, *, device: str = "auto", batch: int = 1024, backend: str = "auto", explain: int = 0
+    path: str | Path,
+    *,
+    device: str = "auto",
+    batch: int = 1024,
+    backend: str = "auto",
+    explain: int = 0,
+    trusted_keys: Sequence[str | Path] = (),
 ) -> Detector:
     """A :class:`Detector` for a bundle directory, a ``.tar.gz`` bundle or a registry (its ``LATEST``
     version). The bundle is verified (format version, every checksum) first; raises
@@ -134,8 +141,10 @@ def load(
     for ``device="cuda"`` without a GPU or a ``backend`` the device cannot run (``auto``: OpenVINO bfloat16 on
     a CPU with bfloat16 where the openvino extra is installed, else int8; CUDA graphs on a GPU; ``eager``: the fp32
     model exactly as the trainer evaluated it). ``explain=K`` adds each attack verdict's K most pushing features
-    (the module docstring)."""
-    bundle = load_bundle(resolve_bundle_path(Path(path)))
+    (the module docstring). With ``trusted_keys`` (PEM files of ed25519 public keys) the bundle must also be signed
+    by one of them (:mod:`detector.core.signing`), else ``BundleError``; a key file that cannot be used raises
+    :class:`~detector.core.signing.SigningError`."""
+    bundle = load_bundle(resolve_bundle_path(Path(path)), trusted_keys=load_trusted_keys(trusted_keys))
     return Detector(bundle, device=device, batch=batch, backend=backend, explain=explain)
 
 

@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+import torch
 from confluent_kafka.admin import AdminClient
 
 from detector.stream.topics import ensure_topics
@@ -191,3 +192,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("-", "Kafka broker per test module")
     for module in sorted(modules):
         terminalreporter.write_line(f"{module}: {'; '.join(sorted(modules[module]))}")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """For modules making thousands of tiny model calls (the property tests): one torch thread each. On a busy
+    CPU more threads make each call some 100x slower as they wait for one another."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,4 +1,4 @@
-"""``trainer``: the offline pipeline's command line (fit, evaluate, baselines, ablate, publish).
+"""``trainer``: the offline pipeline's command line (fit, evaluate, baselines, ablate, publish, keygen).
 
 Errors a user can fix (bad data, bad config, a bad bundle) end with one clear line and exit status 2,
 never a traceback.
@@ -15,6 +15,7 @@ from detector.core.bundle import BundleError
 from detector.core.process import ExitCode, sigterm_interrupts
 from detector.core.scorer import DeviceError
 from detector.core.settings import Command, SettingsError, commands_of, with_version
+from detector.core.signing import SigningError
 from trainer import commands
 from trainer.config import ConfigError
 from trainer.load import DataError
@@ -25,12 +26,22 @@ from trainer.settings import (
     BaselinesSettings,
     EvaluateSettings,
     FitSettings,
+    KeygenSettings,
     PublishSettings,
 )
 from trainer.split import SplitError
 from trainer.train import TrainingDiverged
 
-USER_ERRORS = (DataError, ConfigError, BundleError, SplitError, DeviceError, RunDirError, TrainingDiverged)
+USER_ERRORS = (
+    DataError,
+    ConfigError,
+    BundleError,
+    SigningError,
+    SplitError,
+    DeviceError,
+    RunDirError,
+    TrainingDiverged,
+)
 
 
 def cmd_fit(settings: FitSettings, reporter: Reporter) -> None:
@@ -69,7 +80,11 @@ def cmd_evaluate(settings: EvaluateSettings, reporter: Reporter) -> None:
 
 
 def cmd_publish(settings: PublishSettings, reporter: Reporter) -> None:
-    commands.publish_bundle(settings.bundle, settings.registry, reporter)
+    commands.publish_bundle(settings.bundle, settings.registry, reporter, sign=settings.sign)
+
+
+def cmd_keygen(settings: KeygenSettings, reporter: Reporter) -> None:
+    commands.keygen(settings.out, reporter)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
             "the paper's Table 6 (base, +SAM, +iForest, +SMOTE, full), stacked or single",
         ),
         ("publish", PublishSettings, cmd_publish, "add a bundle to a registry and move LATEST to it"),
+        ("keygen", KeygenSettings, cmd_keygen, "make an ed25519 key pair for signing bundles (publish --sign)"),
     ):
         Command(sub, name, model, help=summary, files=False, handler=handler)
     parser.set_defaults(_commands=commands_of(sub))

@@ -13,6 +13,7 @@ from detector.core.bundle import load_bundle
 from detector.core.features import family_of, missing_features_advice
 from detector.core.registry import check_registry_target, publish, resolve_bundle_path
 from detector.core.scorer import pick_device, predict_proba
+from detector.core.signing import generate_key_pair, key_id, load_private_key
 from trainer.ablate import PAPER_TABLE6, Protocol, ablation_rows
 from trainer.baselines import run_baselines
 from trainer.calibrate import calibration_summary
@@ -243,10 +244,27 @@ def ablate(
     return rows
 
 
-def publish_bundle(bundle: str, registry: str, reporter: Reporter | None = None) -> str:
-    version = publish(bundle, registry)
-    (reporter or Reporter()).result(f"published {bundle} as version {version}; {registry}/LATEST now points to it")
+def publish_bundle(
+    bundle: str | Path, registry: str | Path, reporter: Reporter | None = None, *, sign: str | Path | None = None
+) -> str:
+    """Publish ``bundle`` to ``registry``, signed with the private key in the PEM file ``sign`` when given."""
+    key = load_private_key(sign) if sign is not None else None
+    version = publish(bundle, registry, sign_with=key)
+    signed = f", signed by key {key_id(key.public_key())}" if key is not None else ""
+    (reporter or Reporter()).result(
+        f"published {bundle} as version {version}{signed}; {registry}/LATEST now points to it"
+    )
     return version
+
+
+def keygen(out: str | Path, reporter: Reporter | None = None) -> tuple[Path, Path]:
+    """A new ed25519 key pair for ``trainer publish --sign`` (private) and ``detector run --trusted-key`` (public)."""
+    private, public = generate_key_pair(out)
+    (reporter or Reporter()).result(
+        f"wrote {private} (private: keep it secret; trainer publish --sign {private}) and {public} "
+        f"(key id {key_id(load_private_key(private).public_key())}; detector run --trusted-key {public})"
+    )
+    return private, public
 
 
 def _export_test_split(table: FlowTable, result: FitResult, out: Path) -> None:

@@ -123,3 +123,19 @@ class PublishSettings(CommandSettings):
         description="registry directory (created if needed; a directory of its own)",
         json_schema_extra={"metavar": "DIR"},
     )
+    sign: Path | None = Field(
+        None,
+        description="sign the published version with this ed25519 private key (PEM; trainer keygen makes one): "
+        "workers given trusted keys serve only signed versions",
+        json_schema_extra={"metavar": "KEY.pem"},
+    )
+
+
+class KeygenSettings(CommandSettings):
+    """``trainer keygen``: a new ed25519 key pair for signing bundles."""
+
+    out: Path = Field(
+        description="directory for bundle-signing.key (private, mode 0600: keep it secret) and bundle-signing.pub "
+        "(give it to workers as --trusted-key); existing keys are never overwritten",
+        json_schema_extra={"metavar": "DIR"},
+    )

@@ -18,6 +18,8 @@ from detector.core.scorer import Verdict
 ALERT_SCHEMA_VERSION = 1
 FLOW_FIELDS = ("flow_id", "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "timestamp")
 _INTEGER_FIELDS = {"src_port", "dst_port"}
+# Integers a JSON writer keeps exact (orjson refuses to write larger ones); beyond, the value is kept as text.
+_INT64 = 2**63
 
 
 def alert_id(topic: str, partition: int, offset: int) -> str:
@@ -85,12 +87,12 @@ def _identity_value(name: str, value: Any) -> str | int | None:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int):
-        return value
+        return value if -_INT64 <= value < _INT64 else str(value)
     if isinstance(value, float):
-        return int(value) if value.is_integer() else str(value)
+        return int(value) if value.is_integer() and -_INT64 <= value < _INT64 else str(value)
     text = str(value).strip()
     if not text:
         return None
-    if name in _INTEGER_FIELDS and text.isdigit():
+    if name in _INTEGER_FIELDS and text.isascii() and text.isdigit() and len(text) < 19:
         return int(text)
     return text

@@ -1,6 +1,7 @@
 """The model bundle: the one artifact that joins training and serving.
 
-A bundle is a directory (a ``.tar.gz`` of it is accepted too)::
+A bundle is a directory (a ``.tar.gz`` of it is accepted too, checked whole before anything is extracted:
+:mod:`detector.core.bundlearchive`)::
 
     manifest.json        format version, model name/version, classes, features, sha256 of every file
     model.safetensors    weights (safetensors: no pickle is ever loaded)
@@ -22,7 +23,6 @@ import hashlib
 import json
 import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,11 +34,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from detector.core.bundlearchive import SIGNATURE, ArchiveError, extract_bundle_archive, is_plain_name
 from detector.core.calibration import CALIBRATION_FILE, IDENTITY, TemperatureScaling
 from detector.core.drift import DRIFT_FILE, ReferenceHistograms
 from detector.core.model import ModelConfig, ResCAE, ResCAEBiGRU
 from detector.core.novelty import NOVELTY_CONFIG, NOVELTY_WEIGHTS, Novelty, NoveltyCalibration
 from detector.core.preprocess import PreprocessingError, Preprocessor
+from detector.core.signing import SigningError, TrustedKey, verify_signature
 
 FORMAT = "flowwarden.bundle"
 FORMAT_VERSION = 1
@@ -69,6 +71,7 @@ class Bundle:
     novelty: Novelty | None = None
     calibration: TemperatureScaling = IDENTITY
     drift: ReferenceHistograms | None = None
+    signed_by: str | None = None  # the key id whose signature was verified (only when trusted keys were given)
 
     @property
     def name(self) -> str:
@@ -164,11 +167,16 @@ def _default_version(created: datetime, weights: Path) -> str:
     return f"{created.strftime('%Y%m%dT%H%M%SZ')}-{file_sha256(weights)[:8]}"
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Verify and load a bundle directory or ``.tar.gz``; raises :class:`BundleError` when it is bad."""
+def load_bundle(path: str | Path, *, trusted_keys: Sequence[TrustedKey] = ()) -> Bundle:
+    """Verify and load a bundle directory or ``.tar.gz``; raises :class:`BundleError` when it is bad.
+
+    With ``trusted_keys`` the bundle must also be signed by one of them (:mod:`detector.core.signing`): its
+    ``manifest.sig`` is verified over the manifest's bytes before anything else is read. Without, a signature
+    is neither needed nor checked.
+    """
     source = Path(path)
     with unpacked(source) as root:
-        return _load_directory(root, reported_as=source)
+        return _load_directory(root, reported_as=source, trusted_keys=trusted_keys)
 
 
 @contextmanager
@@ -201,11 +209,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_directory(root: Path, reported_as: Path) -> Bundle:
+def _load_directory(root: Path, reported_as: Path, trusted_keys: Sequence[TrustedKey] = ()) -> Bundle:
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"bundle {reported_as}: {MANIFEST} is missing")
     manifest_bytes = manifest_path.read_bytes()
+    signed_by = _verify_signature(root, manifest_bytes, trusted_keys, reported_as) if trusted_keys else None
     manifest = _parse_manifest(manifest_bytes, reported_as)
     _verify_files(root, manifest, reported_as)
 
@@ -227,7 +236,7 @@ def _load_directory(root: Path, reported_as: Path) -> Bundle:
     calibration = _load_calibration(root, manifest, reported_as)
     drift = _load_drift(root, manifest, preprocessor, reported_as)
     sha = hashlib.sha256(manifest_bytes).hexdigest()
-    return Bundle(reported_as, manifest, sha, model, preprocessor, novelty, calibration, drift)
+    return Bundle(reported_as, manifest, sha, model, preprocessor, novelty, calibration, drift, signed_by)
 
 
 def _load_drift(root: Path, manifest: dict[str, Any], pre: Preprocessor, where: Path) -> ReferenceHistograms | None:
@@ -241,6 +250,16 @@ def _load_drift(root: Path, manifest: dict[str, Any], pre: Preprocessor, where: 
     if drift.features != pre.numeric:
         raise BundleError(f"bundle {where}: {DRIFT_FILE} features differ from {PREPROCESSING}'s numeric features")
     return drift
+
+
+def _verify_signature(root: Path, manifest: bytes, trusted_keys: Sequence[TrustedKey], where: Path) -> str:
+    """The signer's key id; the signature covers the manifest, and the manifest pins every file's sha256."""
+    signature_path = root / SIGNATURE
+    signature = signature_path.read_bytes() if signature_path.is_file() else None
+    try:
+        return verify_signature(manifest, signature, trusted_keys)
+    except SigningError as exc:
+        raise BundleError(f"bundle {where} is refused: {exc}") from None
 
 
 def _load_calibration(root: Path, manifest: dict[str, Any], where: Path) -> TemperatureScaling:
@@ -324,9 +343,9 @@ def _verify_files(root: Path, manifest: dict[str, Any], where: Path) -> None:
         if name not in files:
             raise BundleError(f"bundle {where}: {MANIFEST} does not list required file {name}")
     for name, entry in files.items():
-        target = root / name
-        if Path(name).name != name:
+        if not is_plain_name(name) or name in (MANIFEST, SIGNATURE):
             raise BundleError(f"bundle {where}: {MANIFEST} lists a path outside the bundle: {name!r}")
+        target = root / name
         if not target.is_file():
             raise BundleError(f"bundle {where}: file {name} is missing")
         actual = file_sha256(target)
@@ -351,17 +370,12 @@ def _check_consistency(manifest: dict[str, Any], config: ModelConfig, pre: Prepr
 
 
 def _extract(archive: Path, scratch: Path) -> Path:
+    """The archive checked whole (members, sizes, the manifest's file list) before anything is extracted
+    (:mod:`detector.core.bundlearchive`)."""
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(scratch, filter="data")
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:  # EOFError: a truncated .gz
-        raise BundleError(f"bundle {archive}: cannot unpack archive: {exc or type(exc).__name__}") from exc
-    if (scratch / MANIFEST).is_file():
-        return scratch
-    children = [p for p in scratch.iterdir() if p.is_dir()]
-    if len(children) == 1 and (children[0] / MANIFEST).is_file():
-        return children[0]
-    raise BundleError(f"bundle {archive}: archive holds no {MANIFEST} at its top level")
+        return extract_bundle_archive(archive, scratch)
+    except ArchiveError as exc:
+        raise BundleError(f"bundle {archive}: {exc}") from exc
 
 
 def archive_bundle(directory: str | Path, archive: str | Path) -> Path:

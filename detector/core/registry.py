@@ -17,9 +17,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from detector.core.bundle import Bundle, BundleError, load_bundle, unpacked
+from detector.core.bundlearchive import SIGNATURE
+from detector.core.signing import TrustedKey, key_id, sign_bundle_directory
 
 LATEST = "LATEST"
 VERSIONS = "versions"
@@ -80,11 +85,13 @@ def _housekeeping(name: str) -> bool:
     return name.startswith(".") or name == "lost+found"
 
 
-def publish(bundle_path: str | Path, registry: str | Path) -> str:
+def publish(bundle_path: str | Path, registry: str | Path, *, sign_with: Ed25519PrivateKey | None = None) -> str:
     """Add a verified bundle (directory or ``.tar.gz``) to ``registry`` (created if needed) and point
     ``LATEST`` at it.
 
-    Returns the version name. A version that already exists is an error: versions are immutable.
+    ``sign_with`` signs the published copy (its ``manifest.sig``, replacing one the bundle had; the bundle given is
+    not changed); without it a signature the bundle carries is published with it. Returns the version name. A
+    version that already exists is an error: versions are immutable.
     """
     root = check_registry_target(registry)
     with unpacked(bundle_path) as source:
@@ -97,15 +104,25 @@ def publish(bundle_path: str | Path, registry: str | Path) -> str:
             raise BundleError(f"registry {root}: version {version} already exists (versions are immutable)")
         staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=versions))
         try:
-            for name in ["manifest.json", *bundle.manifest["files"]]:
+            carried = [SIGNATURE] if (source / SIGNATURE).is_file() and sign_with is None else []
+            for name in ["manifest.json", *carried, *bundle.manifest["files"]]:
                 shutil.copy2(source / name, staging / name)
+            if sign_with is not None:
+                sign_bundle_directory(staging, sign_with)
             os.replace(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    load_bundle(target)  # what is served must verify exactly as what was given
+    # What is served must verify exactly as what was given (and, when signed here, with the signer's key).
+    signer = () if sign_with is None else (_trusted(sign_with),)
+    load_bundle(target, trusted_keys=signer)
     _write_atomically(root / LATEST, version + "\n")
     return version
+
+
+def _trusted(private_key: Ed25519PrivateKey) -> TrustedKey:
+    public = private_key.public_key()
+    return TrustedKey(public, key_id(public), "the signing key")
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -128,12 +145,16 @@ class RegistryWatcher:
     newly verified :class:`Bundle` when the version changed, ``None`` otherwise, and raises
     :class:`BundleError` for a bad new version *once* (the caller logs it and keeps serving the old bundle).
     A refused version is tried again as soon as its files change (a copy that was still being written, a
-    file put back by hand), so workers of one group do not stay split between versions.
+    file put back by hand, a signature added), so workers of one group do not stay split between versions.
     """
 
-    def __init__(self, registry: str | Path, current_version: str | None) -> None:
+    def __init__(
+        self, registry: str | Path, current_version: str | None, *, trusted_keys: Sequence[TrustedKey] = ()
+    ) -> None:
+        """``trusted_keys``: a new version must be signed by one of them (none: any verified version is served)."""
         self.registry = Path(registry)
         self.current = current_version
+        self.trusted_keys = tuple(trusted_keys)
         self._rejected: tuple[str, tuple[tuple[str, int, int], ...]] | None = None
 
     def poll(self) -> Bundle | None:
@@ -146,7 +167,7 @@ class RegistryWatcher:
         if self._rejected is not None and self._rejected == (version, self._fingerprint(version)):
             return None
         try:
-            bundle = load_bundle(resolve_bundle_path(self.registry))
+            bundle = load_bundle(resolve_bundle_path(self.registry), trusted_keys=self.trusted_keys)
         except BundleError:
             self._rejected = (version, self._fingerprint(version))
             raise

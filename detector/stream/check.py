@@ -38,6 +38,7 @@ from detector.core.bundle import Bundle, BundleError, load_bundle
 from detector.core.process import ExitCode
 from detector.core.registry import is_registry, resolve_bundle_path
 from detector.core.scorer import DeviceError, pick_device
+from detector.core.signing import SigningError, load_trusted_keys
 from detector.stream.allowlist import Allowlist, AllowlistError
 from detector.stream.logs import configure_logging, librdkafka_logger
 from detector.stream.settings import RunSettings
@@ -110,11 +111,12 @@ def _bundle(settings: RunSettings) -> tuple[Bundle | None, Check]:
         return None, Check("bundle", FAIL, "no model bundle: pass --bundle BUNDLE_OR_REGISTRY (or FLOWWARDEN_BUNDLE)")
     try:
         path = resolve_bundle_path(settings.bundle)
-        bundle = load_bundle(path)
-    except BundleError as exc:
+        bundle = load_bundle(path, trusted_keys=load_trusted_keys(settings.trusted_key))
+    except (BundleError, SigningError) as exc:
         return None, Check("bundle", FAIL, str(exc))
     where = f" (registry {settings.bundle}, version {path.name})" if is_registry(settings.bundle) else ""
-    detail = f"{bundle.name} {bundle.version} verified: {len(bundle.classes)} classes{where}"
+    signed = f", signed by key {bundle.signed_by}" if bundle.signed_by else ""
+    detail = f"{bundle.name} {bundle.version} verified: {len(bundle.classes)} classes{where}{signed}"
     return bundle, Check("bundle", OK, detail)
 
 

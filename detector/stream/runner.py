@@ -20,6 +20,7 @@ from detector.core.flowtime import meter_zone
 from detector.core.process import ExitCode, stop_on_signals
 from detector.core.registry import RegistryWatcher, is_registry, resolve_bundle_path
 from detector.core.scorer import DeviceError
+from detector.core.signing import SigningError, load_trusted_keys
 from detector.stream.aggregate_state import Aggregator, ChangelogReader
 from detector.stream.allowlist import Allowlist, AllowlistError
 from detector.stream.clients import general_properties
@@ -53,12 +54,19 @@ def build_worker(settings: RunSettings) -> Worker:
         torch.set_num_threads(settings.threads)
     metrics, health = WorkerMetrics(drift_window=settings.drift_window if settings.drift else None), Health()
     try:
+        trusted = load_trusted_keys(settings.trusted_key)
         path = resolve_bundle_path(settings.bundle)
-        bundle = load_bundle(path)
+        bundle = load_bundle(path, trusted_keys=trusted)
         processor = build_processor(settings, bundle, on_suppressed=metrics.count_suppressed, drift=metrics.drift)
-    except (BundleError, DeviceError, AllowlistError) as exc:
+    except (BundleError, SigningError, DeviceError, AllowlistError) as exc:
         raise StartupError(str(exc)) from None
-    watcher = RegistryWatcher(settings.bundle, path.name) if is_registry(settings.bundle) else None
+    if trusted:
+        get_logger("runner").info(
+            "serving signed bundles only", signed_by=bundle.signed_by, trusted=[key.key_id for key in trusted]
+        )
+    watcher = (
+        RegistryWatcher(settings.bundle, path.name, trusted_keys=trusted) if is_registry(settings.bundle) else None
+    )
 
     metrics.watch(health)
     metrics.serve_model(bundle.name, bundle.version, bundle.sha256)

@@ -143,6 +143,13 @@ class RunSettings(KafkaSettings):
         description="a model bundle (directory or .tar.gz), or a registry to follow (hot swap)",
         json_schema_extra={"metavar": "BUNDLE_OR_REGISTRY"},
     )
+    trusted_key: CliVariadicArg[list[Path]] = Field(
+        default_factory=list,
+        description="serve only bundles signed by one of these ed25519 public keys (PEM files, one or more keys "
+        "each; trainer keygen makes them): an unsigned or wrongly signed bundle is refused when the worker "
+        "starts, and a registry version that is not is never swapped to (none: any bundle whose checksums verify)",
+        json_schema_extra={"metavar": "PEM"},
+    )
     guarantee: Literal["exactly-once", "at-least-once"] = Field("exactly-once", description="delivery guarantee")
     max_batch: int = Field(512, ge=1, le=100_000, description="records per micro-batch at most")
     max_delay_ms: int = Field(
@@ -358,6 +365,14 @@ class RunSettings(KafkaSettings):
     def _bundle_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.exists():
             raise ValueError(f"{value} does not exist")
+        return value
+
+    @field_validator("trusted_key")
+    @classmethod
+    def _keys_exist(cls, value: list[Path]) -> list[Path]:
+        missing = [str(path) for path in value if not path.exists()]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} does not exist")
         return value
 
     @model_validator(mode="after")

@@ -50,6 +50,7 @@ from detector.core.jsonrecords import STDIN, flow_files, is_ndjson_name, looks_l
 from detector.core.process import ExitCode, sigterm_interrupts
 from detector.core.registry import resolve_bundle_path
 from detector.core.scorer import DeviceError, Scorer
+from detector.core.signing import SigningError, load_trusted_keys
 from detector.tools.online_eval import from_confusion
 from detector.tools.settings import ScoreSettings
 
@@ -239,10 +240,11 @@ def run_command(settings: ScoreSettings) -> int:
         files = flow_files(settings.csv)
         # Refuses binary and UTF-16 CSV files up front.
         headers = [read_header(path) for path in files if str(path) != STDIN and not is_ndjson_name(path)]
-        bundle = load_bundle(resolve_bundle_path(settings.bundle))
+        trusted = load_trusted_keys([settings.trusted_key] if settings.trusted_key else [])
+        bundle = load_bundle(resolve_bundle_path(settings.bundle), trusted_keys=trusted)
         scorer = Scorer(bundle, device=settings.device, backend=settings.backend)
         out = _open_out(settings.out, files)
-    except (CsvSourceError, BundleError, DeviceError) as exc:
+    except (CsvSourceError, BundleError, SigningError, DeviceError) as exc:
         console.print(f"detector score: error: {exc}", markup=False, soft_wrap=True)
         return ExitCode.USAGE
     console.print(

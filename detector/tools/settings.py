@@ -130,6 +130,12 @@ class ScoreSettings(CommandSettings):
         json_schema_extra={"metavar": "FILE"},
     )
     bundle: Path = Field(description="bundle directory, .tar.gz or registry", json_schema_extra={"metavar": "BUNDLE"})
+    trusted_key: Path | None = Field(
+        None,
+        description="score only with a bundle signed by a key in this PEM file of ed25519 public keys (as "
+        "detector run's trusted keys)",
+        json_schema_extra={"metavar": "PEM"},
+    )
     out: Path | None = Field(
         None,
         description="write the JSON lines to this file (none: standard output)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import orjson
@@ -14,6 +15,7 @@ from detector.core.bundle import BundleError
 from detector.core.csvfile import read_rows
 from detector.core.registry import publish
 from detector.core.scorer import DeviceError
+from detector.core.signing import generate_key_pair, load_private_key, sign_bundle_directory
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows, write_generated_csv
 
@@ -103,3 +105,12 @@ def test_the_backend_is_chosen_like_detector_scores(bundle, flows):
     assert list(fp32["confidence"]) != list(int8["confidence"]), "auto on a CPU is int8, not the fp32 model"
     with pytest.raises(DeviceError, match="backend cuda-graphs does not run on cpu"):
         detector.load(bundle, device="cpu", backend="cuda-graphs")
+
+
+def test_trusted_keys_refuse_an_unsigned_bundle_and_accept_a_signed_one(bundle, tmp_path):
+    private, public = generate_key_pair(tmp_path / "keys")
+    with pytest.raises(BundleError, match="it is not signed"):
+        detector.load(bundle, device="cpu", trusted_keys=[public])
+    signed = shutil.copytree(bundle, tmp_path / "signed")
+    sign_bundle_directory(signed, load_private_key(private))
+    assert detector.load(signed, device="cpu", trusted_keys=[public]).bundle.signed_by

@@ -45,3 +45,33 @@ def test_keys_follow_flow_identity():
     assert alert_key({"flow_id": "abc"}, ("t", 0, 1)) == b"abc"
     assert alert_key(flow_identity({"src_ip": "1.1.1.1", "dst_port": "80"}), ("t", 0, 1)) == b"1.1.1.1---80-"
     assert alert_key({}, ("t", 3, 9)) == b"t/3/9"
+
+
+def test_identity_numbers_beyond_64_bits_stay_text_so_every_alert_format_can_be_written():
+    # Found by tests/detector/tools/test_score_properties.py: a CSV port of 1.8446744073709552e+19 became an
+    # integer orjson refuses to write, and the batch holding it failed (in a worker: the whole batch, again and
+    # again). JSON records reach the same place: orjson reads an integer beyond 64 bits as a float.
+    from detector.core.alertformats import AlertEncoder
+
+    fields = {
+        "src_port": 1.8446744073709552e19,
+        "dst_port": 10**30,
+        "protocol": "99999999999999999999",
+        "flow_id": 2**64,
+    }
+    alert = build_alert(VERDICT, fields, None, MODEL, ("flows", 0, 1), utc_now())
+    assert alert["flow"] == {
+        "flow_id": str(2**64),
+        "src_port": "1.8446744073709552e+19",
+        "dst_port": str(10**30),
+        "protocol": "99999999999999999999",
+    }
+    Draft202012Validator(SCHEMA).validate(alert)
+    for alert_format in ("native", "ecs", "ocsf"):
+        assert AlertEncoder(alert_format).encode(alert, is_alert=True)
+    # Digits that are not ASCII ('²' is a digit to str.isdigit, not to int) and long digit text stay text.
+    assert flow_identity({"dst_port": "²", "src_port": "99999999999999999999"}) == {
+        "src_port": "99999999999999999999",
+        "dst_port": "²",
+    }
+    assert flow_identity({"dst_port": "443", "src_port": 9.0}) == {"src_port": 9, "dst_port": 443}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from detector.core.decode import DecodedFlow
 from detector.core.flowrecord import layout_for, to_record
 from detector.core.registry import publish
 from detector.core.scorer import Scorer
+from detector.core.signing import generate_key_pair, load_private_key, sign_bundle_directory
 from detector.tools.score import score_files
 from tests.support.bundles import make_bundle
 from tests.support.generated import generated_rows, write_generated_csv
@@ -318,3 +320,13 @@ def test_a_row_with_extra_cells_is_an_error_and_a_long_cell_does_not_end_the_fil
     assert [result["source"]["row"] for result in results] == [1, 2, 3, 4]
     assert [result.get("error", {}).get("code") for result in results] == [None, None, "long_row", None]
     assert "'surplus'" in results[2]["error"]["reason"]
+
+
+def test_with_a_trusted_key_only_a_bundle_signed_by_it_scores(bundle, flows, tmp_path, capsys):
+    private, public = generate_key_pair(tmp_path / "keys")
+    assert score("--bundle", bundle, flows, "--trusted-key", public, "--out", tmp_path / "a.jsonl") == 2
+    assert "is refused: it is not signed" in capsys.readouterr().err
+    signed = shutil.copytree(bundle, tmp_path / "signed")
+    sign_bundle_directory(signed, load_private_key(private))
+    assert score("--bundle", signed, flows, "--trusted-key", public, "--out", tmp_path / "b.jsonl") == 0
+    assert len(read_lines(tmp_path / "b.jsonl")) == len(ROWS) + 1
