@@ -49,8 +49,13 @@ test: setup lint kafka
 
 # A bounded fault-injection run on a 3-node Apache Kafka cluster, once per guarantee, one JSON line each (README
 # "Reliability"; never part of make test). CHAOS_ARGS e.g. '--records 5000 --faults 3' or '--bootstrap host:9092'.
+# The hostile-input properties run 1,000 examples per target in `make test`; here ten times as many.
+PROPERTY_TESTS := $(wildcard tests/*/test_*_properties.py tests/*/*/test_*_properties.py)
+PROPERTY_EXAMPLES ?= 10000
+
 chaos: setup kafka
 	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+	FLOWWARDEN_PROPERTY_EXAMPLES=$(PROPERTY_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider $(PROPERTY_TESTS)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not kafka"
