@@ -55,12 +55,11 @@ def configure_logging(level: str = "info", stream: IO[str] | None = None, log_fo
     librdkafka's lines follow the same level: ``debug`` shows what ``--kafka-option debug=...`` asks for.
     """
     global _LIBRDKAFKA_LEVEL
-    stream = stream or sys.stderr
     _LIBRDKAFKA_LEVEL = _LEVELS[level]
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("flowwarden."):
             logging.getLogger(name).setLevel(_LIBRDKAFKA_LEVEL)
-    renderer = log_renderer(log_format, stream)
+    renderer = log_renderer(log_format, stream or sys.stderr)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -70,9 +69,20 @@ def configure_logging(level: str = "info", stream: IO[str] | None = None, log_fo
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.PrintLoggerFactory(stream or _CurrentStderr()),
         cache_logger_on_first_use=False,
     )
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of each line, not when logging was configured: a
+    process (or a test harness) that replaces stderr later must not leave the logs writing to a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def _renders_json(renderer: Any) -> bool:
