@@ -40,7 +40,7 @@ def classification_metrics(
         "per_class": {
             label: {"precision": float(p), "recall": float(r), "f1": float(f), "accuracy": a, "support": int(n)}
             for label, p, r, f, a, n in zip(
-                order, precision, recall, f1, _one_vs_rest_accuracy(matrix), support, strict=True
+                order, precision, recall, f1, _one_vs_rest_accuracy(y_true, y_pred, order), support, strict=True
             )
         },
         "labels": order,
@@ -49,16 +49,16 @@ def classification_metrics(
     }
 
 
-def _one_vs_rest_accuracy(matrix: np.ndarray) -> list[float]:
+def _one_vs_rest_accuracy(y_true: Any, y_pred: Any, order: list[str]) -> list[float]:
     """Per class, the share of all rows on which "is it this class?" was answered right: (TP + TN) / N.
 
     This is the per-class accuracy the paper reports. It is high for every small class (a class of 3 rows
-    among 13,000 scores at least 0.9997 even when all 3 are missed), so read it beside recall and F1.
+    among 13,000 scores at least 0.9997 even when all 3 are missed), so read it beside recall and F1. Counted
+    over every row, also one whose prediction is outside ``order`` (the confusion matrix leaves it out).
     """
-    total = max(1, int(matrix.sum()))
-    true_positive = np.diag(matrix)
-    wrong = matrix.sum(axis=0) + matrix.sum(axis=1) - 2 * true_positive  # false positives + false negatives
-    return [float(1 - w / total) for w in wrong]
+    truth, guess = np.asarray(y_true), np.asarray(y_pred)
+    total = max(1, len(truth))
+    return [float(1 - np.count_nonzero((truth == label) != (guess == label)) / total) for label in order]
 
 
 def _attack_vs_benign(y_true: np.ndarray, y_pred: np.ndarray, benign_class: str) -> dict[str, float | int | None]:

@@ -30,6 +30,7 @@ class ClassMetrics:
     f1: float
     support: int
     predicted: int = 0
+    accuracy: float = 0.0  # one-vs-rest, (TP + TN) / N: the paper's per-class accuracy, as in report.json
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,13 @@ class Evaluation:
             "f1_macro": self.f1_macro,
             "n": self.n,
             "per_class": {
-                label: {"precision": m.precision, "recall": m.recall, "f1": m.f1, "support": m.support}
+                label: {
+                    "precision": m.precision,
+                    "recall": m.recall,
+                    "f1": m.f1,
+                    "accuracy": m.accuracy,
+                    "support": m.support,
+                }
                 for label, m in self.per_class.items()
             },
         }
@@ -84,14 +91,16 @@ def from_confusion(confusion: Mapping[tuple[str, str], int], labels: Sequence[st
         predicted[guess] += count
     seen = set(support) | set(predicted)
     order = list(dict.fromkeys(labels or ())) + sorted(seen - set(labels or ()))
+    n = sum(support.values())
     per_class = {}
     for label in order:
         hits = confusion[(label, label)]
         precision = _ratio(hits, predicted[label])
         recall = _ratio(hits, support[label])
         f1 = _ratio(2 * precision * recall, precision + recall)
-        per_class[label] = ClassMetrics(precision, recall, f1, support[label], predicted[label])
-    n = sum(support.values())
+        wrong = predicted[label] + support[label] - 2 * hits  # false positives + false negatives
+        accuracy = 1 - wrong / max(1, n)
+        per_class[label] = ClassMetrics(precision, recall, f1, support[label], predicted[label], accuracy)
     present = [m for m in per_class.values() if m.support > 0]
     return Evaluation(
         n=n,
