@@ -30,7 +30,7 @@ from detector.stream.metrics import Health, MetricsServer, WorkerMetrics
 from detector.stream.processor import BatchProcessor, SuppressedSink
 from detector.stream.settings import RunSettings, SettingsError
 from detector.stream.thresholds import Thresholds
-from detector.stream.topics import TopicError, ensure_topics
+from detector.stream.topics import TopicError, ensure_configured_topics
 from detector.stream.worker import Worker
 
 METADATA_TIMEOUT_S = 10.0
@@ -214,24 +214,13 @@ def _check_topics(worker: Worker) -> None:
     state = [topic for topic in missing if topic == settings.state_topic and settings.aggregate_window_s]
     try:
         if state:  # a changelog: compacted, partitioned like the input
-            ensure_topics(
-                settings.bootstrap_servers,
+            ensure_configured_topics(
+                settings,
                 state,
-                partitions=settings.partitions,
-                replication_factor=settings.replication_factor,
-                config={**settings.topic_configs, "cleanup.policy": "compact"},
-                client_config=settings.kafka,
                 logger=librdkafka_logger("librdkafka.admin"),
+                extra_config={"cleanup.policy": "compact"},
             )
             missing = [topic for topic in missing if topic not in state]
-        ensure_topics(
-            settings.bootstrap_servers,
-            missing,
-            partitions=settings.partitions,
-            replication_factor=settings.replication_factor,
-            config=settings.topic_configs,
-            client_config=settings.kafka,
-            logger=librdkafka_logger("librdkafka.admin"),
-        )
+        ensure_configured_topics(settings, missing, logger=librdkafka_logger("librdkafka.admin"))
     except TopicError as exc:
         raise StartupError(str(exc)) from None

@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from detector.stream.clients import general_properties
+from detector.stream.settings import KafkaSettings
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -71,6 +72,26 @@ def ensure_topics(
             except TimeoutError as exc:
                 raise TopicError(f"creating topic {topic!r} on {bootstrap_servers} timed out") from exc
     return _wait_for_topics(admin, wanted, {t: partitions for t in missing}, deadline, bootstrap_servers)
+
+
+def ensure_configured_topics(
+    settings: KafkaSettings,
+    topics: Iterable[str],
+    *,
+    logger: logging.Logger | None = None,
+    extra_config: Mapping[str, str] | None = None,
+) -> dict[str, int]:
+    """:func:`ensure_topics` with a command's own settings: its brokers, client settings and the partitions,
+    replication factor and topic configs it asks new topics to have (``extra_config`` added on top)."""
+    return ensure_topics(
+        settings.bootstrap_servers,
+        topics,
+        partitions=settings.partitions,
+        replication_factor=settings.replication_factor,
+        config={**settings.topic_configs, **(extra_config or {})},
+        client_config=settings.kafka,
+        logger=logger,
+    )
 
 
 def _wait_for_topics(

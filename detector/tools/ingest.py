@@ -56,7 +56,7 @@ from detector.stream.clients import general_properties
 from detector.stream.logs import configure_logging, get_logger, librdkafka_logger
 from detector.stream.metrics import probe_answer
 from detector.stream.settings import SettingsError
-from detector.stream.topics import TopicError, ensure_topics
+from detector.stream.topics import TopicError, ensure_configured_topics
 from detector.tools.ingest_metrics import ACKNOWLEDGED, FAILED, REFUSED, TURNED_AWAY, IngestHealth, IngestMetrics
 from detector.tools.ingest_sink import OUTAGE_RETRY_AFTER_S, FlowSink, OutgoingRecord, TurnedAway, producer_config
 from detector.tools.settings import IngestSettings
@@ -348,15 +348,7 @@ def check_topic(settings: IngestSettings) -> None:
             "(or pass --create-topics for a development cluster)"
         )
     try:
-        ensure_topics(
-            settings.bootstrap_servers,
-            [settings.topic],
-            partitions=settings.partitions,
-            replication_factor=settings.replication_factor,
-            config=settings.topic_configs,
-            client_config=settings.kafka,
-            logger=librdkafka_logger("librdkafka.admin"),
-        )
+        ensure_configured_topics(settings, [settings.topic], logger=librdkafka_logger("librdkafka.admin"))
     except TopicError as exc:
         raise StartupError(str(exc)) from None
 

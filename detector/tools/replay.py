@@ -37,7 +37,7 @@ from detector.core.csvfile import CsvSourceError, csv_files, read_header
 from detector.core.process import ExitCode, sigterm_interrupts
 from detector.core.settings import redact
 from detector.stream.logs import console_librdkafka_logger
-from detector.stream.topics import TopicError, ensure_topics
+from detector.stream.topics import TopicError, ensure_configured_topics
 from detector.tools.pacing import TimelinePacer, TokenBucket
 from detector.tools.replay_follow import FollowedFiles, followable, is_followed_name
 from detector.tools.replay_source import (
@@ -141,14 +141,8 @@ def replay(
     """
     order = effective_order(settings)
     stats = stats if stats is not None else ReplayStats(settings.topic, settings.with_labels)
-    stats.partitions = ensure_topics(
-        settings.bootstrap_servers,
-        [settings.topic],
-        partitions=settings.partitions,
-        replication_factor=settings.replication_factor,
-        config=settings.topic_configs,
-        client_config=settings.kafka,
-        logger=console_librdkafka_logger("librdkafka.admin"),
+    stats.partitions = ensure_configured_topics(
+        settings, [settings.topic], logger=console_librdkafka_logger("librdkafka.admin")
     )[settings.topic]
     # librdkafka's lines thinned out: an unreachable broker would otherwise print 20 of them a second.
     producer = Producer({**producer_config(settings), "logger": console_librdkafka_logger("librdkafka.producer")})
