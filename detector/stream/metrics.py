@@ -198,12 +198,27 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
-class Health:
-    """What ``/healthz`` and ``/readyz`` report; the worker updates it, the HTTP threads read it."""
+class Heartbeat:
+    """Liveness: alive while :meth:`beat` was called within ``stale_after_s`` (a stuck thread stops beating)."""
 
     def __init__(self, stale_after_s: float = STALE_AFTER_S) -> None:
         self.stale_after_s = stale_after_s
         self._beat = time.monotonic()
+
+    def beat(self) -> None:
+        """The watched thread is alive: call once per iteration (and from long waits)."""
+        self._beat = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return time.monotonic() - self._beat < self.stale_after_s
+
+
+class Health(Heartbeat):
+    """What ``/healthz`` and ``/readyz`` report; the worker updates it, the HTTP threads read it."""
+
+    def __init__(self, stale_after_s: float = STALE_AFTER_S) -> None:
+        super().__init__(stale_after_s)
         self.model_loaded = False
         self.joined = False
         # From librdkafka's statistics: a cut path shows there within one statistics interval, while the
@@ -212,14 +227,6 @@ class Health:
         self.stopping = False
         # A fatal Kafka client error: the worker is about to exit 1 and will never be ready again.
         self.fatal: str | None = None
-
-    def beat(self) -> None:
-        """The loop is alive: call once per iteration (and from long waits)."""
-        self._beat = time.monotonic()
-
-    @property
-    def alive(self) -> bool:
-        return time.monotonic() - self._beat < self.stale_after_s
 
     @property
     def ready(self) -> bool:

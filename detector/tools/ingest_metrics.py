@@ -13,31 +13,21 @@ Metric names are a contract, as the worker's are (``deploy/`` may use them).
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from detector.stream.metrics import LATENCY_BUCKETS, STALE_AFTER_S
+from detector.stream.metrics import LATENCY_BUCKETS, STALE_AFTER_S, Heartbeat
 
 #: Outcomes of one record (``flowwarden_ingest_records_total{outcome}``).
 ACKNOWLEDGED, REFUSED, FAILED, TURNED_AWAY = "acknowledged", "refused", "failed", "turned_away"
 
 
-class IngestHealth:
+class IngestHealth(Heartbeat):
     """Liveness and readiness of one ingest server; the producer's threads write it, probes read it."""
 
     def __init__(self, stale_after_s: float = STALE_AFTER_S) -> None:
-        self.stale_after_s = stale_after_s
-        self._beat = time.monotonic()
+        super().__init__(stale_after_s)
         self.broker_reachable = False  # until the first statistics or delivery report say otherwise
         self.stopping = False
-
-    def beat(self) -> None:
-        self._beat = time.monotonic()
-
-    @property
-    def alive(self) -> bool:
-        return time.monotonic() - self._beat < self.stale_after_s
 
     @property
     def ready(self) -> bool:
