@@ -47,7 +47,13 @@ USER_ERRORS = (
 def cmd_fit(settings: FitSettings, reporter: Reporter) -> None:
     config = commands.load_training_config(settings.profile, settings.config, settings.overrides())
     commands.fit(
-        settings.data, settings.out, config, label_map=settings.label_map, registry=settings.registry, reporter=reporter
+        settings.data,
+        settings.out,
+        config,
+        label_map=settings.label_map,
+        registry=settings.registry,
+        sign=settings.sign,
+        reporter=reporter,
     )
 
 

@@ -17,7 +17,7 @@ from detector.core.signing import generate_key_pair, key_id, load_private_key
 from trainer.ablate import PAPER_TABLE6, Protocol, ablation_rows
 from trainer.baselines import run_baselines
 from trainer.calibrate import calibration_summary
-from trainer.config import TrainConfig, load_config
+from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.evaluate import classification_metrics, rate_text
 from trainer.export import write_test_predictions, write_test_split
 from trainer.importance import TOP, feature_importance
@@ -39,12 +39,21 @@ def fit(
     config: TrainConfig,
     *,
     label_map: str | None = None,
-    registry: str | None = None,
+    registry: str | Path | None = None,
+    sign: str | Path | None = None,
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate on the held-out split, write the run directory and the bundle; returns the report."""
+    """Train, evaluate on the held-out split, write the run directory and the bundle; returns the report.
+
+    With ``registry`` the bundle is also published there, signed with the private key in the PEM file ``sign``
+    when given. The registry and the key are checked before anything is loaded, so a typo costs seconds, not
+    a training run.
+    """
     reporter = reporter or Reporter()
     started = time.perf_counter()
+    if sign is not None and not registry:
+        raise ConfigError("--sign signs the version published to a registry: give --registry too")
+    key = load_private_key(sign) if sign is not None else None
     if registry:
         check_registry_target(registry)
     out = check_run_dir(out)
@@ -90,9 +99,14 @@ def fit(
     plot_curves(result.history, out / "curves.png")
     print_summary(report, out, f"ResCAE-BiGRU · {config.profile} profile · test split")
     if registry:  # last: the run directory is complete even if publishing fails
-        report["bundle"].update(registry=str(registry), published_version=publish(bundle_dir, registry))
+        published = publish(bundle_dir, registry, sign_with=key)
+        report["bundle"].update(registry=str(registry), published_version=published)
+        signed = ""
+        if key is not None:
+            report["bundle"]["signed_by"] = key_id(key.public_key())
+            signed = f", signed by key {report['bundle']['signed_by']}"
         write_report_json(out, report)
-        reporter.result(f"published version {report['bundle']['published_version']} to registry {registry}")
+        reporter.result(f"published version {published} to registry {registry}{signed}")
     return report
 
 

@@ -84,11 +84,22 @@ class ModelTrainingOptions(TrainingOptions):
         return changes
 
 
+_SIGN_HELP = (
+    "sign the published version with this ed25519 private key (PEM; trainer keygen makes one): "
+    "workers given trusted keys serve only signed versions"
+)
+
+
 class FitSettings(ModelTrainingOptions):
     """``trainer fit``: train ResCAE-BiGRU, evaluate on a held-out split, write a bundle."""
 
     registry: Path | None = Field(
         None, description="also publish the bundle to this registry directory", json_schema_extra={"metavar": "DIR"}
+    )
+    sign: Path | None = Field(
+        None,
+        description=f"{_SIGN_HELP}; needs --registry, and the key is read before training starts",
+        json_schema_extra={"metavar": "KEY.pem"},
     )
 
 
@@ -123,12 +134,7 @@ class PublishSettings(CommandSettings):
         description="registry directory (created if needed; a directory of its own)",
         json_schema_extra={"metavar": "DIR"},
     )
-    sign: Path | None = Field(
-        None,
-        description="sign the published version with this ed25519 private key (PEM; trainer keygen makes one): "
-        "workers given trusted keys serve only signed versions",
-        json_schema_extra={"metavar": "KEY.pem"},
-    )
+    sign: Path | None = Field(None, description=_SIGN_HELP, json_schema_extra={"metavar": "KEY.pem"})
 
 
 class KeygenSettings(CommandSettings):
