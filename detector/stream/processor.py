@@ -4,7 +4,8 @@ Decoding is per record (each record is its own JSON object), but scoring is one 
 batch (on a GPU, one call per :data:`PIPELINE_ROWS` decoded flows, so that decoding the next rows overlaps the
 model on the previous ones: the GPU backend's calls return before it has finished). Records that cannot be
 decoded become dead letters with their original bytes. A :class:`BatchProcessor` serves one bundle at a time;
-:meth:`BatchProcessor.serve` swaps it between batches.
+:meth:`BatchProcessor.serve` swaps it between batches (:meth:`BatchProcessor.prepare` builds the new one
+where it cannot hold up scoring, :meth:`BatchProcessor.install` swaps it in).
 
 What becomes an alert is decided in stages, on arrays of the whole batch, before any message is built:
 
@@ -101,6 +102,15 @@ class Selection:
 SuppressedSink = Callable[[Counter[tuple[str, str]]], None]
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedModel:
+    """A bundle made ready to serve (:meth:`BatchProcessor.prepare`), not yet served."""
+
+    bundle: Bundle
+    scorer: Scorer
+    decoder: FlowDecoder
+
+
 class BatchProcessor:
     """Turns batches of Kafka messages into alerts and dead letters with one bundle's model."""
 
@@ -155,11 +165,22 @@ class BatchProcessor:
 
     def serve(self, bundle: Bundle) -> None:
         """Score every later batch with ``bundle`` (raises :class:`~detector.core.scorer.DeviceError`)."""
+        self.install(self.prepare(bundle))
+
+    def prepare(self, bundle: Bundle) -> PreparedModel:
+        """Build what serving ``bundle`` needs: its scorer (the backend's build or compile, the slow part) and
+        decoder. It reads only the processor's fixed settings, so a hot swap runs it on a thread of its own
+        while batches are scored (raises :class:`~detector.core.scorer.DeviceError`)."""
         scorer = Scorer(bundle, self.device, backend=self.backend)
         pre = bundle.preprocessor
         limit = {} if self.max_record_bytes is None else {"max_record_bytes": self.max_record_bytes}
-        self.decoder = FlowDecoder(pre.numeric, tuple(pre.categories), **limit)
-        self.scorer = scorer
+        return PreparedModel(bundle, scorer, FlowDecoder(pre.numeric, tuple(pre.categories), **limit))
+
+    def install(self, prepared: PreparedModel) -> None:
+        """Serve ``prepared`` from the next batch on (quick: call it between batches, on the loop's thread)."""
+        bundle = prepared.bundle
+        self.decoder = prepared.decoder
+        self.scorer = prepared.scorer
         self.bundle = bundle
         self.model = {"name": bundle.name, "version": bundle.version, "bundle_sha256": bundle.sha256}
         self._classes = bundle.classes

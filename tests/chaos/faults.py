@@ -6,7 +6,10 @@ Kinds (each fault returns once the system is back in shape, so faults never over
 * ``worker_sigterm``: SIGTERM one worker (it finishes its batch, commits, exits 0); restarted in place.
 * ``worker_added``: a third worker slot joins the group (a rebalance), serves a while, then is stopped for
   good (a second rebalance; its partitions go back after the session timeout: a static member sends no
-  LeaveGroup).
+  LeaveGroup). The fault returns once the two permanent slots own every partition again.
+* ``worker_lost`` (never drawn: :func:`plan` appends one as the last fault): ``kill -9`` a permanent worker and
+  do not restart it, a node lost for good; its partitions wait for the session timeout, then move to the
+  other worker. The fault returns once they have moved.
 * ``network_cut``: every connection between the proxied worker and the brokers is reset and refused for
   ``cut_seconds``, then restored (the worker reconnects on its own).
 * ``broker_kill9``: ``kill -9`` the leader of input partition 0, restart it ``down_seconds`` later.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka.admin import AdminClient
@@ -40,6 +43,8 @@ KINDS = (
     "slow_output",
 )
 NEED_OWN_CLUSTER = ("network_cut", "broker_kill9", "slow_output")
+LOST = "worker_lost"
+LOST_SLOT = "w0"  # the worker lost for good: the one that does not go through the proxies
 
 
 @dataclass
@@ -55,14 +60,18 @@ class Fault:
     error: str | None = None
 
 
-def plan(count: int, duration: float, seed: int, kinds: tuple[str, ...]) -> list[Fault]:
+def plan(count: int, duration: float, seed: int, kinds: tuple[str, ...], lose_at: float | None = None) -> list[Fault]:
     """``count`` faults spread evenly over ``duration`` s (seeded jitter), every kind at least once when
-    ``count`` allows, the rest drawn at random."""
+    ``count`` allows, the rest drawn at random; then, when ``lose_at`` is given, a ``worker_lost`` fault at
+    ``lose_at`` s (after ``duration``: the last fault, as nothing can follow the loss of a worker)."""
     rng = random.Random(seed)
     chosen = list(kinds) * (count // len(kinds)) + rng.sample(kinds, count % len(kinds))
     rng.shuffle(chosen)
     spacing = duration / (count + 1)
-    return [Fault(at=spacing * (i + 1) + rng.uniform(-0.2, 0.2) * spacing, kind=kind) for i, kind in enumerate(chosen)]
+    faults = [Fault(at=spacing * (i + 1) + rng.uniform(-0.2, 0.2) * spacing, kind=k) for i, k in enumerate(chosen)]
+    if lose_at is not None:
+        faults.append(Fault(at=max(lose_at, duration), kind=LOST))
+    return faults
 
 
 @dataclass
@@ -76,10 +85,12 @@ class Target:
     brokers: Brokers
     input_topic: str
     rng: random.Random
+    partitions: int  # of the input topic
     cut_seconds: float = 5.0
     down_seconds: float = 5.0
     slow_seconds: float = 5.0
     added_seconds: float = 10.0
+    moved_timeout: float = 180.0  # for a lost worker's partitions to move (its session timeout and more)
 
 
 def inject(fault: Fault, target: Target) -> None:
@@ -113,6 +124,24 @@ def _worker_added(fault: Fault, target: Target) -> None:
     finally:
         slot.stop()
         slot.close()
+    _wait_owned(target, target.slots.values())
+
+
+def _worker_lost(fault: Fault, target: Target) -> None:
+    slot = target.slots[LOST_SLOT]
+    fault.target, fault.affected = LOST_SLOT, slot.assignment()
+    slot.lose()
+    _wait_owned(target, [s for name, s in target.slots.items() if name != LOST_SLOT])
+
+
+def _wait_owned(target: Target, slots: Iterable[Slot]) -> None:
+    """Until ``slots`` own every input partition between them (read from their logs every 0.5 s)."""
+    slots = list(slots)
+    deadline = time.monotonic() + target.moved_timeout
+    while set().union(*(slot.assignment() for slot in slots)) != set(range(target.partitions)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the partitions did not move to {[s.name for s in slots]} in {target.moved_timeout} s")
+        time.sleep(0.5)
 
 
 def _proxies(target: Target) -> list[TcpProxy]:
@@ -169,4 +198,5 @@ ACTIONS: dict[str, Callable[[Fault, Target], None]] = {
     "broker_kill9": _broker_kill9,
     "hot_swap": _hot_swap,
     "slow_output": _slow_output,
+    LOST: _worker_lost,
 }

@@ -107,6 +107,11 @@ class Slot:
         self.expected_exits += 1
         return self.supervised.stop()
 
+    def lose(self) -> None:
+        """``kill -9`` the running process and restart it no more (a worker lost for good)."""
+        self.expected_exits += 1
+        self.supervised.stop(kill=True)
+
     def unexpected_exits(self) -> list[int]:
         """Exit statuses beyond the ones the run caused (kill -9 gives -9, SIGTERM 0)."""
         codes = [code for code, _ in self.supervised.exits]
@@ -199,6 +204,8 @@ def _proc_sample(pid: int) -> tuple[int, int, int] | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:  # a zombie (killed, not yet reaped): gone too
+        return None
     return int(fields["VmRSS"].split()[0]), fds, int(fields["Threads"])
 
 

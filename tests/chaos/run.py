@@ -5,9 +5,14 @@ are replayed at ``--rate`` records/s into a ``--partitions``-partition input top
 cluster (replication factor 3, ``min.insync.replicas=2``) through two ``detector run`` workers in stable
 slots (``--instance-id``; one of them reaches the brokers through TCP proxies), with ``--emit all`` so that
 every record yields a verdict or a dead letter. A seeded scheduler injects ``--faults`` faults of the kinds of
-tests/chaos/faults.py. Then the output and dead-letter topics are read (read_committed) and checked
-(tests/chaos/verify.py), the workers' RSS, fds and threads are compared after warm-up, and the run prints
-one JSON line. The exit status is 1 when a check failed.
+tests/chaos/faults.py, then (unless ``--no-lose-worker``) loses one worker for good at 90 % of the replay.
+Then the output and dead-letter topics are read (read_committed) and checked (tests/chaos/verify.py), the
+workers' RSS, fds and threads are compared after warm-up, and the run prints one JSON line. The exit status
+is 1 when a check failed.
+
+The JSON line's stalls (tests/chaos/verify.py, ``stall_summary``): ``max_stall_s.restarts_in_place`` (kill -9
+and SIGTERM with the worker back in its slot) and ``max_stall_s.other_faults``, each over the survivors'
+partitions and over all; ``stall_by_fault`` per kind with both; ``lost_for_good`` with the session timeout.
 
 ``--bootstrap`` runs against an external cluster instead (broker faults, network cuts and slow output are
 then skipped, and the JSON line says so). Worker logs and broker logs stay in the folder printed on stderr.
@@ -33,7 +38,7 @@ from detector.stream.topics import ensure_topics
 from tests.chaos.corpus import BACKEND, Corpus
 from tests.chaos.faults import KINDS, NEED_OWN_CLUSTER, Target, inject, plan
 from tests.chaos.rig import Brokers, PacedReplay, Slot, Soak
-from tests.chaos.verify import check, latency_p99_ms, read_outcome, stalls
+from tests.chaos.verify import check, latency_p99_ms, read_outcome, stall_summary, stalls
 from tests.support.bundles import make_bundle
 from tests.support.kafka import CLIENT_LOGGER, client_config_from_env, unique_name
 from tests.support.worker import run_flags, worker_settings
@@ -41,6 +46,7 @@ from tests.support.worker import run_flags, worker_settings
 # Longer than a broker's failover (its 3 s session, then an election): a static member whose own session
 # expires is fenced when it rejoins (librdkafka#3437). It is also how long a removed worker's partitions wait.
 SESSION = {"session.timeout.ms": "20000", "heartbeat.interval.ms": "1000"}
+LOSE_AT = 0.9  # the worker lost for good: at this fraction of the replay (its partitions must still get records)
 RSS_GROWTH_LIMIT_PCT = 10.0
 WARM_UP_S = 30.0
 
@@ -58,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=6, choices=(3, 6), help="input partitions (default 6)")
     parser.add_argument(
         "--kinds", default=",".join(KINDS), help="fault kinds to draw from, comma-separated (default: all)"
+    )
+    parser.add_argument(
+        "--lose-worker",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="end the faults by losing a worker for good (kill -9, no restart) at 90 %% of the replay (default on)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the run's folder (logs, data) on success too")
     return parser.parse_args(argv)
@@ -129,9 +141,10 @@ def run_once(args: argparse.Namespace, guarantee: str) -> dict[str, Any]:
             for slot in slots.values():
                 slot.wait_assigned(timeout=240)
             duration = args.records / args.rate
-            faults = plan(args.faults, duration * 0.85, args.seed, kinds)
+            lose_at = duration * LOSE_AT if args.lose_worker else None
+            faults = plan(args.faults, duration * 0.85, args.seed, kinds, lose_at)
             rng = random.Random(args.seed)
-            target = Target(slots, "w1", add_slot, publish_next, brokers, names["input_topic"], rng)
+            target = Target(slots, "w1", add_slot, publish_next, brokers, names["input_topic"], rng, args.partitions)
             soak.start()
             replay = PacedReplay(bootstrap, names["input_topic"], corpus.values, args.partitions, args.rate).start()
             for fault in faults:
@@ -153,9 +166,6 @@ def run_once(args: argparse.Namespace, guarantee: str) -> dict[str, Any]:
     counts = check(outcome, replay.where, corpus.hostile, expected)
     per_fault = stalls(outcome, faults, args.partitions)
     soaked = soak.growth(WARM_UP_S, min_after=60.0)
-    by_kind: dict[str, float] = {}
-    for fault, stall in zip(faults, per_fault, strict=True):
-        by_kind[fault.kind] = max(by_kind.get(fault.kind, 0.0), stall["all"])
     result: dict[str, Any] = {
         "broker": brokers.description,
         "guarantee": guarantee,
@@ -172,11 +182,7 @@ def run_once(args: argparse.Namespace, guarantee: str) -> dict[str, Any]:
         "fds_growth": soaked["fds_growth"],
         "threads_growth": soaked["threads_growth"],
         "p99_latency_ms": latency_p99_ms(outcome, replay.sent_at_ms),
-        "max_stall_s": {
-            "survivors": round(max((s["survivors"] for s in per_fault), default=0.0), 2),
-            "all": round(max((s["all"] for s in per_fault), default=0.0), 2),
-        },
-        "stall_by_fault": {kind: round(s, 2) for kind, s in sorted(by_kind.items())},
+        **stall_summary(faults, per_fault, int(SESSION["session.timeout.ms"]) / 1000),
         "faults_failed": [f"{f.kind}: {f.error}" for f in faults if f.error],
         "faults_after_replay": [f.kind for f in faults if f.started >= replay.finished],
         "skipped": [f"{k}: needs the cluster this run starts (--bootstrap given)" for k in asked if k not in kinds],

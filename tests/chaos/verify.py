@@ -3,20 +3,22 @@
 Every input offset must have exactly one verdict or dead letter (exactly-once) or at least one
 (at-least-once); every hostile record a dead letter with its reason; every verdict the label that
 ``detector score`` gives its row with the bundle version the verdict names. Stalls are read from the output
-messages' timestamps: per fault, the longest gap between verdicts of one input partition from the fault's
-start until the next fault (or the end of the replay).
+messages' timestamps: per fault, the longest gap between verdicts of one input partition after it (see
+:func:`stalls` for how a gap that outlasts its fault is attributed), summed up by :func:`stall_summary`.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
-from tests.chaos.faults import Fault
+from tests.chaos.faults import LOST, Fault
 from tests.support.kafka import reader
 
 
@@ -117,20 +119,101 @@ def _longest_gap(stamps: list[int], start_ms: int, end_ms: int) -> float:
     return max(b - a for a, b in itertools.pairwise(points)) / 1000.0
 
 
-def stalls(outcome: Outcome, faults: list[Fault], partitions: int) -> list[dict[str, float]]:
-    """Per fault: the longest verdict gap over every input partition ("all") and over the partitions the
-    fault's worker did not own ("survivors"), from the fault's start until the next fault starts or the last
-    verdict, whichever comes first (a stall outlasting the replay is measured whole, the quiet after it is not)."""
+def _first_after(stamps: list[int], ms: int) -> int | None:
+    at = bisect.bisect_right(stamps, ms)
+    return stamps[at] if at < len(stamps) else None
+
+
+def _silent(stamps: list[int], after_ms: int, until_ms: int) -> bool:
+    """Whether the partition has no verdict in (after_ms, until_ms]."""
+    first = _first_after(stamps, after_ms)
+    return first is None or first > until_ms
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A fault's longest verdict gap over every input partition (``all``) and over the partitions the worker
+    it hit did not own (``survivors``; None for a fault that hits no single worker: a broker, a hot swap)."""
+
+    all: float
+    survivors: float | None
+
+
+SINGLE_WORKER_KINDS = ("worker_kill9", "worker_sigterm", "worker_added", "network_cut", "slow_output", "worker_lost")
+
+
+def stalls(outcome: Outcome, faults: list[Fault], partitions: int) -> list[Stall]:
+    """Per fault, the longest gap between verdicts (output timestamps) of one input partition after it.
+
+    A fault's window runs from its start to the next fault's start (the last fault's: to the last verdict),
+    and a gap is measured from the fault's start or a verdict to the next verdict. A partition still silent
+    from the previous fault, with no verdict since that fault returned (a removed worker's partitions waiting
+    for its session timeout, a broker's failover), is not this fault's: its gap is measured whole for the
+    previous fault, up to the partition's first verdict, and for this fault only from that verdict on. So
+    each number is the stall that followed its own fault, whichever fault came next. Nothing is measured past
+    a partition's last verdict: the replay is over there (a record never answered is a loss, :func:`check`'s).
+    """
     stamps = {p: sorted(outcome.output_ms.get(p, [])) for p in range(partitions)}
     last_ms = max((s[-1] for s in stamps.values() if s), default=0)
+    starts = [int(f.started * 1000) for f in faults]
+    ends = [int(f.ended * 1000) for f in faults]
     result = []
     for i, fault in enumerate(faults):
-        start_ms = int(fault.started * 1000)
-        end_ms = min(int(faults[i + 1].started * 1000), last_ms) if i + 1 < len(faults) else last_ms
-        if end_ms <= start_ms:
-            result.append({"all": 0.0, "survivors": 0.0})
-            continue
-        gaps = {p: _longest_gap(stamps[p], start_ms, end_ms) for p in range(partitions)}
+        nominal_end = min(starts[i + 1], last_ms) if i + 1 < len(faults) else last_ms
+        gaps: dict[int, float] = {}
+        for p, times in stamps.items():
+            begin = starts[i]
+            if i > 0 and _silent(times, ends[i - 1], starts[i]):  # still the previous fault's stall
+                begin = _first_after(times, starts[i]) or last_ms
+            end = nominal_end
+            if i + 1 < len(faults) and _silent(times, ends[i], starts[i + 1]):  # this fault's stall goes on
+                end = max(nominal_end, _first_after(times, starts[i + 1]) or last_ms)
+            end = min(end, times[-1]) if times else end  # after its last verdict a partition has no records left
+            gaps[p] = _longest_gap(times, begin, end) if end > begin else 0.0
         survivors = [gap for p, gap in gaps.items() if p not in fault.affected]
-        result.append({"all": max(gaps.values()), "survivors": max(survivors) if survivors else 0.0})
+        single = fault.kind in SINGLE_WORKER_KINDS
+        result.append(Stall(max(gaps.values(), default=0.0), (max(survivors, default=0.0) if single else None)))
     return result
+
+
+RESTARTS_IN_PLACE = ("worker_kill9", "worker_sigterm")
+
+
+def _worst(stalls: list[Stall]) -> dict[str, float | None]:
+    survivors = [s.survivors for s in stalls if s.survivors is not None]
+    return {
+        "survivors": round(max(survivors), 2) if survivors else None,
+        "all": round(max((s.all for s in stalls), default=0.0), 2),
+    }
+
+
+def stall_summary(faults: list[Fault], per_fault: list[Stall], session_timeout_s: float) -> dict[str, Any]:
+    """The stall keys of the chaos JSON line, from the faults that were injected (failed ones left out):
+
+    * ``max_stall_s``: ``restarts_in_place`` (kill -9 and SIGTERM, the worker back in its slot) and
+      ``other_faults`` (every other kind but the loss for good), each ``{"survivors", "all"}`` in seconds;
+    * ``stall_by_fault``: per kind, ``{"count", "survivors", "all"}`` (survivors None for broker and hot swap);
+    * ``lost_for_good``: the ``worker_lost`` fault's stall (``all``: its partitions, which wait for the
+      session timeout; ``survivors``: the other worker's), ``moved_after_s`` (until the other worker owned
+      them) and ``session_timeout_s`` in force; None when the run had no such fault.
+    """
+    done = [(f, s) for f, s in zip(faults, per_fault, strict=True) if f.error is None]
+    restarts = [s for f, s in done if f.kind in RESTARTS_IN_PLACE]
+    others = [s for f, s in done if f.kind not in RESTARTS_IN_PLACE and f.kind != LOST]
+    by_kind: dict[str, dict[str, Any]] = {}
+    for kind in sorted({f.kind for f, _ in done}):
+        of_kind = [s for f, s in done if f.kind == kind]
+        by_kind[kind] = {"count": len(of_kind), **_worst(of_kind)}
+    lost = next(((f, s) for f, s in done if f.kind == LOST), None)
+    return {
+        "max_stall_s": {"restarts_in_place": _worst(restarts), "other_faults": _worst(others)},
+        "stall_by_fault": by_kind,
+        "lost_for_good": None
+        if lost is None
+        else {
+            "all": round(lost[1].all, 2),
+            "survivors": round(lost[1].survivors or 0.0, 2),
+            "moved_after_s": round(lost[0].ended - lost[0].started, 2),
+            "session_timeout_s": session_timeout_s,
+        },
+    }

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from detector.stream.clients import consumer_config
+from detector.stream.clients import consumer_config, transactional_id
 from detector.stream.metrics import WorkerMetrics
 from detector.stream.settings import RunSettings, load_settings
 
@@ -62,6 +62,7 @@ RUN_FLAGS = {
     "--meter-timezone",
     "--min-confidence",
     "--log-format",
+    "--instance-id",
 }
 REPLAY_FLAGS = {"--bootstrap-servers", "--topic", "--rate", "--speedup", "--limit", "--with-labels"}
 FIT_FLAGS = {
@@ -98,6 +99,11 @@ def load_yaml(path: Path) -> list[Any]:
 
 def compose() -> dict[str, Any]:
     return load_yaml(DEPLOY / "compose.yaml")[0]
+
+
+def detector_slots() -> dict[str, dict[str, Any]]:
+    """The compose services that run a worker, one stable slot each (``detector-0``, ``detector-1``, ...)."""
+    return {name: svc for name, svc in compose()["services"].items() if re.fullmatch(r"detector-\d+", name)}
 
 
 def k8s_objects() -> dict[str, dict[str, Any]]:
@@ -231,13 +237,14 @@ def test_compose_builds_dockerfile_targets() -> None:
     stages = dockerfile_stages()
     services = compose()["services"]
     built = {name: svc for name, svc in services.items() if "build" in svc}
-    assert set(built) == {"detector", "trainer"}
+    assert set(built) == {*detector_slots(), "trainer"}
     for name, svc in built.items():
         context = (DEPLOY / svc["build"]["context"]).resolve()
         assert context == ROOT
         assert (context / svc["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
-        assert svc["build"]["target"] == name and name in stages
-    assert services["replay"]["image"] == services["detector"]["image"], "replay runs the detector image"
+        assert svc["build"]["target"] == name.partition("-")[0] and svc["build"]["target"] in stages
+    images = {svc["image"] for svc in detector_slots().values()}
+    assert images == {services["replay"]["image"]}, "every slot and replay run the one detector image"
 
 
 def test_compose_kafka_is_kraft_with_topics() -> None:
@@ -252,26 +259,45 @@ def test_compose_kafka_is_kraft_with_topics() -> None:
 
     init = " ".join(services["kafka-init"]["command"])
     assert re.search(r"--topic flows --partitions 6\b", init)
-    detector = option_values(services["detector"]["command"])
-    for topic in (detector["--input-topic"], detector["--output-topic"], detector["--dlq-topic"]):
-        assert f"--topic {topic} " in init, f"topic {topic} is not created by kafka-init"
-    assert services["detector"]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    for detector in detector_slots().values():
+        options = option_values(detector["command"])
+        for topic in (options["--input-topic"], options["--output-topic"], options["--dlq-topic"]):
+            assert f"--topic {topic} " in init, f"topic {topic} is not created by kafka-init"
+        assert detector["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
 
 
-def test_compose_detector_service() -> None:
-    detector = compose()["services"]["detector"]
-    argv = detector["command"]
-    assert argv[0] == "run"
-    assert set(flags(argv)) <= RUN_FLAGS
-    for option, value in option_values(argv).items():
-        if option in CHOICES:
-            assert value in CHOICES[option], (option, value)
-    assert option_values(argv)["--bundle"] == "/registry"
-    assert "./registry:/registry:ro" in detector["volumes"]
-    assert detector["deploy"]["replicas"] == 2
-    assert option_values(argv)["--guarantee"] == "exactly-once"
-    assert set(detector["environment"]) - NOT_FLAGS <= ENV_FROM_FLAGS
-    assert detector["environment"]["FLOWWARDEN_BOOTSTRAP_SERVERS"] == "kafka:9092"
+def test_compose_detector_services() -> None:
+    slots = detector_slots()
+    assert list(slots) == ["detector-0", "detector-1"]
+    for detector in slots.values():
+        argv = detector["command"]
+        assert argv[0] == "run"
+        assert set(flags(argv)) <= RUN_FLAGS
+        for option, value in option_values(argv).items():
+            if option in CHOICES:
+                assert value in CHOICES[option], (option, value)
+        assert option_values(argv)["--bundle"] == "/registry"
+        assert "./registry:/registry:ro" in detector["volumes"]
+        assert "deploy" not in detector, "one service per slot: a replicated service has no stable names"
+        assert option_values(argv)["--guarantee"] == "exactly-once"
+        assert set(detector["environment"]) - NOT_FLAGS <= ENV_FROM_FLAGS
+        assert detector["environment"]["FLOWWARDEN_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert len({tuple(detector["command"]) for detector in slots.values()}) == 1, "slots differ only in their name"
+
+
+def test_each_compose_slot_is_a_static_member_with_its_own_transactional_id(monkeypatch, tmp_path) -> None:
+    """A worker restarted in its slot takes its own partitions back and fences its predecessor's transaction."""
+    members, transactions = set(), set()
+    for name, detector in detector_slots().items():
+        assert detector["environment"]["FLOWWARDEN_INSTANCE_ID"] == name
+        for key, value in detector["environment"].items():
+            monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value)))
+        given = {flag[2:].replace("-", "_"): value for flag, value in option_values(detector["command"]).items()}
+        settings = load_settings(RunSettings, {**given, "bundle": str(tmp_path)})  # the container's /registry
+        members.add(consumer_config(settings)["group.instance.id"])
+        transactions.add(transactional_id(settings))
+    assert members == set(detector_slots())
+    assert transactions == {f"flowwarden-detector-{name}" for name in detector_slots()}
 
 
 def test_compose_trainer_and_replay_commands() -> None:
@@ -302,7 +328,7 @@ def _subcommand_options(parser: Any, command: str) -> set[str] | None:
     return None
 
 
-@pytest.mark.parametrize("service", ["detector", "replay"])
+@pytest.mark.parametrize("service", ["detector-0", "detector-1", "replay"])
 def test_compose_detector_flags_exist_in_the_detector_cli(service: str) -> None:
     """Cross-check against the real parser of ``detector run`` / ``detector replay``."""
     from detector.cli import build_parser
@@ -312,7 +338,7 @@ def test_compose_detector_flags_exist_in_the_detector_cli(service: str) -> None:
     assert options is not None, f"`detector {argv[0]}` is not a detector command"
     assert set(flags(argv)) <= options
     if argv[0] == "run":  # the settings deploy/ passes as FLOWWARDEN_* must be options of `detector run`
-        env = set(compose()["services"]["detector"]["environment"]) | set(k8s_objects()["ConfigMap"]["data"])
+        env = set(compose()["services"]["detector-0"]["environment"]) | set(k8s_objects()["ConfigMap"]["data"])
         needed = {"--" + name[len("FLOWWARDEN_") :].lower().replace("_", "-") for name in env & ENV_FROM_FLAGS}
         assert not needed - options, f"deploy/ sets options that detector run lacks: {sorted(needed - options)}"
 
@@ -342,8 +368,10 @@ def test_compose_prometheus_and_grafana_are_wired() -> None:
     assert routes["route"]["receiver"] in receivers
     assert all(route["receiver"] in receivers for route in routes["route"].get("routes", []))
     job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "flowwarden-detector")
-    assert job["dns_sd_configs"][0]["names"] == ["detector"]
-    assert job["dns_sd_configs"][0]["port"] == 9108
+    [targets] = job["static_configs"]
+    slots = detector_slots()
+    ports = {detector["environment"]["FLOWWARDEN_METRICS_PORT"] for detector in slots.values()}
+    assert targets["targets"] == [f"{name}:{port}" for name in slots for port in ports], "every slot is scraped"
 
     datasource = load_yaml(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml")[0]
     assert datasource["datasources"][0]["uid"] == "prometheus"

@@ -153,7 +153,7 @@ def test_compose_validates_against_the_compose_specification() -> None:
 @pytest.mark.parametrize(
     "mutate",
     [
-        lambda c: c["services"]["detector"].update(restart_policy="always"),
+        lambda c: c["services"]["detector-0"].update(restart_policy="always"),
         lambda c: c["services"]["kafka"].update(healthcheck={"test": ["CMD"], "intervall": "10s"}),
         lambda c: c["services"]["grafana"].update(ports="3000:3000"),
         lambda c: c.update(volume={}),

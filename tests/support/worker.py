@@ -288,9 +288,12 @@ class Supervised:
                 self.exits.append((self.current.process.returncode, self.current))
                 self.current = self._start()
 
-    def stop(self) -> int:
+    def stop(self, *, kill: bool = False) -> int:
+        """Stop restarting it, then end the running process with SIGTERM (``kill``: SIGKILL); its status."""
         self._stop.set()
         self._thread.join(10)
+        if kill:
+            self.current.kill()
         return self.current.terminate()
 
     def close(self) -> None:

@@ -114,7 +114,7 @@ def test_hot_swap_to_an_unsigned_version_is_refused_and_the_signed_one_keeps_ser
 
     # Whoever can write to the registry publishes an unsigned version, then one signed by a key nobody trusts.
     publish(make_bundle(tmp_path / "v2", seed=1, version="v2"), registry)
-    hotswap.poll_if_due()
+    assert hotswap.settle(timeout=60)
     assert processor.bundle.version == "v1" and served_versions(processor, 0) == {"v1"}
     assert swaps("rejected") == 1.0
     level, event, fields = log.lines[-1]
@@ -122,13 +122,13 @@ def test_hot_swap_to_an_unsigned_version_is_refused_and_the_signed_one_keeps_ser
     assert "v2 is refused: it is not signed" in fields["error"]
 
     publish(make_bundle(tmp_path / "v3", seed=1, version="v3"), registry, sign_with=load_private_key(keys["theirs"][0]))
-    hotswap.poll_if_due()
+    assert hotswap.settle(timeout=60)
     assert processor.bundle.version == "v1" and served_versions(processor, 20) == {"v1"}
     assert swaps("rejected") == 2.0
     assert "which is not a trusted key" in log.lines[-1][2]["error"]
 
     # A version signed by the trusted key is swapped to.
     publish(make_bundle(tmp_path / "v4", seed=1, version="v4"), registry, sign_with=ours)
-    hotswap.poll_if_due()
+    assert hotswap.settle(timeout=60)
     assert processor.bundle.version == "v4" and served_versions(processor, 40) == {"v4"}
     assert swaps("ok") == 1.0 and swaps("rejected") == 2.0
