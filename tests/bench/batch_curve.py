@@ -98,7 +98,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         axis.grid(alpha=0.3)
     loads = [p["load_average_before"][0] for p in points] + [p["load_average_after"][0] for p in points]
     figure.suptitle(
-        f"detector run, {result['guarantee']}, {result['bundle']}"
+        f"detector run, {result['guarantee']}, --threads {result['threads'] or 'default'}, {result['bundle']}"
         f"{' (DRY: meaningless)' if result['dry'] else ''}; load average {min(loads):.1f}-{max(loads):.1f}",
         fontsize=9,
     )
