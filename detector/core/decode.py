@@ -64,7 +64,7 @@ class FlowDecoder:
         self.categorical = tuple(categorical)
         self.max_record_bytes = max_record_bytes
         self._shape: RecordShape | None = None
-        self._unfit: set[frozenset[str]] = set()
+        self._shapes: dict[frozenset[str], RecordShape | None] = {}  # built (or found unfit) per key set
 
     def decode_many(self, values: Sequence[bytes | None]) -> list[DecodedFlow | Rejected]:
         """Decode a batch of message values: the same results as :meth:`decode_bytes` on each, faster.
@@ -126,16 +126,17 @@ class FlowDecoder:
             return Rejected("decoder_error", f"the decoder failed on this record: {type(exc).__name__}: {exc}"), None
 
     def _learn(self, keys: tuple[str, ...]) -> None:
-        """Build the fast path for ``keys`` unless their plan cannot have one (remembered, so tried once)."""
+        """Take the fast path for ``keys`` from now on, built once per key set (two producers taking turns
+        cost a lookup); a key set whose plan cannot have one keeps the current one."""
         key_set = frozenset(keys)
-        if key_set in self._unfit or (self._shape is not None and self._shape.keys == key_set):
-            return
-        try:
-            self._shape = RecordShape(keys, self.numeric, self.categorical)
-        except ValueError:
-            if len(self._unfit) >= 64:
-                self._unfit.clear()
-            self._unfit.add(key_set)
+        if key_set not in self._shapes:
+            if len(self._shapes) >= 64:
+                self._shapes.clear()
+            try:
+                self._shapes[key_set] = RecordShape(keys, self.numeric, self.categorical)
+            except ValueError:
+                self._shapes[key_set] = None
+        self._shape = self._shapes[key_set] or self._shape
 
     def decode_mapping(self, record: Mapping[str, Any]) -> DecodedFlow | Rejected:
         """Decode one record already parsed into a mapping (a JSON object or a CSV row)."""

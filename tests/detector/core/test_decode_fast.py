@@ -106,14 +106,17 @@ def test_the_shape_leaves_every_doubtful_record_to_the_careful_path(change):
     assert shape.parse(orjson.dumps(missing)) is None
 
 
-def test_the_first_batch_of_a_new_key_set_teaches_the_next_one():
+def test_the_first_batch_of_a_new_key_set_teaches_the_next_one_and_the_old_one_comes_back():
     decoder = FlowDecoder(FEATURES)
     first = decoder.decode_many([orjson.dumps(row) for row in ROWS[:10]])
     renamed = [{key.lower().replace(" ", "_"): value for key, value in row.items()} for row in ROWS[10:20]]
     second = decoder.decode_many([orjson.dumps(row) for row in renamed])
     third = decoder.decode_many([orjson.dumps(row) for row in renamed])
-    expected = [FlowDecoder(FEATURES).decode_bytes(orjson.dumps(r)) for r in ROWS[:10] + renamed * 2]
-    assert_same_results(first + second + third, expected)
+    back = decoder.decode_many([orjson.dumps(row) for row in ROWS[:10]]) + decoder.decode_many(
+        [orjson.dumps(row) for row in ROWS[:10]]
+    )
+    expected = [FlowDecoder(FEATURES).decode_bytes(orjson.dumps(r)) for r in ROWS[:10] + renamed * 2 + ROWS[:10] * 2]
+    assert_same_results(first + second + third + back, expected)
 
 
 def test_python_cicflowmeter_seconds_are_scaled_on_the_fast_path_as_on_the_careful_one():
