@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 
-.PHONY: setup kafka chaos test test-fast lint docs demo bench bench-e2e bench-candidates bench-gpu bench-gpu-prepare fit-paper pcap-check clean
+.PHONY: setup kafka chaos test test-fast lint docs demo bench bench-e2e bench-batch bench-scale bench-candidates bench-gpu bench-gpu-prepare fit-paper pcap-check clean
 
 setup: $(STAMP)
 
@@ -73,6 +73,15 @@ bench: setup
 # The worker end to end alone, on the bundle `make bench` cached (python -m detector.tools.e2e -h).
 bench-e2e: setup
 	$(PY) -m tests.bench.bench --e2e-only $(BENCH_ARGS)
+
+# The worker end to end at --max-batch 64..2048 on the cached bench bundle: JSON and the plot in docs/
+# (README "Performance"). BENCH_ARGS e.g. '--threads 1 --guarantee at-least-once' (python -m tests.bench.batch_curve -h).
+bench-batch: setup
+	$(PY) -m tests.bench.batch_curve --out-json docs/perf-batch.json --out-png docs/perf-batch.png $(BENCH_ARGS)
+
+# 1, 2 and 3 workers in one group on a preloaded 3-partition topic, flows/s side by side in one JSON line.
+bench-scale: setup
+	$(PY) -m tests.bench.scale_out $(BENCH_ARGS)
 
 # The serving-backend candidates (torch.compile, hand-written GRU, bf16, int8) on the cached bench bundle.
 bench-candidates: setup

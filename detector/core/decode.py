@@ -7,7 +7,10 @@ A flow record is a flat JSON object written by a flow meter, in any dialect that
 
 Anything that cannot be scored becomes a :class:`Rejected` with a machine-readable ``code`` and a
 human reason, never an exception: the worker routes it to the dead-letter topic and moves on.
-Records from one producer share their key set, so the column plan is computed once per key set.
+Records from one producer share their key set, so the column plan is computed once per key set, and
+:meth:`FlowDecoder.decode_many` (the worker's batch) parses records of the key set it saw last straight into
+the bundle's values (:mod:`detector.core.recordshape`); every record that path is not sure of is decoded one
+field at a time as :meth:`FlowDecoder.decode_bytes` does, so both give the same flows and the same reasons.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 from detector.core.features import ColumnPlan, resolve_columns
 from detector.core.jsonrecords import NotARecord, parse_record
 from detector.core.labels import resolve_label
+from detector.core.recordshape import RecordShape
 from detector.core.values import parse_number
 
 RECORD_SCHEMA_VERSION = 1
@@ -59,6 +63,41 @@ class FlowDecoder:
         self.numeric = tuple(numeric)
         self.categorical = tuple(categorical)
         self.max_record_bytes = max_record_bytes
+        self._shape: RecordShape | None = None
+        self._shapes: dict[frozenset[str], RecordShape | None] = {}  # built (or found unfit) per key set
+
+    def decode_many(self, values: Sequence[bytes | None]) -> list[DecodedFlow | Rejected]:
+        """Decode a batch of message values: the same results as :meth:`decode_bytes` on each, faster.
+
+        Records of the key set last seen are parsed by its :class:`RecordShape` and their numeric values become
+        one matrix (each flow's ``numeric`` is a row of it); the others, and whatever the shape refuses, take
+        the careful path. When most of a batch took the careful path for one new key set, the next batch
+        gets a shape for that one."""
+        results: list[DecodedFlow | Rejected | None] = [None] * len(values)
+        fast: list[tuple[int, tuple[str, ...], dict[str, Any], str | None]] = []
+        rows: list[tuple[Any, ...]] = []
+        newcomer: tuple[str, ...] | None = None
+        careful = 0
+        shape, limit = self._shape, self.max_record_bytes
+        for index, raw in enumerate(values):
+            parsed = shape.parse(raw) if shape is not None and raw and len(raw) <= limit else None
+            if parsed is not None:
+                rows.append(parsed[0])
+                fast.append((index, parsed[1], parsed[2], parsed[3]))
+                continue
+            careful += 1
+            result, keys = self._careful(raw)
+            results[index] = result
+            if keys is not None and type(result) is DecodedFlow:
+                newcomer = keys
+        if fast:
+            assert shape is not None
+            matrix = shape.matrix(rows)
+            for row, (index, categorical, flow, label) in enumerate(fast):
+                results[index] = DecodedFlow(matrix[row], categorical, flow, label)
+        if newcomer is not None and 2 * careful > len(values):
+            self._learn(newcomer)
+        return results  # type: ignore[return-value]
 
     def decode_bytes(self, raw: bytes | None) -> DecodedFlow | Rejected:
         """Decode one Kafka message value."""
@@ -73,6 +112,31 @@ class FlowDecoder:
             return self.decode_mapping(record)
         except Exception as exc:  # a decoder bug must not turn one record into a poison pill for every worker
             return Rejected("decoder_error", f"the decoder failed on this record: {type(exc).__name__}: {exc}")
+
+    def _careful(self, raw: bytes | None) -> tuple[DecodedFlow | Rejected, tuple[str, ...] | None]:
+        """:meth:`decode_bytes`, and the record's keys when it was an object."""
+        if not raw:
+            return self.decode_bytes(raw), None
+        record = parse_record(raw, self.max_record_bytes)
+        if isinstance(record, NotARecord):
+            return Rejected(record.code, record.reason), None
+        try:
+            return self.decode_mapping(record), tuple(record)
+        except Exception as exc:  # as in decode_bytes
+            return Rejected("decoder_error", f"the decoder failed on this record: {type(exc).__name__}: {exc}"), None
+
+    def _learn(self, keys: tuple[str, ...]) -> None:
+        """Take the fast path for ``keys`` from now on, built once per key set (two producers taking turns
+        cost a lookup); a key set whose plan cannot have one keeps the current one."""
+        key_set = frozenset(keys)
+        if key_set not in self._shapes:
+            if len(self._shapes) >= 64:
+                self._shapes.clear()
+            try:
+                self._shapes[key_set] = RecordShape(keys, self.numeric, self.categorical)
+            except ValueError:
+                self._shapes[key_set] = None
+        self._shape = self._shapes[key_set] or self._shape
 
     def decode_mapping(self, record: Mapping[str, Any]) -> DecodedFlow | Rejected:
         """Decode one record already parsed into a mapping (a JSON object or a CSV row)."""

