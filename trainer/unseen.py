@@ -186,7 +186,8 @@ def measure(rows: Populations, budget: float, classes: tuple[str, ...]) -> dict[
 
 def summarise(per_class: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The mean over held-out classes of each signal's numbers, and the signal chosen on validation rows: the
-    highest mean ``caught_validation`` (ties go to the earlier signal in :data:`SIGNALS`)."""
+    highest mean ``caught_validation`` (ties go to the earlier signal in :data:`SIGNALS`, and are listed in
+    ``tied_on_validation``)."""
     if not per_class:
         return {"classes": 0, "mean": {}, "chosen_signal": None}
     runs = list(per_class.values())
@@ -200,7 +201,8 @@ def summarise(per_class: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for key in ("caught", "caught_validation", "benign_alarms_test")
     }
     chosen = max(SIGNALS, key=lambda name: (mean[name]["caught_validation"], -SIGNALS.index(name)))
-    return {"classes": len(runs), "mean": mean, "chosen_signal": chosen}
+    tied = [name for name in SIGNALS if mean[name]["caught_validation"] == mean[chosen]["caught_validation"]]
+    return {"classes": len(runs), "mean": mean, "chosen_signal": chosen, "tied_on_validation": tied}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -230,12 +232,12 @@ def markdown(report: dict[str, Any]) -> str:
         flagged = [_pct(mean[signal]["benign_flagged_test"]) for signal in SIGNALS]
         lines.append("| benign test rows flagged (mean) | | " + _pct(mean["classifier_only"]["benign_alarms_test"]))
         lines[-1] += " | " + " | ".join(flagged) + " |"
-        lines += [
-            "",
-            f"Chosen on the held-out classes' validation-split rows: **{summary['chosen_signal']}**.",
-        ]
+        chosen, tied = summary["chosen_signal"], summary.get("tied_on_validation", [])
+        lines += ["", f"Chosen on the held-out classes' validation-split rows: **{chosen}**."]
+        if len(tied) > 1:
+            lines[-1] += f" A tie between {', '.join(tied)} there; the first in that list was taken."
     if not report.get("complete", True):
-        lines += ["", "Incomplete: the run stopped before every class was held out."]
+        lines += ["", "Incomplete: not every class has been held out yet (the run is going on, or it stopped)."]
     return "\n".join(lines) + "\n"
 
 

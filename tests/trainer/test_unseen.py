@@ -164,7 +164,9 @@ def test_the_worker_signal_is_chosen_on_validation_rows_not_on_test_rows():
             "B": run({**low, "energy": 0.7}, {**low, "autoencoder": 0.99}),
         }
     )
-    assert summary["chosen_signal"] == "energy"
+    assert summary["chosen_signal"] == "energy" and summary["tied_on_validation"] == ["energy"]
+    tie = summarise({"A": run(low, {**low, "energy": 0.9})})
+    assert tie["chosen_signal"] == SIGNALS[0] and tie["tied_on_validation"] == list(SIGNALS)
     assert summary["mean"]["energy"]["caught_validation"] == pytest.approx(0.8)
     assert summary["mean"]["autoencoder"]["caught"] == pytest.approx(0.99)
 
