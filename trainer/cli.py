@@ -1,4 +1,4 @@
-"""``trainer``: the offline pipeline's command line (fit, evaluate, baselines, ablate, publish, keygen).
+"""``trainer``: the offline pipeline's command line (fit, evaluate, baselines, ablate, novelty, publish, keygen).
 
 Errors a user can fix (bad data, bad config, a bad bundle) end with one clear line and exit status 2,
 never a traceback.
@@ -27,6 +27,7 @@ from trainer.settings import (
     EvaluateSettings,
     FitSettings,
     KeygenSettings,
+    NoveltySettings,
     PublishSettings,
 )
 from trainer.split import SplitError
@@ -74,6 +75,20 @@ def cmd_ablate(settings: AblateSettings, reporter: Reporter) -> None:
     )
 
 
+def cmd_novelty(settings: NoveltySettings, reporter: Reporter) -> None:
+    config = commands.load_training_config(settings.profile, settings.config, settings.overrides())
+    commands.novelty(
+        settings.data,
+        settings.out,
+        config,
+        label_map=settings.label_map,
+        hold_out=settings.hold_out,
+        min_rows=settings.min_rows,
+        budget=settings.false_alarm_budget,
+        reporter=reporter,
+    )
+
+
 def cmd_evaluate(settings: EvaluateSettings, reporter: Reporter) -> None:
     commands.evaluate(
         settings.bundle,
@@ -107,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
             AblateSettings,
             cmd_ablate,
             "the paper's Table 6 (base, +SAM, +iForest, +SMOTE, full), stacked or single",
+        ),
+        (
+            "novelty",
+            NoveltySettings,
+            cmd_novelty,
+            "train without each attack class in turn; how much of it each novelty signal catches",
         ),
         ("publish", PublishSettings, cmd_publish, "add a bundle to a registry and move LATEST to it"),
         ("keygen", KeygenSettings, cmd_keygen, "make an ed25519 key pair for signing bundles (publish --sign)"),

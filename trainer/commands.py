@@ -11,6 +11,7 @@ import numpy as np
 
 from detector.core.bundle import load_bundle
 from detector.core.features import family_of, missing_features_advice
+from detector.core.labels import BENIGN
 from detector.core.registry import check_registry_target, publish, resolve_bundle_path
 from detector.core.scorer import pick_device, predict_proba
 from detector.core.signing import generate_key_pair, key_id, load_private_key
@@ -29,6 +30,16 @@ from trainer.progress import Reporter
 from trainer.report import data_summary, environment, print_summary, rows_dropped, write_report, write_report_json
 from trainer.rundir import check_run_dir
 from trainer.select import unused_features
+from trainer.unseen import (
+    BUDGET,
+    MIN_HELD_OUT_ROWS,
+    Scorers,
+    eligible_classes,
+    markdown,
+    measure,
+    populations,
+    summarise,
+)
 
 HEADLINE = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro")
 
@@ -256,6 +267,65 @@ def ablate(
     (out / "report.md").write_text(_ablation_markdown(rows, protocol), encoding="utf-8")
     reporter.note(_ablation_markdown(rows, protocol))
     return rows
+
+
+def novelty(
+    data: Sequence[str],
+    out: Path,
+    config: TrainConfig,
+    *,
+    label_map: str | None = None,
+    hold_out: Sequence[str] = (),
+    min_rows: int = MIN_HELD_OUT_ROWS,
+    budget: float = BUDGET,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Train once per attack class left out and measure how much of it each novelty signal still catches
+    (:mod:`trainer.unseen`). report.json and report.md are rewritten after every class, so an interrupted
+    run keeps what it measured (``complete`` says whether every class was done)."""
+    reporter = reporter or Reporter()
+    started = time.perf_counter()
+    out = check_run_dir(out)
+    table = _load(data, label_map, reporter, _unused_by(config))
+    counts = {str(k): int(v) for k, v in table.labels.value_counts().items()}
+    eligible = eligible_classes(counts, BENIGN, min_rows)
+    classes = list(hold_out) or eligible
+    unknown = sorted(set(classes) - set(counts) - {BENIGN})
+    if unknown or BENIGN in classes:
+        raise DataError(f"cannot hold out {', '.join(unknown or [BENIGN])}: not an attack class of the data")
+    report: dict[str, Any] = {
+        "profile": config.profile,
+        "false_alarm_budget": budget,
+        "min_rows": min_rows,
+        "class_rows": counts,
+        "classes_held_out": classes,
+        "held_out": {},
+        "complete": False,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for name in classes:
+        reporter.note(f"[bold]held out: {name}[/bold]")
+        class_started = time.perf_counter()
+        prepared = prepare(table, config, reporter, held_out=name)
+        result = train_model(prepared, config, reporter)
+        with reporter.stage("novelty signals"):
+            run = measure(populations(Scorers.of(result, config)), budget, prepared.classes)
+        run["split"] = prepared.steps["split"]["held_out"]
+        run["seconds"] = round(time.perf_counter() - class_started, 1)
+        report["held_out"][name] = run
+        report["summary"] = summarise(report["held_out"])
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        _write_novelty(out, report)
+    report["complete"] = True
+    report["environment"] = environment()
+    _write_novelty(out, report)
+    reporter.note(markdown(report))
+    return report
+
+
+def _write_novelty(out: Path, report: dict[str, Any]) -> None:
+    write_report_json(out, report)
+    (out / "report.md").write_text(markdown(report), encoding="utf-8")
 
 
 def publish_bundle(

@@ -64,10 +64,23 @@ class PreparedData:
     pretrain_x: np.ndarray  # the cleaned, scaled training rows before resampling (no labels needed)
     steps: dict[str, Any] = field(default_factory=dict)
     drift: ReferenceHistograms | None = None  # raw-value histograms of the rows the scaling was fitted on
+    held_out: HeldOut | None = None  # the class left out of training (``trainer novelty``), scaled
 
     def names(self, indices: np.ndarray) -> list[str]:
         """The class names of label indices (e.g. ``test_y`` or a model's predictions)."""
         return [self.classes[int(i)] for i in indices]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A class kept out of training and validation, its rows scaled as the model sees them: the ones the
+    split put in validation and those it put in test (row positions into the FlowTable beside them)."""
+
+    name: str
+    val_x: np.ndarray
+    test_x: np.ndarray
+    val_rows: np.ndarray
+    test_rows: np.ndarray
 
 
 @dataclass
@@ -85,11 +98,17 @@ class FitResult:
     test_logits: np.ndarray | None = None
 
 
-def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> PreparedData:
-    """Split, clean, scale and resample; the test split is only ever transformed, never fitted on."""
+def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter, held_out: str | None = None) -> PreparedData:
+    """Split, clean, scale and resample; the test split is only ever transformed, never fitted on.
+
+    ``held_out`` names a class to train without, as if it were an attack nobody has seen: the split is made
+    exactly as without it (so every other row lands where ``trainer fit`` puts it), then that class's rows
+    leave training, validation and test, and come back scaled in ``held_out`` (validation-split and test-split
+    rows apart); the model's classes do not include it.
+    """
     with reporter.stage("split"):
         table = select_features(table, config.features)
-        classes = _classes(table)
+        classes = _classes(table, held_out)
         _check_focal_alpha(config, classes)
         steps: dict[str, Any] = {"features": _feature_summary(table)}
         labels = _Labels(table.labels.to_numpy(dtype=object), classes)
@@ -101,14 +120,22 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
         )
     with reporter.stage("split"):
         train_rows, val_rows = _carve_validation(split.train, labels.names, config)
+        unseen = _HeldOutRows.of(held_out, labels.names, val_rows, split.test)
+        train_rows, val_rows, test_rows = (
+            unseen.without(train_rows),
+            unseen.without(val_rows),
+            unseen.without(split.test),
+        )
         steps["split"] = _split_summary(split, len(val_rows), config)
+        if held_out is not None:
+            steps["split"]["held_out"] = unseen.summary(split.train)
         columns = _Columns.of(table)
     with reporter.stage("outliers"):
         train_rows = _clean(train_rows, labels.names, columns, config, steps, reporter)
     with reporter.stage("scaling"):
         preprocessor = columns.fit_preprocessor(train_rows, config)
         train_x, train_y = columns.transform(preprocessor, train_rows), labels.indices(train_rows)
-        val_x, test_x = columns.transform(preprocessor, val_rows), columns.transform(preprocessor, split.test)
+        val_x, test_x = columns.transform(preprocessor, val_rows), columns.transform(preprocessor, test_rows)
         drift = _drift_reference(train_rows, labels.names, columns, preprocessor)
     pretrain_x = train_x
     if config.resample.enabled:
@@ -124,12 +151,53 @@ def prepare(table: FlowTable, config: TrainConfig, reporter: Reporter) -> Prepar
         val_x=val_x,
         val_y=labels.indices(val_rows),
         test_x=test_x,
-        test_y=labels.indices(split.test),
-        test_rows=split.test,
+        test_y=labels.indices(test_rows),
+        test_rows=test_rows,
         pretrain_x=pretrain_x,
         steps=steps,
         drift=drift,
+        held_out=unseen.scaled(columns, preprocessor),
     )
+
+
+@dataclass(frozen=True)
+class _HeldOutRows:
+    """Row positions of the held-out class on each side of the split (empty without one)."""
+
+    name: str | None
+    labels: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    @classmethod
+    def of(cls, name: str | None, labels: np.ndarray, val_rows: np.ndarray, test_rows: np.ndarray) -> _HeldOutRows:
+        if name is None:
+            empty = np.array([], dtype=np.int64)
+            return cls(None, labels, empty, empty)
+        return cls(name, labels, val_rows[labels[val_rows] == name], test_rows[labels[test_rows] == name])
+
+    def without(self, positions: np.ndarray) -> np.ndarray:
+        return positions if self.name is None else positions[self.labels[positions] != self.name]
+
+    def summary(self, train_split: np.ndarray) -> dict[str, Any]:
+        in_train_split = int((self.labels[train_split] == self.name).sum())
+        return {
+            "class": self.name,
+            "training_rows_removed": in_train_split - len(self.val),
+            "validation_rows": len(self.val),
+            "test_rows": len(self.test),
+        }
+
+    def scaled(self, columns: _Columns, preprocessor: Preprocessor) -> HeldOut | None:
+        if self.name is None:
+            return None
+        return HeldOut(
+            self.name,
+            columns.transform(preprocessor, self.val),
+            columns.transform(preprocessor, self.test),
+            self.val,
+            self.test,
+        )
 
 
 @dataclass(frozen=True)
@@ -192,9 +260,13 @@ def _drift_reference(
     return ReferenceHistograms.fit(columns.take(train_rows)[0], preprocessor.numeric, population="training rows")
 
 
-def _classes(table: FlowTable) -> tuple[str, ...]:
-    """The classes to learn, sorted; refuses data a classifier of attacks against benign traffic cannot use."""
-    classes = tuple(sorted(table.labels.unique()))
+def _classes(table: FlowTable, held_out: str | None = None) -> tuple[str, ...]:
+    """The classes to learn, sorted (``held_out`` left out); refuses data a classifier of attacks against benign
+    traffic cannot use."""
+    present = set(table.labels.unique())
+    if held_out is not None and (held_out not in present or held_out == BENIGN):
+        raise DataError(f"cannot hold out {held_out!r}: it must be an attack class of the data")
+    classes = tuple(sorted(present - {held_out}))
     if len(classes) < 2:
         raise DataError(f"training needs at least two classes; the data has only {', '.join(classes) or 'none'}")
     if BENIGN not in classes:

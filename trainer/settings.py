@@ -18,6 +18,7 @@ from pydantic_settings import CliVariadicArg
 from detector.core.settings import CommandSettings
 from trainer.ablate import PROTOCOLS
 from trainer.config import PROFILES
+from trainer.unseen import BUDGET, MIN_HELD_OUT_ROWS
 
 Device = Literal["auto", "cpu", "cuda"]
 _DEVICE_HELP = "where the network runs: auto (a GPU when there is one), cpu, cuda"
@@ -114,6 +115,30 @@ class AblateSettings(ModelTrainingOptions):
         "stacked",
         description="how to read the paper's Table 6: stacked (each row adds to the row above) or single "
         "(each component added to the base alone); the paper does not say",
+    )
+
+
+class NoveltySettings(ModelTrainingOptions):
+    """``trainer novelty``: train without each attack class in turn and measure how much of it each novelty
+    signal still catches at a benign false-alarm budget."""
+
+    hold_out: CliVariadicArg[list[str]] = Field(
+        default_factory=list,
+        description="attack classes to hold out, one training run each (none: every attack class with at least "
+        "--min-rows rows)",
+        json_schema_extra={"metavar": "CLASS"},
+    )
+    min_rows: int = Field(
+        MIN_HELD_OUT_ROWS,
+        ge=2,
+        description="hold out only attack classes with at least this many rows in the data (when --hold-out is "
+        "not given)",
+    )
+    false_alarm_budget: float = Field(
+        BUDGET,
+        gt=0,
+        lt=0.5,
+        description="share of validation benign rows each signal may flag: its threshold is their 1 - budget quantile",
     )
 
 

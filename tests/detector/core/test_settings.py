@@ -40,6 +40,7 @@ SHAPED = {
     "allow_networks": ["10.0.5.0/24", "2001:db8::/32"],
     "allow_ports": ["53", "8000-8080"],
     "allow_labels": ["Portscan", "DoS Hulk"],
+    "false_alarm_budget": 0.02,
 }
 
 
