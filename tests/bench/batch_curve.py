@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from detector.tools import e2e
-from tests.bench.workers import load_average, log, worker_input
+from tests.bench.workers import add_worker_options, load_average, log, parse_worker_options, worker_input
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,16 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="64,256,512,1024,2048", help="--max-batch values, comma-separated")
     parser.add_argument("--flows", type=int, default=30_000, help="records of each capacity run")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="length of each latency run")
-    parser.add_argument("--guarantee", choices=e2e.GUARANTEES, default="exactly-once")
-    parser.add_argument("--threads", type=int, help="the worker's --threads (default: the worker's)")
-    parser.add_argument("--backend", default="auto")
-    parser.add_argument("--bundle", type=Path, help="stream with this bundle (with --csv) instead of the bench's")
-    parser.add_argument("--csv", type=Path, help="the flows to stream (a CSV the bundle can score), cycled")
-    parser.add_argument("--out-json", type=Path, help="also write the JSON line here")
+    add_worker_options(parser)
     parser.add_argument("--out-png", type=Path, help="draw the curve into this PNG")
-    args = parser.parse_args(argv)
-    if (args.bundle is None) != (args.csv is None):
-        parser.error("--bundle and --csv go together")
+    args = parse_worker_options(parser, argv)
     if args.dry:
         args.sizes, args.flows, args.latency_seconds = "16,64", 300, 0.5
     return args

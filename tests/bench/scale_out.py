@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from detector.tools import e2e
-from tests.bench.workers import load_average, log, worker_input
+from tests.bench.workers import add_worker_options, load_average, log, parse_worker_options, worker_input
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,15 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", default="1,2,3", help="worker counts, comma-separated (at most 3)")
     parser.add_argument("--flows", type=int, default=60_000, help="records preloaded for each count")
     parser.add_argument("--max-batch", type=int, default=512)
-    parser.add_argument("--guarantee", choices=e2e.GUARANTEES, default="exactly-once")
-    parser.add_argument("--threads", type=int, help="each worker's --threads (default: the worker's)")
-    parser.add_argument("--backend", default="auto")
-    parser.add_argument("--bundle", type=Path, help="stream with this bundle (with --csv) instead of the bench's")
-    parser.add_argument("--csv", type=Path, help="the flows to stream (a CSV the bundle can score), cycled")
-    parser.add_argument("--out-json", type=Path, help="also write the JSON line here")
-    args = parser.parse_args(argv)
-    if (args.bundle is None) != (args.csv is None):
-        parser.error("--bundle and --csv go together")
+    add_worker_options(parser)
+    args = parse_worker_options(parser, argv)
     if args.dry:
         args.workers, args.flows = "1,2", 600
     return args

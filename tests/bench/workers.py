@@ -8,6 +8,7 @@ run's numbers mean nothing."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -24,6 +25,24 @@ class WorkerInput:
     bundle: Path
     values: list[bytes]
     source: str
+
+
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """The options both worker-only benches share: how the worker runs, what it streams, where the JSON goes."""
+    parser.add_argument("--guarantee", choices=e2e.GUARANTEES, default="exactly-once")
+    parser.add_argument("--threads", type=int, help="each worker's --threads (default: the worker's)")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--bundle", type=Path, help="stream with this bundle (with --csv) instead of the bench's")
+    parser.add_argument("--csv", type=Path, help="the flows to stream (a CSV the bundle can score), cycled")
+    parser.add_argument("--out-json", type=Path, help="also write the JSON line here")
+
+
+def parse_worker_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser``'s arguments, with :func:`add_worker_options`' pairing checked."""
+    args = parser.parse_args(argv)
+    if (args.bundle is None) != (args.csv is None):
+        parser.error("--bundle and --csv go together")
+    return args
 
 
 def log(text: str) -> None:
