@@ -164,4 +164,5 @@ def max_probability_signal(probabilities: np.ndarray) -> np.ndarray:
         return np.zeros(0)
     others = p.copy()
     others[np.arange(len(p)), p.argmax(axis=1)] = 0.0
-    return -np.log1p(-np.clip(others.sum(axis=1), 0.0, 1 - 1e-12))
+    values: np.ndarray = -np.log1p(-np.clip(others.sum(axis=1), 0.0, 1 - 1e-12))
+    return values
