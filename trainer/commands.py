@@ -166,7 +166,8 @@ def evaluate(
         {name: table.categorical[name].astype(str).tolist() for name in pre.categories},
     )
     target = pick_device(device)
-    probabilities = bundle.calibration.apply(predict_proba(bundle.model.to(target), matrix, target))
+    raw_probabilities = predict_proba(bundle.model.to(target), matrix, target)
+    probabilities = bundle.calibration.apply(raw_probabilities)
     predicted = np.asarray(bundle.classes, dtype=object)[probabilities.argmax(1)]
     metrics = classification_metrics(table.labels.tolist(), predicted.tolist(), bundle.classes, bundle.benign_class)
     report = {
@@ -181,7 +182,7 @@ def evaluate(
         "environment": environment(),
     }
     if bundle.novelty is not None:
-        scores = bundle.novelty.to(target).scores(matrix, target)
+        scores = bundle.novelty.to(target).scores(matrix, raw_probabilities, target)
         report["novelty"] = novelty_summary(table.labels.tolist(), scores, bundle.novelty.calibration)
     write_report(out, report, f"Evaluation of bundle {bundle.version}", rows=f"{len(table.labels)} evaluated rows")
     print_summary(report, out, f"bundle {bundle.version} · evaluation")

@@ -98,8 +98,15 @@ class NoveltyConfig(_Section):
     """The novelty model (detector/core/novelty.py): the stage-1 autoencoder, calibrated on the validation rows."""
 
     enabled: bool = True
-    # Share of validation rows scored as not novel: 1 - quantile of flows like the training data are novel.
+    # Share of validation rows scored as not novel: 1 - quantile of flows like the training data are novel
+    # by the autoencoder.
     quantile: float = Field(0.995, gt=0, lt=1)
+    # The signal that decides is_novel (detector/core/novelty.py). max_probability: validation chose a
+    # classifier-confidence signal over the autoencoder in trainer novelty (README "Novelty"); "energy"
+    # needs logits, which the serving backends do not return.
+    flag: Literal["autoencoder", "max_probability"] = "max_probability"
+    # Share of validation *benign* rows the max_probability signal flags: its false-alarm budget.
+    budget: float = Field(0.01, gt=0, lt=1)
     # The autoencoder trains at least this many epochs. Beyond pretrain.epochs only the novelty model's copy
     # keeps training; the classifier starts from the encoder after pretrain.epochs.
     min_epochs: int = Field(10, ge=1)

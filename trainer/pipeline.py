@@ -363,10 +363,12 @@ def train_model(prepared: PreparedData, config: TrainConfig, reporter: Reporter)
     with reporter.stage("calibration"):
         calibration = _temperature(model, prepared, config, device, reporter)
         test_logits = predict_logits(model, prepared.test_x, device) if calibration is not None else None
-    model.cpu().eval()
     with reporter.stage("novelty"):
-        novelty = _calibrated(pretrained, prepared, config, device, reporter)
-        test_novelty = novelty.to(device).scores(prepared.test_x, device) if novelty is not None else None
+        novelty = _calibrated(pretrained, model, prepared, config, device, reporter)
+        test_novelty = (
+            novelty.to(device).scores(prepared.test_x, probabilities, device) if novelty is not None else None
+        )
+    model.cpu().eval()
     return FitResult(
         prepared=prepared,
         model=model,
@@ -435,18 +437,41 @@ def _pretrain(
 
 
 def _calibrated(
-    pretrained: Pretrained | None, prepared: PreparedData, config: TrainConfig, device: torch.device, reporter: Reporter
+    pretrained: Pretrained | None,
+    model: ResCAEBiGRU,
+    prepared: PreparedData,
+    config: TrainConfig,
+    device: torch.device,
+    reporter: Reporter,
 ) -> Novelty | None:
     if pretrained is None or not config.novelty.enabled:
         return None
     if not len(prepared.val_x):
         reporter.note("novelty: no validation rows to calibrate on (split.validation_size = 0); no novelty model")
         return None
-    novelty = calibrate(pretrained.autoencoder, prepared.val_x, config.novelty.quantile, device)
-    reporter.note(
-        f"novelty: threshold {novelty.calibration.threshold:.3g} (the {config.novelty.quantile:g} quantile of "
-        f"{novelty.calibration.calibration_rows} validation rows' reconstruction errors)"
+    settings = config.novelty
+    benign = prepared.val_x[prepared.val_y == prepared.classes.index(prepared.benign_class)]
+    benign_probabilities = predict_proba(model, benign, device) if len(benign) else None
+    novelty = calibrate(
+        pretrained.autoencoder,
+        prepared.val_x,
+        settings.quantile,
+        device,
+        benign_probabilities,
+        settings.budget,
+        settings.flag,
     )
+    calibration = novelty.calibration
+    reporter.note(
+        f"novelty: autoencoder threshold {calibration.threshold:.3g} (the {settings.quantile:g} quantile of "
+        f"{calibration.calibration_rows} validation rows' reconstruction errors)"
+    )
+    if calibration.max_probability is not None:
+        reporter.note(
+            f"novelty: max-probability threshold {calibration.max_probability.threshold:.3g} (flags "
+            f"{settings.budget:g} of {calibration.max_probability.calibration_rows} validation benign rows)"
+        )
+    reporter.note(f"novelty: {calibration.flag} decides is_novel")
     return novelty
 
 

@@ -63,12 +63,21 @@ def build_alert(
         "detected_at": detected_at,
     }
     if verdict.novelty is not None:
-        alert["novelty"] = {"score": round(verdict.novelty, 6), "is_novel": verdict.is_novel}
+        alert["novelty"] = novelty_field(verdict)
     if ground_truth:
         alert["ground_truth"] = ground_truth
     if verdict.explanation:
         alert["explanation"] = [attribution.to_json() for attribution in verdict.explanation]
     return alert
+
+
+def novelty_field(verdict: Verdict) -> dict[str, Any]:
+    """The alert's ``novelty`` object: the deciding signal's score and verdict, and every signal's score."""
+    field: dict[str, Any] = {"score": round(verdict.novelty or 0.0, 6), "is_novel": verdict.is_novel}
+    if verdict.novelty_signal is not None:
+        field["signal"] = verdict.novelty_signal
+        field["scores"] = {name: round(score, 6) for name, score in verdict.novelty_scores}
+    return field
 
 
 def alert_key(identity: dict[str, Any], source: tuple[str, int, int]) -> bytes:

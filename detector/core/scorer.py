@@ -9,7 +9,7 @@ exactly :func:`predict_proba`). ``make bench`` measures how often a backend's la
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from detector.core.bundle import Bundle
 from detector.core.calibration import IDENTITY, TemperatureScaling
 from detector.core.decode import DecodedFlow, FlowDecoder
 from detector.core.explain import Attribution, Explainer
-from detector.core.novelty import NOVEL_ABOVE
+from detector.core.novelty import NOVEL_ABOVE, NoveltyCalibration
 
 
 class DeviceError(ValueError):
@@ -40,7 +40,9 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The model's answer for one flow. ``novelty`` is None when the bundle has no novelty model."""
+    """The model's answer for one flow. ``novelty`` is None when the bundle has no novelty model; it is the score
+    of the signal named ``novelty_signal``, the one that decides :attr:`is_novel`, and ``novelty_scores`` holds
+    every signal's score (:mod:`detector.core.novelty`)."""
 
     label: str
     is_attack: bool
@@ -48,6 +50,8 @@ class Verdict:
     top: tuple[tuple[str, float], ...]
     novelty: float | None = None
     explanation: tuple[Attribution, ...] = ()  # with --explain K: the K features that pushed label most
+    novelty_signal: str | None = None
+    novelty_scores: tuple[tuple[str, float], ...] = ()
 
     @property
     def is_novel(self) -> bool:
@@ -57,10 +61,13 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class Scores:
-    """A batch's model outputs: class probabilities ``[N, classes]`` and novelty ``[N]`` (or None)."""
+    """A batch's model outputs: class probabilities ``[N, classes]``, the deciding novelty signal's scores ``[N]``
+    (or None) and every signal's scores by name (``signal`` names the deciding one)."""
 
     probabilities: np.ndarray
     novelty: np.ndarray | None
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
+    signal: str | None = None
 
     @classmethod
     def joined(cls, parts: Sequence[Scores]) -> Scores:
@@ -69,10 +76,16 @@ class Scores:
             return parts[0]
         novelties = [p.novelty for p in parts if p.novelty is not None]
         novelty = np.concatenate(novelties) if novelties else None
-        return cls(np.concatenate([p.probabilities for p in parts]), novelty)
+        signals = {name: np.concatenate([p.signals[name] for p in parts]) for name in parts[0].signals}
+        return cls(np.concatenate([p.probabilities for p in parts]), novelty, signals, parts[0].signal)
 
     def take(self, rows: np.ndarray) -> Scores:
-        return Scores(self.probabilities[rows], None if self.novelty is None else self.novelty[rows])
+        return Scores(
+            self.probabilities[rows],
+            None if self.novelty is None else self.novelty[rows],
+            {name: values[rows] for name, values in self.signals.items()},
+            self.signal,
+        )
 
     def ranked(self, top_k: int) -> np.ndarray:
         """Class indices ``[N, top_k]``, most probable first: the one ranking every verdict and count uses."""
@@ -89,15 +102,20 @@ class PendingScores:
     """Scores being computed (on a GPU the caller may decode the next flows meanwhile); :meth:`wait` returns them,
     the probabilities calibrated by the bundle's temperature."""
 
-    def __init__(self, pending: Pending, threshold: float | None, calibration: TemperatureScaling = IDENTITY) -> None:
+    def __init__(
+        self, pending: Pending, novelty: NoveltyCalibration | None, calibration: TemperatureScaling = IDENTITY
+    ) -> None:
         self._pending = pending
-        self._threshold = threshold
+        self._novelty = novelty
         self._calibration = calibration
 
     def wait(self) -> Scores:
         probabilities, errors = self._pending.wait()
-        novelty = errors / self._threshold if errors is not None and self._threshold is not None else None
-        return Scores(self._calibration.apply(probabilities), novelty)
+        calibrated = self._calibration.apply(probabilities)
+        if errors is None or self._novelty is None:
+            return Scores(calibrated, None)
+        signals = self._novelty.signals(errors, probabilities)
+        return Scores(calibrated, signals[self._novelty.flag], signals, self._novelty.flag)
 
 
 class Scorer:
@@ -121,7 +139,7 @@ class Scorer:
         self.decoder = FlowDecoder(pre.numeric, tuple(pre.categories))
         self._classes = np.asarray(bundle.classes, dtype=object)
         self._benign = bundle.classes.index(bundle.benign_class)
-        self._threshold = self.novelty.calibration.threshold if self.novelty is not None else None
+        self._novelty_calibration = self.novelty.calibration if self.novelty is not None else None
         self._explainer: Explainer | None = None
 
     @property
@@ -131,7 +149,9 @@ class Scorer:
 
     def start(self, flows: Sequence[DecodedFlow]) -> PendingScores:
         """Preprocess ``flows`` and begin scoring them; the scores come from :meth:`PendingScores.wait`."""
-        return PendingScores(self.backend.start(self._matrix(flows)), self._threshold, self.bundle.calibration)
+        return PendingScores(
+            self.backend.start(self._matrix(flows)), self._novelty_calibration, self.bundle.calibration
+        )
 
     def scores(self, flows: Sequence[DecodedFlow]) -> Scores:
         """Class probabilities (in the bundle's class order) and novelty for decoded flows: one
@@ -146,11 +166,24 @@ class Scorer:
         probabilities = scores.probabilities
         order = scores.ranked(self.top_k)
         novelty = scores.novelty.tolist() if scores.novelty is not None else [None] * len(probabilities)
+        names = tuple(scores.signals)
+        by_signal = zip(*(scores.signals[name].tolist() for name in names), strict=True) if names else None
         verdicts = []
         for row, ranked, novel in zip(probabilities, order, novelty, strict=True):
             best = int(ranked[0])
-            top = tuple((str(self._classes[i]), round(float(row[i]), 6)) for i in ranked)
-            verdicts.append(Verdict(str(self._classes[best]), best != self._benign, float(row[best]), top, novel))
+            top = tuple((str(self._classes[c]), round(float(row[c]), 6)) for c in ranked)
+            signal_scores = tuple(zip(names, next(by_signal), strict=True)) if by_signal is not None else ()
+            verdicts.append(
+                Verdict(
+                    str(self._classes[best]),
+                    best != self._benign,
+                    float(row[best]),
+                    top,
+                    novel,
+                    novelty_signal=scores.signal,
+                    novelty_scores=signal_scores,
+                )
+            )
         return verdicts
 
     def explain(self, flows: Sequence[DecodedFlow], classes: Sequence[int], k: int) -> list[tuple[Attribution, ...]]:

@@ -85,7 +85,7 @@ class ScoreSummary:
     @classmethod
     def for_bundle(cls, bundle: Bundle) -> ScoreSummary:
         """An empty summary that knows the novel share the bundle's calibration expects."""
-        expected = 1 - bundle.novelty.calibration.quantile if bundle.novelty is not None else 0.0
+        expected = bundle.novelty.calibration.expected_share if bundle.novelty is not None else 0.0
         return cls(novel_expected=expected)
 
     def line(self, files: int, seconds: float) -> str:

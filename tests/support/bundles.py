@@ -5,24 +5,27 @@ classifier is fitted (a few seconds, cached per seed) so that it tells the gener
 paths that only attacks take (alerts under ``--emit attacks``, ``is_attack``, alert counts by class) are
 exercised by every test that uses a bundle, and two seeds give two models that score differently. With
 ``novelty=True`` the bundle also holds an autoencoder fitted briefly to generated flows and calibrated on
-other generated flows, so that flows unlike them score as novel.
+other generated flows, so that flows unlike them score as novel; ``novelty_flag="max_probability"`` also
+calibrates the classifier's max-probability signal on those flows' benign rows and lets it decide.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from detector.core.backends import predict_proba
 from detector.core.bundle import write_bundle
 from detector.core.calibration import TemperatureScaling
 from detector.core.decode import DecodedFlow, FlowDecoder
 from detector.core.drift import ReferenceHistograms
 from detector.core.labels import normalize_label
-from detector.core.model import ModelConfig, ResCAEBiGRU
-from detector.core.novelty import Novelty
+from detector.core.model import ModelConfig, ResCAE, ResCAEBiGRU
+from detector.core.novelty import Novelty, NoveltyCalibration
 from detector.core.preprocess import Preprocessor
 from tests.support.generated import FEATURES, generated_rows
 from trainer.config import ModelSection, PretrainConfig
@@ -49,6 +52,7 @@ def make_bundle(
     novelty: bool = False,
     temperature: float | None = None,
     drift: bool = True,
+    novelty_flag: str = "autoencoder",
 ) -> Path:
     """Write a complete, valid bundle for the generated dialect into ``directory`` (with a confidence
     temperature when ``temperature`` is given; with the training histograms of drift.json unless ``drift`` is
@@ -62,7 +66,7 @@ def make_bundle(
         benign_class="BENIGN",
         version=version,
         training_data={"note": "generated test fixture"},
-        novelty=fitted_novelty(seed) if novelty else None,
+        novelty=fitted_novelty(seed, novelty_flag) if novelty else None,
         calibration=TemperatureScaling(temperature) if temperature is not None else None,
         drift=fitted_drift(seed) if drift else None,
     )
@@ -112,16 +116,19 @@ def _fitted_classifier(seed: int) -> ResCAEBiGRU:
 
 
 NOVELTY_QUANTILE = 0.95
+NOVELTY_BUDGET = 0.05  # the max-probability signal's share of calibration benign rows flagged
 
 
-def fitted_novelty(seed: int = 0) -> Novelty:
-    """An autoencoder fitted to generated flows (seed), calibrated on other generated flows (seed + 100).
-    Cached per seed: callers share it and must not change it."""
-    return _fitted_novelty(seed)
+def fitted_novelty(seed: int = 0, flag: str = "autoencoder") -> Novelty:
+    """An autoencoder fitted to generated flows (seed), calibrated on other generated flows (seed + 100), with
+    the max-probability signal calibrated on their benign rows; ``flag`` decides. Cached per seed: callers share
+    it and must not change it."""
+    autoencoder, calibration = _fitted_novelty(seed)
+    return Novelty(autoencoder, replace(calibration, flag=flag))
 
 
 @cache  # a few seconds of training; keyed on the seed alone
-def _fitted_novelty(seed: int) -> Novelty:
+def _fitted_novelty(seed: int) -> tuple[ResCAE, NoveltyCalibration]:
     preprocessor = fitted_preprocessor(seed)
     fitted = _scaled(preprocessor, seed)
     torch.manual_seed(seed)
@@ -137,7 +144,11 @@ def _fitted_novelty(seed: int) -> Novelty:
         epochs=300,
         snapshot_epoch=None,
     )
-    return calibrate(pretrained.autoencoder, _scaled(preprocessor, seed + 100), NOVELTY_QUANTILE, cpu)
+    calibration_rows = _scaled(preprocessor, seed + 100)
+    benign = calibration_rows[[label == "BENIGN" for label in generated_labels(seed + 100)]]
+    probabilities = predict_proba(fitted_classifier(seed), benign, cpu)
+    novelty = calibrate(pretrained.autoencoder, calibration_rows, NOVELTY_QUANTILE, cpu, probabilities, NOVELTY_BUDGET)
+    return novelty.autoencoder, novelty.calibration
 
 
 def _scaled(preprocessor: Preprocessor, seed: int) -> np.ndarray:

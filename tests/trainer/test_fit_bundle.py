@@ -95,6 +95,10 @@ def test_fit_calibrates_a_novelty_model_on_the_validation_rows_and_reports_it(fi
     novelty = report["novelty"]
     assert novelty["quantile"] == 0.995 and novelty["threshold"] > 0
     assert novelty["calibration_rows"] == report["steps"]["split"]["validation_rows"]
+    assert novelty["flag"] == "max_probability", "the signal trainer novelty's validation chose decides"
+    confidence = novelty["max_probability"]
+    assert confidence["budget"] == 0.01 and confidence["threshold"] > 0
+    assert 0 < confidence["calibration_rows"] < novelty["calibration_rows"], "the validation benign rows only"
     assert 0 <= novelty["novel_rate"] < 0.05, "test rows are drawn like the validation rows"
     assert set(novelty["novel_rate_by_class"]) == set(report["per_class"])
     assert "novel flows" in (run / "report.md").read_text()

@@ -10,9 +10,10 @@ from confluent_kafka import Message
 
 from detector.core.bundle import load_bundle
 from detector.core.decode import DecodedFlow, FlowDecoder
+from detector.core.novelty import NoveltyCalibration, max_probability_signal
 from detector.core.scorer import Scorer
 from detector.stream.processor import BatchProcessor
-from tests.support.bundles import NOVELTY_QUANTILE, make_bundle
+from tests.support.bundles import NOVELTY_BUDGET, NOVELTY_QUANTILE, make_bundle
 from tests.support.generated import FEATURES, generated_rows, unlike_training
 from tests.support.worker import flow_values, schema_errors
 
@@ -95,3 +96,77 @@ def processor(bundle, emit):
 
 def messages(values):
     return [Message(topic="flows", partition=0, offset=i, value=value) for i, value in enumerate(values)]
+
+
+@pytest.fixture(scope="module")
+def confidence_bundle(tmp_path_factory):
+    path = make_bundle(tmp_path_factory.mktemp("bundle") / "b", novelty=True, novelty_flag="max_probability")
+    return load_bundle(path)
+
+
+def test_the_max_probability_signal_is_minus_log_of_the_largest_probability_even_where_it_rounds_to_one():
+    moderate = np.array([[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]])
+    assert max_probability_signal(moderate) == pytest.approx(-np.log([0.5, 0.9]))
+    confident = np.array([[1.0, 1e-9, 3e-9], [1.0, 1e-12, 0.0]], dtype=np.float32)
+    values = max_probability_signal(confident)
+    assert values == pytest.approx([4e-9, 1e-12], rel=1e-5), "float32 rounds the largest to 1; the rest still tell"
+    assert max_probability_signal(np.zeros((0, 3))).shape == (0,)
+
+
+def test_the_calibrated_signal_decides_and_every_signal_is_scored(confidence_bundle):
+    calibration = confidence_bundle.novelty.calibration
+    assert calibration.flag == "max_probability" and calibration.max_probability is not None
+    scorer = Scorer(confidence_bundle, "cpu")
+    flows = decoded(generated_rows(5)[:40] + unlike_training(generated_rows(7)[:40]))
+    scores = scorer.scores(flows)
+    assert set(scores.signals) == {"autoencoder", "max_probability"}
+    assert scores.novelty.tolist() == scores.signals["max_probability"].tolist()
+    verdicts = scorer.score(flows)
+    for verdict, autoencoder, confidence in zip(
+        verdicts, scores.signals["autoencoder"], scores.signals["max_probability"], strict=True
+    ):
+        assert verdict.novelty_signal == "max_probability"
+        assert dict(verdict.novelty_scores) == pytest.approx(
+            {"autoencoder": autoencoder, "max_probability": confidence}
+        )
+        assert verdict.is_novel == bool(confidence > 1)
+
+
+def test_the_max_probability_threshold_flags_about_its_budget_of_benign_flows_like_the_calibration_rows(
+    confidence_bundle,
+):
+    scorer = Scorer(confidence_bundle, "cpu")
+    rows = [row for seed in (11, 12, 13) for row in generated_rows(seed) if row["Label"] == "BENIGN"]
+    flagged = np.mean([v.is_novel for v in scorer.score(decoded(rows))])
+    assert flagged < 4 * NOVELTY_BUDGET, "benign flows drawn like the calibration rows"
+
+
+def test_alerts_name_the_deciding_signal_and_carry_both_scores(confidence_bundle):
+    rows = generated_rows(5)[:30] + unlike_training(generated_rows(7)[:30])
+    batch = processor(confidence_bundle, "all").process(messages(flow_values(rows)))
+    alerts = [orjson.loads(out.value) for out in batch.outputs]
+    for alert in alerts:
+        assert schema_errors("alert.schema.json", alert) == []
+        novelty = alert["novelty"]
+        assert novelty["signal"] == "max_probability"
+        assert set(novelty["scores"]) == {"autoencoder", "max_probability"}
+        assert novelty["score"] == novelty["scores"]["max_probability"]
+        assert novelty["is_novel"] is (novelty["score"] > 1)
+
+
+def test_a_bundle_written_before_the_choice_is_decided_by_the_autoencoder():
+    old = {"statistic": "x", "threshold": 0.5, "quantile": 0.99, "calibration_rows": 10}
+    calibration = NoveltyCalibration.from_json(old)
+    assert calibration.flag == "autoencoder" and calibration.max_probability is None
+    assert calibration.expected_share == pytest.approx(0.01)
+    assert NoveltyCalibration.from_json(calibration.to_json()) == calibration
+
+
+def test_a_novelty_calibration_that_names_an_unusable_signal_is_refused():
+    base = {"threshold": 0.5, "quantile": 0.99}
+    with pytest.raises(ValueError, match="flag must be one of autoencoder, max_probability, got 'energy'"):
+        NoveltyCalibration.from_json({**base, "flag": "energy"})
+    with pytest.raises(ValueError, match="no max_probability threshold"):
+        NoveltyCalibration.from_json({**base, "flag": "max_probability"})
+    with pytest.raises(ValueError, match="max_probability: threshold must be a positive number"):
+        NoveltyCalibration.from_json({**base, "max_probability": {"threshold": 0, "budget": 0.01}})
