@@ -2,7 +2,8 @@
 
 * With the improved-CICIDS2017 sample (``FLOWWARDEN_DATA`` or ``../shared/data``): ``trainer fit --profile
   quick`` on it, cached under ``.cache/bench/quick-<key>/`` where the key hashes the data files' names and
-  bytes and the profile's name (not the code: delete the folder to retrain after a trainer change). The run
+  bytes and the profile's resolved settings (a changed default retrains; other trainer code changes do not:
+  delete the folder to retrain after one). The run
   directory's ``test_split.csv.gz`` is what the bench scores and streams.
 * Without it: generated rows with that dataset's 92 columns (83 features) and its 16 class names, trained for
   one epoch, so the model has the real shapes (the speed is the real model's) but its labels mean little;
@@ -164,8 +165,10 @@ def shared_dataset() -> Path | None:
 
 
 def data_key(folder: Path, profile: str) -> str:
-    """A hash of the data files' names and bytes and of the profile: what the cached bundle depends on."""
-    digest = hashlib.sha256(profile.encode())
+    """A hash of the data files' names and bytes and of the profile's settings: what the cached bundle depends on."""
+    from trainer.config import load_config  # the trainer's defaults, not only the profile's name
+
+    digest = hashlib.sha256(load_config(profile).model_dump_json().encode())
     for path in sorted(folder.glob("*.csv*")):
         digest.update(path.name.encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
