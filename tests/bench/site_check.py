@@ -13,8 +13,9 @@ adaptation").
    result was seen, so that the autoencoder sees as much of the site as the captures allow). The other browsing
    capture is the held-out one: nothing of it is used to fit or to set anything.
 4. Scores every capture with ``detector score`` under the base and the adapted bundle and prints one Markdown
-   table: per capture the flows and the share flagged by the classifier (an attack label), by the anomaly
-   signal (``novelty.is_novel``: the base bundle's autoencoder, or the site-fitted one), and by either.
+   table: per capture the flows and the share flagged by the classifier (an attack label), by the novelty flag
+   (``novelty.is_novel``: the base bundle's deciding signal, or the site-fitted autoencoder), and by either;
+   for the base bundle also by its autoencoder's score, whichever signal decides.
    Then the issue's targets, each with what was measured.
 
 Exit status 0 when it ran (whatever it measured), 2 when a step failed; no captures or no Python >= 3.12 is a
@@ -62,8 +63,9 @@ class Shares:
     flows: int = 0
     scored: int = 0
     attack: int = 0
-    anomaly: int = 0
-    either: int = 0
+    anomaly: int = 0  # by the deciding novelty signal (is_novel)
+    autoencoder: int = 0  # by the autoencoder's score, whichever signal decides
+    either: int = 0  # by the classifier or the deciding signal
 
     def share(self, part: int) -> float:
         return part / self.scored if self.scored else 0.0
@@ -82,7 +84,9 @@ def count_verdicts(jsonl: Path) -> dict[str, Shares]:
                 continue
             shares.scored += 1
             attack = bool(row["is_attack"])
-            anomaly = bool(row.get("novelty", {}).get("is_novel", False))
+            novelty = row.get("novelty", {})
+            anomaly = bool(novelty.get("is_novel", False))
+            shares.autoencoder += novelty.get("scores", {}).get("autoencoder", novelty.get("score", 0.0)) > 1.0
             shares.attack += attack
             shares.anomaly += anomaly
             shares.either += attack or anomaly
@@ -116,13 +120,14 @@ def table(names: list[str], base: dict[str, Shares], adapted: dict[str, Shares])
         return "held out" if name == HELD_OUT_BROWSING else "attack" if name.startswith(("portscan", "syn")) else ""
 
     lines = [
-        "| capture | role | flows | base: classifier | base: anomaly | base: either "
+        "| capture | role | flows | base: classifier | base: autoencoder | base: novelty flag | base: either "
         "| adapted: classifier | adapted: site anomaly | adapted: either |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in names:
         b, a = base.get(name, Shares()), adapted.get(name, Shares())
-        cells = [_share(b.attack, b.scored), _share(b.anomaly, b.scored), _share(b.either, b.scored)]
+        cells = [_share(b.attack, b.scored), _share(b.autoencoder, b.scored), _share(b.anomaly, b.scored)]
+        cells.append(_share(b.either, b.scored))
         cells += [_share(a.attack, a.scored), _share(a.anomaly, a.scored), _share(a.either, a.scored)]
         lines.append(f"| {name} | {role(name)} | {b.flows:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
