@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 
-.PHONY: setup kafka chaos test test-fast lint docs demo bench bench-e2e bench-batch bench-scale bench-candidates bench-gpu bench-gpu-prepare fit-paper pcap-check clean
+.PHONY: setup kafka chaos test test-fast lint docs demo bench bench-e2e bench-batch bench-scale bench-candidates bench-gpu bench-gpu-prepare fit-paper pcap-check site-check clean
 
 setup: $(STAMP)
 
@@ -103,6 +103,12 @@ fit-paper: setup
 BUNDLE ?= runs/paper/bundle
 pcap-check: setup
 	$(PY) tests/bench/pcap_check.py --bundle $(BUNDLE) --pcaps $(DATA)/pcap $(PCAP_ARGS)
+
+# trainer adapt measured on the same captures: the portable quick bundle (trained once, cached in .cache/bench)
+# adapted on the LAN baseline and one browsing capture, then every capture scored before and after (README
+# "Site adaptation"). On demand, never part of `make test`. SITE_ARGS e.g. '--work .cache/site-check'.
+site-check: setup
+	FLOWWARDEN_DATA=$(DATA) $(PY) -m tests.bench.site_check --pcaps $(DATA)/pcap $(SITE_ARGS)
 
 clean:
 	rm -rf runs .demo .pytest_cache .ruff_cache .whl

@@ -1,4 +1,4 @@
-"""``trainer``: the offline pipeline's command line (fit, evaluate, baselines, ablate, novelty, publish, keygen).
+"""``trainer``: the offline pipeline (fit, evaluate, baselines, ablate, novelty, adapt, publish, keygen).
 
 Errors a user can fix (bad data, bad config, a bad bundle) end with one clear line and exit status 2,
 never a traceback.
@@ -17,12 +17,14 @@ from detector.core.scorer import DeviceError
 from detector.core.settings import Command, SettingsError, commands_of, with_version
 from detector.core.signing import SigningError
 from trainer import commands
+from trainer.adapt import adapt
 from trainer.config import ConfigError
 from trainer.load import DataError
 from trainer.progress import Reporter
 from trainer.rundir import RunDirError
 from trainer.settings import (
     AblateSettings,
+    AdaptSettings,
     BaselinesSettings,
     EvaluateSettings,
     FitSettings,
@@ -89,6 +91,23 @@ def cmd_novelty(settings: NoveltySettings, reporter: Reporter) -> None:
     )
 
 
+def cmd_adapt(settings: AdaptSettings, reporter: Reporter) -> None:
+    adapt(
+        settings.bundle,
+        settings.benign,
+        settings.out,
+        registry=settings.registry,
+        sign=settings.sign,
+        budget=settings.budget,
+        held_out=settings.held_out,
+        epochs=settings.epochs,
+        seed=settings.seed,
+        init=settings.init,
+        device=settings.device,
+        reporter=reporter,
+    )
+
+
 def cmd_evaluate(settings: EvaluateSettings, reporter: Reporter) -> None:
     commands.evaluate(
         settings.bundle,
@@ -128,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
             NoveltySettings,
             cmd_novelty,
             "train without each attack class in turn; how much of it each novelty signal catches",
+        ),
+        (
+            "adapt",
+            AdaptSettings,
+            cmd_adapt,
+            "fit a bundle's anomaly model to flows of your own meter and network from a period you trust",
         ),
         ("publish", PublishSettings, cmd_publish, "add a bundle to a registry and move LATEST to it"),
         ("keygen", KeygenSettings, cmd_keygen, "make an ed25519 key pair for signing bundles (publish --sign)"),

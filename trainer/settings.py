@@ -17,6 +17,9 @@ from pydantic_settings import CliVariadicArg
 
 from detector.core.settings import CommandSettings
 from trainer.ablate import PROTOCOLS
+from trainer.adapt import BUDGET as ADAPT_BUDGET
+from trainer.adapt import HELD_OUT as ADAPT_HELD_OUT
+from trainer.adapt import INITS as ADAPT_INITS
 from trainer.config import PROFILES
 from trainer.unseen import BUDGET, MIN_HELD_OUT_ROWS
 
@@ -170,3 +173,56 @@ class KeygenSettings(CommandSettings):
         "(give it to workers as --trusted-key); existing keys are never overwritten",
         json_schema_extra={"metavar": "DIR"},
     )
+
+
+class AdaptSettings(CommandSettings):
+    """``trainer adapt``: fit a bundle's anomaly model (the autoencoder) to flows of the user's own meter and
+    network from a period they trust; the classifier is kept as it is."""
+
+    bundle: Path = Field(
+        description="bundle directory, .tar.gz, or registry (its LATEST) to adapt",
+        json_schema_extra={"metavar": "BUNDLE"},
+    )
+    benign: CliVariadicArg[list[Path]] = Field(
+        description="flow files of the site from a period you trust (CSV of any dialect the decoder knows, or "
+        "NDJSON flow records; folders expanded): any attack in them is learnt as normal",
+        json_schema_extra={"metavar": "FILE"},
+    )
+    out: Path = Field(
+        description="run directory to write (never overwritten): the adapted bundle in bundle/, report.json",
+        json_schema_extra={"metavar": "DIR"},
+    )
+    registry: Path | None = Field(
+        None,
+        description="also publish the adapted bundle to this registry directory",
+        json_schema_extra={"metavar": "DIR"},
+    )
+    sign: Path | None = Field(
+        None,
+        description=f"{_SIGN_HELP}; needs --registry (a signature of the base bundle is not carried over)",
+        json_schema_extra={"metavar": "KEY.pem"},
+    )
+    budget: float = Field(
+        ADAPT_BUDGET,
+        gt=0,
+        lt=0.5,
+        description="share of the held-out trusted flows the novelty threshold may flag (its 1 - budget quantile)",
+    )
+    held_out: float = Field(
+        ADAPT_HELD_OUT,
+        gt=0,
+        lt=1,
+        description="share of the decoded trusted flows held out of training: the threshold and the choice of "
+        "autoencoder are set on them",
+    )
+    epochs: int | None = Field(
+        None, ge=1, description="autoencoder epochs (none: at least 1000 optimizer steps and 10 epochs)"
+    )
+    seed: int = Field(42, description="seed of the held-out split and of the training")
+    init: Literal[ADAPT_INITS] = Field(  # type: ignore[valid-type]
+        "auto",
+        description="autoencoder start: base (fine-tune the bundle's), scratch (a fresh one), auto (both; the one "
+        "with the lower median held-out error is kept)",
+    )
+    device: Device = Field("auto", description=_DEVICE_HELP)
+    quiet: bool = Field(False, description="no progress notes")

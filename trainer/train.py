@@ -109,13 +109,18 @@ def pretrain_autoencoder(
     *,
     epochs: int,
     snapshot_epoch: int | None,
+    start: ResCAE | None = None,
 ) -> Pretrained:
     """Train the autoencoder on unlabeled rows for ``epochs``; the encoder's weights after ``snapshot_epoch``
     epochs (None: not needed) are what the classifier starts from, whatever the autoencoder does later.
 
     ``cfg.optimizer`` is Adam, or SAM over SGD with momentum and cosine annealing over ``epochs`` (the
-    paper's only stated optimizer)."""
-    autoencoder = ResCAE(x.shape[1], tuple(section.filters), section.activation).to(device)
+    paper's only stated optimizer). ``start`` (its architecture must be ``section``'s) is fine-tuned, a copy of
+    it, instead of a new autoencoder trained from its initialisation."""
+    fresh = ResCAE(x.shape[1], tuple(section.filters), section.activation)
+    if start is not None:
+        fresh.load_state_dict(start.state_dict(), strict=True)
+    autoencoder = fresh.to(device)
     step = _PretrainStep(autoencoder, cfg, epochs)
     data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     generator = torch.Generator().manual_seed(seed)

@@ -74,6 +74,9 @@ class NoveltyCalibration:
     calibration_rows: int
     flag: str = "autoencoder"  # the signal that decides is_novel, one of SIGNALS
     max_probability: ConfidenceCalibration | None = None
+    # Written by ``trainer adapt``: the site the autoencoder was fitted to (source files, rows, budget, the base
+    # bundle); carried through unchanged. None for a bundle fitted by ``trainer fit``.
+    site: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.flag not in SIGNALS:
@@ -99,6 +102,8 @@ class NoveltyCalibration:
         }
         if self.max_probability is not None:
             data["max_probability"] = self.max_probability.to_json()
+        if self.site is not None:
+            data["site"] = self.site
         return data
 
     @classmethod
@@ -110,12 +115,16 @@ class NoveltyCalibration:
         if not 0 < quantile < 1:
             raise ValueError(f"{NOVELTY_CONFIG}: quantile must be between 0 and 1, got {data['quantile']!r}")
         confidence = data.get("max_probability")
+        site = data.get("site")
+        if site is not None and not isinstance(site, dict):
+            raise ValueError(f"{NOVELTY_CONFIG}: site must be an object, got {type(site).__name__}")
         return cls(
             threshold,
             quantile,
             int(data.get("calibration_rows", 0)),
             str(data.get("flag", "autoencoder")),
             ConfidenceCalibration.from_json(confidence) if confidence is not None else None,
+            site,
         )
 
     def signals(self, errors: np.ndarray, probabilities: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """``detector drift``: how far flow files are from a bundle's training data, feature by feature.
 
 Rows are read and decoded exactly as ``detector score`` reads them (CSV through the replay's record
-conversion, NDJSON lines as Kafka message values; :func:`detector.tools.score.decoded_rows`), counted into the
+conversion, NDJSON lines as Kafka message values; :func:`detector.core.flowfiles.decoded_rows`), counted into the
 bundle's training histograms (``drift.json``, :mod:`detector.core.drift`) a batch at a time, and compared with
 the Population Stability Index. The report lists every numeric feature's PSI, largest first, with its
 reading (stable < 0.1 <= moderate <= 0.25 < significant), and how many rows were read and rejected (by the
@@ -29,10 +29,10 @@ from detector.core.bundle import Bundle, BundleError, load_bundle
 from detector.core.csvfile import CsvSourceError, read_header
 from detector.core.decode import DecodedFlow, FlowDecoder
 from detector.core.drift import MODERATE, SIGNIFICANT, DriftSummary, ReferenceHistograms, verdict
+from detector.core.flowfiles import decoded_rows
 from detector.core.jsonrecords import STDIN, flow_files, is_ndjson_name
 from detector.core.process import ExitCode, sigterm_interrupts
 from detector.core.registry import resolve_bundle_path
-from detector.tools.score import decoded_rows
 from detector.tools.settings import DriftSettings
 
 BATCH = 4096  # decoded flows per bin count: the only values held at a time

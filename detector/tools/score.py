@@ -25,28 +25,25 @@ instead, its line number from 1 (blank lines are skipped but counted). A row tha
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import sys
 import time
-import zlib
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO
 
 import orjson
 from rich.console import Console
 
 from detector.core.alerts import build_alert
 from detector.core.bundle import Bundle, BundleError, load_bundle
-from detector.core.csvfile import EXTRA_CELLS, CsvReader, CsvSourceError, read_header
-from detector.core.decode import DecodedFlow, FlowDecoder, Rejected
+from detector.core.csvfile import CsvSourceError, read_header
+from detector.core.decode import DecodedFlow, Rejected
 from detector.core.features import family_of, missing_features_advice, resolve_columns
-from detector.core.flowrecord import layout_for, to_record
-from detector.core.jsonrecords import STDIN, flow_files, is_ndjson_name, looks_like_ndjson, ndjson_lines
+from detector.core.flowfiles import DecodedRow, decoded_rows
+from detector.core.jsonrecords import STDIN, flow_files, is_ndjson_name
 from detector.core.process import ExitCode, sigterm_interrupts
 from detector.core.registry import resolve_bundle_path
 from detector.core.scorer import DeviceError, Scorer
@@ -55,7 +52,6 @@ from detector.tools.online_eval import from_confusion
 from detector.tools.settings import ScoreSettings
 
 DEFAULT_BATCH = 1024
-SNIFF_BYTES = 4096  # of standard input, to tell NDJSON (a line opening a JSON object) from CSV (a header)
 NOVEL_HINT_FACTOR = 5  # a novel share this many times the calibrated one is no longer noise
 _VERDICT_FIELDS = (
     "flow",
@@ -122,14 +118,6 @@ class ScoreSummary:
         return hints
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """One input row: where it came from, and what decoding it gave."""
-
-    source: dict[str, Any]
-    outcome: DecodedFlow | Rejected
-
-
 def score_files(
     files: list[Path],
     scorer: Scorer,
@@ -144,7 +132,7 @@ def score_files(
     to ``out``; counts go into ``summary``. ``explain`` > 0 adds to each attack verdict its ``explanation``: the
     features that pushed its label most (:meth:`Scorer.explain`; benign verdicts are not explained)."""
     summary = summary if summary is not None else ScoreSummary.for_bundle(scorer.bundle)
-    pending: list[_Pending] = []
+    pending: list[DecodedRow] = []
     for item in decoded_rows(files, scorer.decoder, stdin):
         summary.rows += 1
         pending.append(item)
@@ -154,57 +142,7 @@ def score_files(
     return summary
 
 
-def decoded_rows(files: list[Path], decoder: FlowDecoder, stdin: io.BufferedReader | None = None) -> Iterator[_Pending]:
-    """Every row of ``files`` (``-``: ``stdin``, default standard input) decoded by ``decoder``, in order, each with
-    its ``source`` (file and row or line): a :class:`DecodedFlow`, or a :class:`Rejected` that says why not."""
-    for path in files:
-        if str(path) == STDIN:
-            stream = stdin if stdin is not None else sys.stdin.buffer
-            if looks_like_ndjson(stream.peek(SNIFF_BYTES)):
-                yield from _ndjson_rows(stream, STDIN, decoder)
-            else:
-                yield from _csv_rows(stream, STDIN, decoder)
-        elif is_ndjson_name(path):
-            yield from _ndjson_rows(path, str(path), decoder)
-        else:
-            yield from _csv_rows(path, str(path), decoder)
-
-
-def _csv_rows(source: Path | BinaryIO, name: str, decoder: FlowDecoder) -> Iterator[_Pending]:
-    number = 0
-    try:
-        with CsvReader(source) as reader:
-            header = reader.header
-            if not header:
-                return
-            layout = layout_for(tuple(header))
-            for number, row in enumerate(reader.rows(), start=1):
-                where = {"file": name, "row": number}
-                if len(row) < len(header):
-                    reason = f"row has {len(row)} of the header's {len(header)} cells"
-                    yield _Pending(where, Rejected("short_row", reason))
-                    continue
-                if EXTRA_CELLS in row:
-                    reason = f"row has cells beyond the header's {len(header)}: {row[EXTRA_CELLS][:80]!r}"
-                    yield _Pending(where, Rejected("long_row", reason))
-                    continue
-                record = to_record(row, layout, with_labels=True)
-                yield _Pending(where, decoder.decode_mapping(record))
-    except (csv.Error, OSError, EOFError, UnicodeError, zlib.error) as exc:
-        yield _Pending({"file": name, "row": number + 1}, Rejected("unreadable", f"file breaks off: {exc}"))
-
-
-def _ndjson_rows(source: Path | BinaryIO, name: str, decoder: FlowDecoder) -> Iterator[_Pending]:
-    """Each line goes the worker's way from the bytes of a Kafka message: ``decode_bytes``, size limit included."""
-    number = 0
-    try:
-        for number, raw in ndjson_lines(source):
-            yield _Pending({"file": name, "line": number}, decoder.decode_bytes(raw))
-    except (OSError, EOFError, zlib.error) as exc:
-        yield _Pending({"file": name, "line": number + 1}, Rejected("unreadable", f"file breaks off: {exc}"))
-
-
-def _flush(pending: list[_Pending], scorer: Scorer, out: IO[bytes], summary: ScoreSummary, explain: int) -> None:
+def _flush(pending: list[DecodedRow], scorer: Scorer, out: IO[bytes], summary: ScoreSummary, explain: int) -> None:
     flows = [p.outcome for p in pending if isinstance(p.outcome, DecodedFlow)]
     verdicts = iter(scorer.explained_attacks(scorer.score(flows), flows, explain)) if flows else iter(())
     lines = []

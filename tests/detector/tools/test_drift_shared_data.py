@@ -20,9 +20,9 @@ from detector.core.bundle import write_bundle
 from detector.core.decode import DecodedFlow, FlowDecoder
 from detector.core.drift import ReferenceHistograms
 from detector.core.features import PORTABLE_CIC_FEATURES
+from detector.core.flowfiles import decoded_rows
 from detector.core.model import ModelConfig, ResCAEBiGRU
 from detector.core.preprocess import Preprocessor
-from detector.tools.score import decoded_rows
 from tests.support.shared_data import require_shared_data
 
 DATA = require_shared_data()
