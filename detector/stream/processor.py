@@ -92,10 +92,17 @@ class ScoredBatch:
 @dataclass(frozen=True, slots=True)
 class Selection:
     """Which scored flows of a batch become messages: ``alert`` (one flag per scored flow) and ``published``
-    (positions of the flows to publish, in order: the alerts, or with ``--emit all`` every flow)."""
+    (positions of the flows to publish, in order: the alerts, or with ``--emit all`` every flow);
+    ``by_classifier`` and ``by_novelty`` say which signal raised each alert (both may)."""
 
     alert: np.ndarray
     published: np.ndarray
+    by_classifier: np.ndarray
+    by_novelty: np.ndarray
+
+    def raised_by(self, index: int) -> list[str]:
+        """The alert's ``raised_by``: the signals that made flow ``index`` an alert."""
+        return [name for name, hit in (("classifier", self.by_classifier), ("novelty", self.by_novelty)) if hit[index]]
 
 
 #: Called with a batch's suppressed counts as soon as the batch is scored (the worker's metrics).
@@ -266,6 +273,8 @@ class BatchProcessor:
             flow, source = flows[index], sources[index]
             alert = build_alert(verdict, flow.flow, flow.label, model, source, detected_at)
             is_alert = bool(selection.alert[index])
+            if is_alert:
+                alert["raised_by"] = selection.raised_by(index)
             if topic is not None:
                 batch.outputs.append(Output(topic, alert_key(alert["flow"], source), encode(alert, is_alert=is_alert)))
             if aggregator is not None and is_alert:
@@ -344,7 +353,7 @@ class BatchProcessor:
                     alert[index] = False
                     batch.suppressed[(label, "allowlist")] += 1
         published = np.arange(len(best)) if self.emit == "all" else np.flatnonzero(alert)
-        return Selection(alert, published)
+        return Selection(alert, published, alert & attack & confident, alert & flagged_novel)
 
     def _per_class(self, classes: np.ndarray) -> list[tuple[int, int]]:
         """(class index, count) for each class that occurs in ``classes``."""

@@ -170,3 +170,23 @@ def test_a_novelty_calibration_that_names_an_unusable_signal_is_refused():
         NoveltyCalibration.from_json({**base, "flag": "max_probability"})
     with pytest.raises(ValueError, match="max_probability: threshold must be a positive number"):
         NoveltyCalibration.from_json({**base, "max_probability": {"threshold": 0, "budget": 0.01}})
+
+
+def test_each_alert_says_which_signal_raised_it_and_other_verdicts_say_nothing(novelty_bundle):
+    rows = generated_rows(5)[:100] + unlike_training(generated_rows(7)[:30])
+    every = [
+        orjson.loads(out.value) for out in processor(novelty_bundle, "all").process(messages(flow_values(rows))).outputs
+    ]
+    by_id = {a["alert_id"]: a for a in every}
+    flagged = processor(novelty_bundle, "flagged").process(messages(flow_values(rows))).outputs
+    raised = {orjson.loads(out.value)["alert_id"]: orjson.loads(out.value)["raised_by"] for out in flagged}
+    for alert_id, signals in raised.items():
+        verdict = by_id[alert_id]
+        expected = [
+            name
+            for name, hit in (("classifier", verdict["is_attack"]), ("novelty", verdict["novelty"]["is_novel"]))
+            if hit
+        ]
+        assert signals == expected
+    assert {tuple(s) for s in raised.values()} >= {("novelty",), ("classifier",)}, "the check needs both kinds"
+    assert not any("raised_by" in a for a in every if a["alert_id"] not in raised and not a["is_attack"])
