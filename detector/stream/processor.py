@@ -10,6 +10,7 @@ where it cannot hold up scoring, :meth:`BatchProcessor.install` swaps it in).
 What becomes an alert is decided in stages, on arrays of the whole batch, before any message is built:
 
 1. **flagged** (``--emit``): attack verdicts; with ``flagged`` (and ``all``) also novel flows whatever their label;
+   with ``novel`` only novel flows (the classifier's labels raise nothing: flows from another meter);
 2. **thresholds** (:mod:`detector.stream.thresholds`): an attack verdict below its class's least confidence is
    not an alert (unless it is flagged as novel);
 3. **allowlist** (:mod:`detector.stream.allowlist`): a flagged flow an entry matches is not an alert;
@@ -127,7 +128,7 @@ class BatchProcessor:
         *,
         output_topic: str,
         dlq_topic: str,
-        emit: Literal["attacks", "flagged", "all"] = "attacks",
+        emit: Literal["attacks", "flagged", "novel", "all"] = "attacks",
         device: str = "auto",
         max_record_bytes: int | None = None,
         backend: str = "auto",
@@ -343,9 +344,11 @@ class BatchProcessor:
         attack = best != self._benign
         flagged_novel = novel if self.emit != "attacks" else np.zeros_like(novel)
         confident = confidence >= self._least_confidence[best]
-        alert = (attack & confident) | flagged_novel
-        for index, count in self._per_class(best[attack & ~alert]):
-            batch.suppressed[(self._classes[index], "below_threshold")] += count
+        by_classifier = attack & confident if self.emit != "novel" else np.zeros_like(attack)
+        alert = by_classifier | flagged_novel
+        if self.emit != "novel":  # there the classifier raises nothing: its labels are not alerts to suppress
+            for index, count in self._per_class(best[attack & ~alert]):
+                batch.suppressed[(self._classes[index], "below_threshold")] += count
         if len(self.allowlist):
             for index in np.flatnonzero(alert).tolist():
                 label = self._classes[best[index]]
@@ -353,7 +356,7 @@ class BatchProcessor:
                     alert[index] = False
                     batch.suppressed[(label, "allowlist")] += 1
         published = np.arange(len(best)) if self.emit == "all" else np.flatnonzero(alert)
-        return Selection(alert, published, alert & attack & confident, alert & flagged_novel)
+        return Selection(alert, published, alert & by_classifier, alert & flagged_novel)
 
     def _per_class(self, classes: np.ndarray) -> list[tuple[int, int]]:
         """(class index, count) for each class that occurs in ``classes``."""

@@ -167,9 +167,10 @@ class RunSettings(KafkaSettings):
     threads: int | None = Field(
         None, ge=1, le=256, description="CPU threads for the model (none: torch's choice, one per core)"
     )
-    emit: Literal["attacks", "flagged", "all"] = Field(
+    emit: Literal["attacks", "flagged", "novel", "all"] = Field(
         "attacks",
-        description="alerts for flows classified as attacks, for attacks and novel flows (flagged), "
+        description="alerts for flows classified as attacks, for attacks and novel flows (flagged), for novel "
+        "flows only (novel: flows from a meter the classifier was not trained on, with a trainer adapt bundle), "
         "or a verdict for every flow (all)",
     )
     explain: int = Field(

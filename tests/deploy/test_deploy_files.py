@@ -80,7 +80,7 @@ FIT_FLAGS = {
 }
 CHOICES = {
     "--guarantee": {"exactly-once", "at-least-once"},
-    "--emit": {"attacks", "flagged", "all"},
+    "--emit": {"attacks", "flagged", "novel", "all"},
     "--device": {"auto", "cpu", "cuda"},
     "--alert-format": {"native", "ecs", "ocsf"},
     "--log-format": {"auto", "console", "json"},

@@ -108,6 +108,17 @@ def test_emit_flagged_keeps_a_novel_flow_below_its_threshold(bundle, rows):
     assert sorted(a["source"]["offset"] for a in outputs(batch)) == novel
 
 
+def test_emit_novel_alerts_on_novel_flows_only_whatever_the_classifier_says(bundle, rows):
+    verdicts = expected(bundle, rows)
+    novel = [i for i, v in enumerate(verdicts) if v.is_novel]
+    assert novel and any(v.is_attack and not v.is_novel for v in verdicts), "the fixture needs both kinds"
+    batch = processor(bundle, "novel").process(messages(flow_values(rows)))
+    alerts = outputs(batch)
+    assert sorted(a["source"]["offset"] for a in alerts) == novel
+    assert all(a["raised_by"] == ["novelty"] for a in alerts), "the classifier raises nothing here"
+    assert not batch.suppressed, "an attack label that raises nothing is not a suppressed alert"
+
+
 def test_emit_all_publishes_every_verdict_and_marks_which_are_alerts(bundle, rows):
     verdicts = expected(bundle, rows)
     cut = 0.9
