@@ -45,7 +45,7 @@ docs: setup
 	$(PY) -m tests.support.docs
 
 test: setup lint kafka
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # A bounded fault-injection run on a 3-node Apache Kafka cluster, once per guarantee, one JSON line each (README
 # "Reliability"; never part of make test). CHAOS_ARGS e.g. '--records 5000 --faults 3' or '--bootstrap host:9092'.
