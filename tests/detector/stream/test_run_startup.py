@@ -22,7 +22,7 @@ def bundle_path(tmp_path_factory):
         (["--bundle", "/nonexistent/bundle"], "invalid settings: bundle: "),
         (["--max-batch", "0"], "max_batch: Input should be greater than or equal to 1"),
         (["--guarantee", "maybe"], "guarantee: Input should be 'exactly-once' or 'at-least-once'"),
-        (["--emit", "novel"], "emit: Input should be 'attacks', 'flagged' or 'all'"),
+        (["--emit", "loud"], "emit: Input should be 'attacks', 'flagged', 'novel' or 'all'"),
         (["--kafka-option", "no-equals-sign"], "--kafka-option number 1 is not KEY=VALUE"),
         (["--kafka-option", "bootstrap.servers=elsewhere:9092"], "set it with --bootstrap-servers"),
         (["--kafka-option", "group.id=other"], "set it with --group-id"),
