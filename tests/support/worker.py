@@ -369,19 +369,12 @@ def dead_letter_header_map(message: Message) -> dict[str, str]:
     return {name: value.decode() for name, value in message.headers() or []}
 
 
-IDEMPOTENT = {"enable.idempotence": "true"}
-
-
 def produce_spread(bootstrap: str, topic: str, values: Sequence[bytes], partitions: int) -> dict[tuple[int, int], int]:
-    """Produce ``values`` round-robin over ``partitions``; returns ``{(partition, offset): index in values}``.
-
-    Idempotent, as ``detector replay`` is: a plain producer that retries a batch across a broker failure can
-    write it twice, and the delivery report names only the copy that was acknowledged, so the worker's verdicts
-    for the first copy would look like verdicts for records never sent."""
+    """Produce ``values`` round-robin over ``partitions``; returns ``{(partition, offset): index in values}``."""
     where: dict[tuple[int, int], int] = {}
     for partition in range(partitions):
         indices = list(range(partition, len(values), partitions))
-        landed = produce_values(bootstrap, topic, [values[i] for i in indices], partition=partition, config=IDEMPOTENT)
+        landed = produce_values(bootstrap, topic, [values[i] for i in indices], partition=partition)
         where.update(zip(landed, indices, strict=True))
     return where
 
