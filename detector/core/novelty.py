@@ -57,11 +57,7 @@ class ConfidenceCalibration:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ConfidenceCalibration:
         """Raises ``ValueError`` for a threshold that could not score anything sensibly."""
-        threshold, budget = float(data["threshold"]), float(data["budget"])
-        if not (np.isfinite(threshold) and threshold > 0):
-            raise ValueError(f"max_probability: threshold must be a positive number, got {data['threshold']!r}")
-        if not 0 < budget < 1:
-            raise ValueError(f"max_probability: budget must be between 0 and 1, got {data['budget']!r}")
+        threshold, budget = _threshold_and_share(data, "budget", "max_probability")
         return cls(threshold, budget, int(data.get("calibration_rows", 0)))
 
 
@@ -109,11 +105,7 @@ class NoveltyCalibration:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NoveltyCalibration:
         """Raises ``ValueError`` for a calibration that could not score anything sensibly."""
-        threshold, quantile = float(data["threshold"]), float(data["quantile"])
-        if not (np.isfinite(threshold) and threshold > 0):
-            raise ValueError(f"{NOVELTY_CONFIG}: threshold must be a positive number, got {data['threshold']!r}")
-        if not 0 < quantile < 1:
-            raise ValueError(f"{NOVELTY_CONFIG}: quantile must be between 0 and 1, got {data['quantile']!r}")
+        threshold, quantile = _threshold_and_share(data, "quantile", NOVELTY_CONFIG)
         confidence = data.get("max_probability")
         site = data.get("site")
         if site is not None and not isinstance(site, dict):
@@ -162,6 +154,17 @@ def reconstruction_error(autoencoder: ResCAE, matrix: np.ndarray, device: torch.
     """Mean squared reconstruction error per row ``[N]`` (float64); the autoencoder must be in eval mode."""
     errors = in_batches(lambda x: ((autoencoder(x) - x) ** 2).mean(dim=1).double(), matrix, device)
     return np.concatenate(errors) if errors else np.zeros(0)
+
+
+def _threshold_and_share(data: dict[str, Any], share: str, where: str) -> tuple[float, float]:
+    """A stored signal's positive, finite ``threshold`` and its ``share`` key (a quantile or a budget) strictly
+    between 0 and 1; ``ValueError`` naming ``where`` otherwise."""
+    threshold, fraction = float(data["threshold"]), float(data[share])
+    if not (np.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"{where}: threshold must be a positive number, got {data['threshold']!r}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"{where}: {share} must be between 0 and 1, got {data[share]!r}")
+    return threshold, fraction
 
 
 def max_probability_signal(probabilities: np.ndarray) -> np.ndarray:
