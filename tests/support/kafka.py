@@ -249,6 +249,40 @@ def consume_until_idle(
     return received
 
 
+def read_to_end(bootstrap_servers: str, topic: str, *, timeout: float = 60.0) -> list[Message]:
+    """Every record of ``topic``, each partition from its beginning to its end (read_uncommitted).
+
+    What the log holds, not what a producer was told: a batch retried by a producer without idempotence can
+    be written twice while its delivery report names one copy. Unlike :func:`consume_until_idle` it knows
+    where each partition ends, so a slow fetch cannot cut the read short: a partition is read when the
+    consumer meets its end (partition EOF) at or past the high watermark that ListOffsets gave at the call.
+    Not that offset alone: the embedded Tansu answers ListOffsets with its last batch's first offset + 1,
+    short of the end its fetches report."""
+    received: list[Message] = []
+    errors: list[KafkaError] = []
+    at_end: set[int] = set()
+    with reader(bootstrap_servers, topic, config={"enable.partition.eof": True}) as consumer:
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in consumer.assignment()}
+        deadline = time.monotonic() + timeout
+        while at_end != set(ends):
+            assert time.monotonic() < deadline, (
+                f"{topic!r} not read to its end within {timeout:g} s: partitions {sorted(set(ends) - at_end)} "
+                f"short of their high watermarks {ends}; consumer errors: {errors[:3]}"
+            )
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                received.append(message)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                if message.offset() >= ends[message.partition()]:
+                    at_end.add(message.partition())
+            else:
+                errors.append(error)
+    return received
+
+
 @contextlib.contextmanager
 def reader(
     bootstrap_servers: str,
