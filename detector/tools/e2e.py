@@ -6,7 +6,10 @@ For each delivery guarantee, on fresh topics:
 1. **capacity**: ``flows`` records are produced into a 3-partition input topic *before* the worker starts;
    the clock and the worker process's CPU time (``/proc/PID/stat``: the worker's own threads, not the broker's
    nor this process's) start when the worker logs its partition assignment and stop when its metrics count
-   every record scored. ``flows_per_s`` and ``worker_cpu_ms_per_1000`` come from that window. The metrics are
+   every record scored. ``flows_per_s`` and ``worker_cpu_ms_per_1000`` come from that window, and
+   ``worker_cpu_ms_per_1000_by_thread`` splits the same CPU time between the worker's main thread (decoding,
+   scoring, verdicts, alerts, the Python side of the Kafka calls), librdkafka's own threads, and the others
+   (:func:`~detector.tools.measure.thread_cpu_seconds`). The metrics are
    read at a quarter of the time the rest should take at the rate so far (:func:`next_poll_s`), so a few
    dozen scrapes end within 20 ms of the last record: the worker's CPU time includes every scrape's
    rendering, and a fixed 20 ms poll (about 300 scrapes in a 6-second run) had cost it about a fifth of its
@@ -52,7 +55,7 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 from detector.core.csvfile import csv_files
 from detector.stream.topics import ensure_topics
 from detector.tools.broker import EmbeddedBroker
-from detector.tools.measure import percentiles, process_cpu_seconds
+from detector.tools.measure import percentiles, process_cpu_seconds, thread_cpu_seconds
 from detector.tools.replay_source import SourceStats, read_flows
 
 GUARANTEES = ("exactly-once", "at-least-once")
@@ -116,9 +119,11 @@ def measure_worker(
     _produce_all(bootstrap, topics["input"], records)
     with _Worker(bootstrap, topics, guarantee, options) as worker:
         worker.wait_assigned()
+        threads0 = thread_cpu_seconds(worker.pid)
         cpu0, wall0 = process_cpu_seconds(worker.pid), time.perf_counter()
         worker.wait_scored(len(records), options.timeout_s)
         wall, cpu = time.perf_counter() - wall0, process_cpu_seconds(worker.pid) - cpu0
+        threads = {name: seconds - threads0.get(name, 0.0) for name, seconds in thread_cpu_seconds(worker.pid).items()}
         capacity = len(records) / wall
         latencies = _latencies(bootstrap, topics, values, capacity / 2, options.latency_seconds, worker)
     cpu_ms = 1e6 * cpu / len(records)
@@ -128,6 +133,9 @@ def measure_worker(
         "flows_per_s": round(capacity, 1),
         "worker_cpu_ms_per_1000": round(cpu_ms, 1),
         "cpu_ratio_vs_model": round(cpu_ms / model_cpu_ms_per_1000, 3) if model_cpu_ms_per_1000 else None,
+        "worker_cpu_ms_per_1000_by_thread": {
+            name: round(1e6 * seconds / len(records), 1) for name, seconds in threads.items()
+        },
         "latency_rate_flows_per_s": round(capacity / 2, 1),
         "latency_samples": len(latencies),
         "latency_p50_ms": round(p[50], 1),
