@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from detector.stream.aggregate import AggregateKey, PartitionWindows, Window, rfc3339
 from detector.stream.logs import get_logger
@@ -166,15 +166,18 @@ class ChangelogReader:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",
+                "enable.partition.eof": True,
             }
         )
 
     def load(self, input_topic: str, partition: int) -> PartitionWindows:
         """The state of ``input_topic``/``partition`` as of the last committed write (raises AggregateStateError).
 
-        Reads until the consumer's position reaches the partition's high watermark: with ``read_committed`` it
-        stops short while a transaction is open there (e.g. the previous owner's, until it is aborted or
-        completes), so this waits for it, up to ``timeout``.
+        Reads until the consumer meets the partition's end (partition EOF) at or past the high watermark that
+        ListOffsets gave: with ``read_committed`` the end stops short while a transaction is open there (e.g.
+        the previous owner's, until it is aborted or completes), so this waits for it, up to ``timeout``. Not
+        the high watermark alone: the embedded Tansu answers ListOffsets with its last batch's first offset + 1
+        (docs/tansu.md), so a position past it can still leave that batch's later records unread.
         """
         deadline = time.monotonic() + self.timeout
         tp = TopicPartition(self.topic, partition, OFFSET_BEGINNING)
@@ -187,19 +190,21 @@ class ChangelogReader:
         if high > 0:
             self._consumer.assign([tp])
             try:
-                position = 0
-                while position < high:
+                position, at_end = 0, False
+                while not at_end:
                     if time.monotonic() > deadline:
                         raise AggregateStateError(
                             f"reading {self.topic}/{partition} back did not reach offset {high} within "
                             f"{self.timeout:.0f} s (stopped at {position}: a transaction still open there?)"
                         )
                     for message in self._consumer.consume(1000, 0.2):
-                        if message.error() is not None:
-                            continue
-                        watermark = self._apply(
-                            message.key(), message.value(), input_topic, partition, windows, watermark
-                        )
+                        error = message.error()
+                        if error is None:
+                            watermark = self._apply(
+                                message.key(), message.value(), input_topic, partition, windows, watermark
+                            )
+                        elif error.code() == KafkaError._PARTITION_EOF and message.offset() >= high:
+                            at_end = True
                     got = self._consumer.position([TopicPartition(self.topic, partition)])[0].offset
                     position = max(position, got)
             finally:

@@ -67,6 +67,18 @@ def test_a_topic_with_several_partitions_keeps_order_within_each_partition(kafka
         assert [m.offset() for m in in_partition] == list(range(5))
 
 
+@tansu_limitation("ListOffsets answers a partition's end with its last batch's first offset + 1")
+def test_list_offsets_gives_the_end_of_a_partition_written_in_several_batches(kafka_bootstrap, new_topic):
+    topic = new_topic(partitions=1)
+    produce_values(kafka_bootstrap, topic, [b"first"] * 10, partition=0)
+    produce_values(kafka_bootstrap, topic, [b"second"] * 5, partition=0)
+    consumer = Consumer({**client_config(kafka_bootstrap), "group.id": unique_name("ends")})
+    try:
+        assert consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 15)
+    finally:
+        consumer.close()
+
+
 def test_a_group_resumes_from_its_committed_offsets_after_the_consumer_closes(kafka_bootstrap, new_topic):
     topic = new_topic(partitions=2)
     group = unique_name("resume")
