@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 
-.PHONY: setup kafka chaos test test-fast lint docs demo bench bench-e2e bench-batch bench-scale bench-candidates bench-gpu bench-gpu-prepare fit-paper pcap-check site-check clean
+.PHONY: setup kafka chaos test test-fast lint docs demo bench bench-e2e bench-batch bench-scale bench-candidates bench-train-step bench-gpu bench-gpu-prepare fit-paper pcap-check site-check clean
 
 setup: $(STAMP)
 
@@ -86,6 +86,10 @@ bench-scale: setup
 # The serving-backend candidates (torch.compile, hand-written GRU, bf16, int8) on the cached bench bundle.
 bench-candidates: setup
 	$(PY) -m tests.bench.backend_candidates --cached $(BENCH_ARGS)
+
+# One fine-tuning (SAM) step: torch's GRU against a hand-written BiGRU and bf16 autocast (README "Training time").
+bench-train-step: setup
+	$(PY) -m tests.bench.train_step $(BENCH_ARGS)
 
 # On a GPU machine (no internet): `make bench-gpu-prepare` here first (wheels, data, cached bundle into .whl/),
 # carry .whl, then `bash tests/bench/gpu.sh` there. `make test` runs it dry on the CPU (tests/bench/test_bench_dry.py).
