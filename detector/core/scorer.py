@@ -137,7 +137,7 @@ class Scorer:
         self.top_k = max(1, min(top_k, len(bundle.classes)))
         pre = bundle.preprocessor
         self.decoder = FlowDecoder(pre.numeric, tuple(pre.categories))
-        self._classes = np.asarray(bundle.classes, dtype=object)
+        self._class_names = tuple(str(name) for name in bundle.classes)
         self._benign = bundle.classes.index(bundle.benign_class)
         self._novelty_calibration = self.novelty.calibration if self.novelty is not None else None
         self._explainer: Explainer | None = None
@@ -163,24 +163,26 @@ class Scorer:
         return self.verdicts(self.scores(flows))
 
     def verdicts(self, scores: Scores) -> list[Verdict]:
-        probabilities = scores.probabilities
-        order = scores.ranked(self.top_k)
-        novelty = scores.novelty.tolist() if scores.novelty is not None else [None] * len(probabilities)
+        # Python lists, not numpy rows: indexing a numpy row per class costs more than the rest of a verdict.
+        rows = scores.probabilities.tolist()
+        order = scores.ranked(self.top_k).tolist()
+        novelty = scores.novelty.tolist() if scores.novelty is not None else [None] * len(rows)
         names = tuple(scores.signals)
         by_signal = zip(*(scores.signals[name].tolist() for name in names), strict=True) if names else None
+        classes, benign, signal = self._class_names, self._benign, scores.signal
         verdicts = []
-        for row, ranked, novel in zip(probabilities, order, novelty, strict=True):
-            best = int(ranked[0])
-            top = tuple((str(self._classes[c]), round(float(row[c]), 6)) for c in ranked)
+        for row, ranked, novel in zip(rows, order, novelty, strict=True):
+            best = ranked[0]
+            top = tuple([(classes[c], round(row[c], 6)) for c in ranked])
             signal_scores = tuple(zip(names, next(by_signal), strict=True)) if by_signal is not None else ()
             verdicts.append(
                 Verdict(
-                    str(self._classes[best]),
-                    best != self._benign,
-                    float(row[best]),
+                    classes[best],
+                    best != benign,
+                    row[best],
                     top,
                     novel,
-                    novelty_signal=scores.signal,
+                    novelty_signal=signal,
                     novelty_scores=signal_scores,
                 )
             )
